@@ -1,0 +1,93 @@
+"""The ``storm`` command line: ``storm --version``, ``storm tile``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ._version import __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``storm`` command line.
+
+    Examples
+    --------
+    >>> main(["--version"])  # doctest: +SKIP
+    storm 0.1.0
+    """
+    parser = argparse.ArgumentParser(prog="storm", description="storm: histology + spatial transcriptomics model.")
+    parser.add_argument("--version", action="version", version=f"storm {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    tile = sub.add_parser("tile", help="tile the H&E image around every spot and write a summary and a montage")
+    tile.add_argument("source", help="a SpatialData .zarr store, or 'demo' for the bundled her2st crop")
+    tile.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    tile.add_argument("--tile-px", type=int, default=224)
+    tile.add_argument("--tile-um", type=float, default=112.0)
+    tile.add_argument("--um-per-px", type=float, default=None, help="µm per full-resolution pixel (overrides metadata)")
+    tile.add_argument("--platform", default=None, help="platform whose spot pitch gives the scale (visium, st, ...)")
+    tile.add_argument("--table-key", default=None)
+    tile.add_argument("--image-key", default=None)
+    tile.add_argument("--montage", type=int, default=64, help="number of tiles drawn in tiles_montage.png")
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return _tile(args)
+    except (ValueError, KeyError, FileNotFoundError, TypeError) as err:
+        print(f"storm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _tile(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from . import datasets, pp
+
+    if args.source == "demo":
+        sdata = datasets.demo()
+    else:
+        import spatialdata
+
+        path = Path(args.source)
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist; pass a SpatialData .zarr store or 'demo'.")
+        sdata = spatialdata.read_zarr(path)
+    tiles = pp.tile(
+        sdata,
+        args.tile_px,
+        args.tile_um,
+        table_key=args.table_key,
+        image_key=args.image_key,
+        um_per_px=args.um_per_px,
+        platform=args.platform,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    n = len(tiles)
+    drawn = min(max(args.montage, 0), n)
+    montage_path = None
+    if drawn:
+        cols = int(np.ceil(np.sqrt(drawn)))
+        rows = int(np.ceil(drawn / cols))
+        sheet = np.full((rows * args.tile_px, cols * args.tile_px, 3), 255, np.uint8)
+        for k, img in enumerate(tiles.read(np.arange(drawn))):
+            r, c = divmod(k, cols)
+            sheet[r * args.tile_px : (r + 1) * args.tile_px, c * args.tile_px : (c + 1) * args.tile_px] = img
+        montage_path = args.out / "tiles_montage.png"
+        Image.fromarray(sheet).save(montage_path)
+    mean_rgb = np.zeros(3)
+    for batch in tiles.batches():
+        mean_rgb += batch.tiles.reshape(-1, 3).mean(axis=0) * len(batch.index)
+    summary = tiles.geometry() | {"mean_rgb": (mean_rgb / n).round(2).tolist(), "source": args.source}
+    (args.out / "tiles.json").write_text(json.dumps(summary, indent=2))
+    print(f"{tiles!r}\nµm/px {tiles.um_per_px:.4f} ({tiles.um_per_px_source})")
+    print(f"wrote {args.out / 'tiles.json'}" + (f" and {montage_path}" if montage_path else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""storm's logger (``logging.getLogger("storm")``)."""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger("storm")

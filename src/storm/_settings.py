@@ -1,0 +1,95 @@
+"""The one settings object of storm (``storm.settings``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_DEVICES = ("auto", "cpu", "cuda", "mps")
+_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+class StormSettings:
+    """Global defaults used whenever a storm function receives ``None`` for the matching argument.
+
+    Examples
+    --------
+    >>> import storm as st
+    >>> st.settings.batch_size = 32
+    >>> st.settings.batch_size
+    32
+    """
+
+    def __init__(self) -> None:
+        self._device = "auto"
+        self._precision = "auto"
+        self._batch_size = 64
+        self._num_workers = min(4, os.cpu_count() or 1)
+        self._tile_cache_mb = 1024
+        self.progress = True
+        self.seed = 0
+        self.cache_dir = Path(os.environ.get("STORM_CACHE_DIR", Path.home() / ".cache" / "storm"))
+        env_data = os.environ.get("STORM_DATA_DIR")
+        self.data_dir: Path | None = Path(env_data) if env_data else None
+
+    @property
+    def device(self) -> str:
+        """Compute device: ``"auto"`` (GPU when present), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``."""
+        return self._device
+
+    @device.setter
+    def device(self, value: str) -> None:
+        if not isinstance(value, str) or value.split(":")[0] not in _DEVICES:
+            raise ValueError(f"`device` must be one of {_DEVICES} (optionally 'cuda:N'), got {value!r}.")
+        self._device = value
+
+    @property
+    def precision(self) -> str:
+        """Inference precision: ``"auto"`` (bf16 autocast on GPUs that support it), ``"fp32"``, ``"bf16"``, ``"fp16"``."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        if value not in _PRECISIONS:
+            raise ValueError(f"`precision` must be one of {_PRECISIONS}, got {value!r}.")
+        self._precision = value
+
+    @property
+    def batch_size(self) -> int:
+        """Default number of spots (tiles) per batch."""
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self._batch_size = _positive_int("batch_size", value)
+
+    @property
+    def num_workers(self) -> int:
+        """Background threads that read and resample tiles."""
+        return self._num_workers
+
+    @num_workers.setter
+    def num_workers(self, value: int) -> None:
+        self._num_workers = _positive_int("num_workers", value)
+
+    @property
+    def tile_cache_mb(self) -> int:
+        """Memory budget (MiB) for decoded image pixels held while tiling; bounds memory whatever the slide size."""
+        return self._tile_cache_mb
+
+    @tile_cache_mb.setter
+    def tile_cache_mb(self, value: int) -> None:
+        self._tile_cache_mb = _positive_int("tile_cache_mb", value)
+
+    def __repr__(self) -> str:
+        fields = ["device", "precision", "batch_size", "num_workers", "tile_cache_mb", "progress", "seed", "cache_dir"]
+        return "StormSettings(" + ", ".join(f"{f}={getattr(self, f)!r}" for f in fields) + ")"
+
+
+def _positive_int(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    return value
+
+
+settings = StormSettings()

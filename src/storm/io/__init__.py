@@ -1,0 +1,7 @@
+"""Reading spatial data and resolving image, spots, scale and coordinate systems (``st.io``)."""
+
+from ._anndata import from_anndata, to_anndata
+from ._resolve import resolve
+from ._slide import ImageLevel, Slide
+
+__all__ = ["ImageLevel", "Slide", "from_anndata", "resolve", "to_anndata"]

@@ -1,0 +1,192 @@
+"""Conversion between SpatialData and squidpy/scanpy-style AnnData (``uns["spatial"]`` + ``obsm["spatial"]``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .._constants import (
+    SCALEFACTOR_HIRES,
+    SCALEFACTOR_LOWRES,
+    SCALEFACTOR_SPOT_DIAMETER,
+    SCALEFACTOR_UM_PER_PX,
+)
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+_SCALEFACTOR_OF = {"hires": SCALEFACTOR_HIRES, "lowres": SCALEFACTOR_LOWRES}
+
+
+def from_anndata(
+    adata: AnnData,
+    *,
+    library_id: str | None = None,
+    img_key: str | None = None,
+    spatial_key: str = "spatial",
+) -> SpatialData:
+    """Build a SpatialData from an AnnData with squidpy-style spatial metadata.
+
+    The coordinate system ``"global"`` is in full-resolution pixels (the frame of ``obsm[spatial_key]``); the image
+    is placed with its scale factor; spots become circles of ``spot_diameter_fullres``. ``adata`` is not modified.
+
+    Parameters
+    ----------
+    adata
+        AnnData with ``obsm[spatial_key]`` (x, y in full-resolution pixels) and ``uns["spatial"][library_id]`` holding
+        ``images`` and ``scalefactors``.
+    library_id
+        Key in ``uns["spatial"]``; needed only when there are several.
+    img_key
+        Which image of the library (``"hires"``, ``"lowres"``, ...); the finest available by default.
+    spatial_key
+        Key of the spot coordinates in ``obsm``.
+
+    Returns
+    -------
+    SpatialData with image ``"he"``, shapes ``"spots"`` and table ``"table"`` (a copy of ``adata``).
+
+    Examples
+    --------
+    >>> import storm as st
+    >>> adata = st.io.to_anndata(st.datasets.demo())
+    >>> sdata = st.io.from_anndata(adata)
+    >>> sorted(sdata.images), sorted(sdata.shapes)
+    (['he'], ['spots'])
+    """
+    from spatialdata import SpatialData
+    from spatialdata.models import Image2DModel, ShapesModel, TableModel
+    from spatialdata.transformations import Identity, Scale
+
+    if spatial_key not in adata.obsm:
+        raise KeyError(f"`adata.obsm[{spatial_key!r}]` is missing; it must hold spot centres (x, y) in pixels.")
+    library_id, lib = _library(adata, library_id)
+    scalefactors = dict(lib.get("scalefactors", {}))
+    if SCALEFACTOR_SPOT_DIAMETER not in scalefactors:
+        raise KeyError(
+            f"`uns['spatial'][{library_id!r}]['scalefactors']` lacks {SCALEFACTOR_SPOT_DIAMETER!r} (spot diameter in "
+            "full-resolution pixels); add it so spots can be drawn and tiled at their true size."
+        )
+    xy = np.asarray(adata.obsm[spatial_key], dtype=float)[:, :2]
+    spots = ShapesModel.parse(
+        xy,
+        geometry=0,
+        radius=np.full(len(xy), float(scalefactors[SCALEFACTOR_SPOT_DIAMETER]) / 2.0),
+        index=np.arange(len(xy)),
+        transformations={"global": Identity()},
+    )
+    table = adata.copy()
+    table.obs["region"] = "spots"
+    table.obs["region"] = table.obs["region"].astype("category")
+    table.obs["spot_id"] = np.arange(adata.n_obs)
+    table.uns["spatial"] = {library_id: lib}
+    table = TableModel.parse(table, region="spots", region_key="region", instance_key="spot_id")
+    images = {}
+    images_in = lib.get("images", {})
+    if images_in:
+        key = img_key or next((k for k in ("hires", "lowres") if k in images_in), next(iter(images_in)))
+        if key not in images_in:
+            raise KeyError(f"`img_key={key!r}` is not in uns['spatial'][{library_id!r}]['images'] ({list(images_in)}).")
+        scale = float(scalefactors.get(_SCALEFACTOR_OF.get(key, ""), scalefactors.get(f"tissue_{key}_scalef", 1.0)))
+        pixels = np.asarray(images_in[key])
+        pixels = pixels[..., None] if pixels.ndim == 2 else pixels
+        images["he"] = Image2DModel.parse(
+            np.moveaxis(pixels, -1, 0),
+            dims=("c", "y", "x"),
+            transformations={"global": Scale([1.0 / scale, 1.0 / scale], axes=("y", "x"))},
+        )
+    return SpatialData(images=images, shapes={"spots": spots}, tables={"table": table})
+
+
+def to_anndata(
+    sdata: SpatialData,
+    *,
+    table_key: str | None = None,
+    image_key: str | None = None,
+    shapes_key: str | None = None,
+    um_per_px: float | None = None,
+    platform: str | None = None,
+    hires_px: int = 2000,
+) -> AnnData:
+    """Flatten a slide into an AnnData that scanpy and squidpy plot directly.
+
+    ``obsm["spatial"]`` holds spot centres in full-resolution (level-0) pixels; ``uns["spatial"][library_id]`` holds a
+    ``"hires"`` image no larger than ``hires_px`` on its long side (read from the coarsest sufficient pyramid level), its
+    scale factor, the spot diameter in pixels and ``microns_per_pixel``.
+
+    Parameters
+    ----------
+    sdata
+        The slide.
+    table_key, image_key, shapes_key, um_per_px, platform
+        As in :func:`storm.io.resolve`.
+    hires_px
+        Longest side of the stored image, in pixels.
+
+    Returns
+    -------
+    A new AnnData (a copy of the table's spots); ``sdata`` is not modified.
+
+    Examples
+    --------
+    >>> import storm as st
+    >>> adata = st.io.to_anndata(st.datasets.demo())
+    >>> adata.obsm["spatial"].shape[1], "hires" in adata.uns["spatial"]["demo"]["images"]
+    (2, True)
+    """
+    from ._resolve import resolve
+
+    slide = resolve(
+        sdata, table_key=table_key, image_key=image_key, shapes_key=shapes_key, um_per_px=um_per_px, platform=platform
+    )
+    adata = slide.table[slide.rows].copy()
+    adata.uns.pop("spatialdata_attrs", None)
+    library_id = slide.keys["shapes_key"]
+    old = adata.uns.pop("spatial", {})
+    meta = dict(next(iter(old.values()), {}).get("metadata", {})) if isinstance(old, dict) and old else {}
+    scalefactors = {
+        SCALEFACTOR_UM_PER_PX: slide.um_per_px,
+        SCALEFACTOR_SPOT_DIAMETER: float(np.median(slide.spot_diameter_um) / slide.um_per_px),
+    }
+    lib: dict = {"images": {}, "scalefactors": scalefactors, "metadata": meta}
+    if slide.has_image:
+        from ..pp._image import to_rgb_uint8
+
+        level = _level_for_size(slide, hires_px)
+        data = slide.levels[level].data
+        factor = max(data.shape[1], data.shape[2]) / hires_px
+        step = max(1, int(np.ceil(factor)))
+        pixels = to_rgb_uint8(np.asarray(data[:, ::step, ::step]))
+        lib["images"]["hires"] = pixels
+        scalefactors[SCALEFACTOR_HIRES] = 1.0 / (slide.levels[level].px_to_level0[0] * step)
+        adata.obsm["spatial"] = slide.spot_xy_px.copy()
+    else:
+        adata.obsm["spatial"] = slide.spot_xy_um / slide.um_per_px
+    adata.uns["spatial"] = {library_id: lib}
+    return adata
+
+
+def _library(adata: AnnData, library_id: str | None) -> tuple[str, dict]:
+    spatial = adata.uns.get("spatial")
+    if not isinstance(spatial, dict) or not spatial:
+        raise KeyError(
+            "`adata.uns['spatial']` is missing; squidpy-style AnnData need uns['spatial'][library_id] with "
+            "'images' and 'scalefactors' (scanpy.read_visium writes it)."
+        )
+    if library_id is None:
+        if len(spatial) > 1:
+            raise ValueError(f"`adata.uns['spatial']` has several libraries {list(spatial)}; pass `library_id=`.")
+        library_id = next(iter(spatial))
+    if library_id not in spatial:
+        raise KeyError(f"`library_id={library_id!r}` is not in adata.uns['spatial'] ({list(spatial)}).")
+    return library_id, dict(spatial[library_id])
+
+
+def _level_for_size(slide, longest_px: int) -> int:
+    chosen = 0
+    for i, lvl in enumerate(slide.levels):
+        if max(lvl.shape_yx) >= longest_px:
+            chosen = i
+    return chosen

@@ -1,0 +1,190 @@
+"""Resolve a SpatialData (or squidpy-style AnnData) into one :class:`~storm.io.Slide`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._logging import logger
+from ._elements import affine_xy, choose_image, choose_shapes, choose_table, image_levels, table_link
+from ._scale import resolve_um_per_px, spatial_metadata
+from ._slide import ImageLevel, Slide
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+_SUPPORTED_DTYPES = ("uint8", "uint16", "float32", "float64")
+
+
+def resolve(
+    data: SpatialData | AnnData,
+    *,
+    table_key: str | None = None,
+    image_key: str | None = None,
+    shapes_key: str | None = None,
+    coordinate_system: str | None = None,
+    um_per_px: float | None = None,
+    platform: str | None = None,
+    library_id: str | None = None,
+) -> Slide:
+    """Resolve the table, image, spots, coordinate system and physical scale of a slide.
+
+    Parameters
+    ----------
+    data
+        A :class:`~spatialdata.SpatialData` (from spatialdata-io's readers, :func:`spatialdata.read_zarr`, or storm's
+        datasets) or an AnnData with squidpy-style ``uns["spatial"][library_id]`` and ``obsm["spatial"]``.
+    table_key, image_key, shapes_key, coordinate_system
+        Elements to use; each is inferred when unambiguous. Among several images sharing the spots' coordinate
+        system, RGB images are preferred, then the finest resolution.
+    um_per_px
+        Microns per pixel of the full-resolution image (level 0). Overrides metadata.
+    platform
+        Platform whose spot pitch (or unit size) gives the scale when metadata has none, e.g. ``"visium"`` or
+        ``"st"``; see :data:`storm._constants.PLATFORMS`.
+    library_id
+        For AnnData input: the key in ``uns["spatial"]``.
+
+    Returns
+    -------
+    The resolved slide; nothing in ``data`` is modified.
+
+    Examples
+    --------
+    >>> import storm as st
+    >>> slide = st.io.resolve(st.datasets.demo())
+    >>> round(slide.um_per_px, 2), slide.keys["image_key"]
+    (0.74, 'he')
+    """
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+    if isinstance(data, AnnData):
+        from ._anndata import from_anndata
+
+        target_table = data
+        data = from_anndata(data, library_id=library_id)
+    elif isinstance(data, SpatialData):
+        target_table = None
+    else:
+        raise TypeError(f"`data` must be a SpatialData or an AnnData, got {type(data).__name__}.")
+
+    table_key = choose_table(data, table_key)
+    table = data.tables[table_key]
+    if table.n_obs == 0:
+        raise ValueError(f"Table {table_key!r} is empty (0 spots); nothing to tile or embed.")
+    regions, region_key, instance_key = table_link(table, table_key)
+    shapes_key = choose_shapes(data, regions, shapes_key, table_key)
+    rows = np.flatnonzero(np.asarray(table.obs[region_key].astype(str) == shapes_key))
+    obs_names = np.asarray(table.obs_names[rows])
+    _check_unique(obs_names, table_key)
+
+    shapes = data.shapes[shapes_key]
+    ids = table.obs[instance_key].to_numpy()[rows]
+    missing = ~np.isin(ids, shapes.index.to_numpy())
+    if missing.any():
+        raise ValueError(
+            f"{int(missing.sum())} rows of table {table_key!r} point to spots missing from shapes {shapes_key!r} "
+            f"(e.g. {ids[missing][:3].tolist()}); check `{instance_key}` against the shapes' index."
+        )
+    geoms = shapes.loc[ids]
+    xy_shape = np.column_stack([geoms.geometry.centroid.x.to_numpy(), geoms.geometry.centroid.y.to_numpy()])
+    diameter_shape = _diameters(geoms)
+
+    image_key, cs = choose_image(data, shapes_key, image_key, coordinate_system)
+    shape_to_cs = affine_xy(shapes, cs)
+    if image_key is not None:
+        level_arrays = image_levels(data.images[image_key])
+        _check_pixels(level_arrays[0], image_key)
+        px_to_cs = affine_xy(level_arrays[0], cs)
+        levels = _pyramid(level_arrays)
+    else:
+        px_to_cs = np.eye(3)
+        levels = []
+    shape_to_px = np.linalg.inv(px_to_cs) @ shape_to_cs
+    xy_px = _apply(shape_to_px, xy_shape)
+    px_per_shape_unit = float(np.sqrt(abs(np.linalg.det(shape_to_px[:2, :2]))))
+    cs_per_px = float(np.sqrt(abs(np.linalg.det(px_to_cs[:2, :2]))))
+
+    meta = spatial_metadata(table, shapes_key)
+    scale, source = resolve_um_per_px(
+        um_per_px=um_per_px,
+        platform=platform,
+        meta=meta,
+        image_key=image_key,
+        shapes_key=shapes_key,
+        spot_xy_px=xy_px,
+        px_per_shape_unit=px_per_shape_unit,
+        cs_per_px=cs_per_px,
+    )
+    if levels:
+        _check_inside(xy_px, levels[0].shape_yx, obs_names, image_key, shapes_key)
+    slide = Slide(
+        table=target_table if target_table is not None else table,
+        rows=rows,
+        obs_names=obs_names,
+        spot_xy_px=xy_px if levels else None,
+        spot_xy_um=xy_px * scale,
+        spot_diameter_um=diameter_shape * px_per_shape_unit * scale,
+        levels=levels,
+        um_per_px=scale,
+        um_per_px_source=source,
+        keys={"table_key": table_key, "image_key": image_key, "shapes_key": shapes_key, "coordinate_system": cs},
+    )
+    logger.info("resolved slide: %s", slide.summary())
+    return slide
+
+
+def _check_unique(obs_names: np.ndarray, table_key: str) -> None:
+    names, counts = np.unique(obs_names, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(
+            f"Table {table_key!r} has duplicated obs names (e.g. {names[counts > 1][:3].tolist()}); "
+            "make them unique with `table.obs_names_make_unique()`."
+        )
+
+
+def _diameters(geoms: Any) -> np.ndarray:
+    if "radius" in geoms.columns:
+        return 2.0 * geoms["radius"].to_numpy(dtype=float)
+    return 2.0 * np.sqrt(geoms.geometry.area.to_numpy(dtype=float) / np.pi)
+
+
+def _apply(affine: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    return xy @ affine[:2, :2].T + affine[:2, 2]
+
+
+def _pyramid(level_arrays: list[Any]) -> list[ImageLevel]:
+    h0, w0 = level_arrays[0].sizes["y"], level_arrays[0].sizes["x"]
+    return [ImageLevel(data=lvl.data, px_to_level0=(h0 / lvl.sizes["y"], w0 / lvl.sizes["x"])) for lvl in level_arrays]
+
+
+def _check_pixels(level0: Any, image_key: str) -> None:
+    dims = tuple(level0.dims)
+    if dims != ("c", "y", "x"):
+        raise ValueError(f"Image {image_key!r} has axes {dims}; storm tiles 2-D images with axes ('c', 'y', 'x').")
+    channels = level0.sizes["c"]
+    if channels not in (1, 3, 4):
+        raise ValueError(
+            f"Image {image_key!r} has {channels} channels; storm needs an H&E image (RGB, RGBA or grayscale). "
+            "Pass the H&E image with `image_key=`, or select 3 channels first."
+        )
+    if str(level0.dtype) not in _SUPPORTED_DTYPES:
+        raise ValueError(
+            f"Image {image_key!r} has dtype {level0.dtype}; supported: {_SUPPORTED_DTYPES} (floats in [0, 1])."
+        )
+
+
+def _check_inside(
+    xy_px: np.ndarray, shape_yx: tuple[int, int], obs_names: np.ndarray, image_key: str, shapes_key: str
+) -> None:
+    h, w = shape_yx
+    outside = (xy_px[:, 0] < 0) | (xy_px[:, 1] < 0) | (xy_px[:, 0] >= w) | (xy_px[:, 1] >= h)
+    if outside.any():
+        raise ValueError(
+            f"{int(outside.sum())} of {len(xy_px)} spots of {shapes_key!r} have their centre outside image "
+            f"{image_key!r} ({w} x {h} px), e.g. {obs_names[outside][:3].tolist()}. The spots and the image are "
+            "probably not aligned: check the transformations of both elements (or the scale factor of the image)."
+        )

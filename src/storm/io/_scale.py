@@ -1,0 +1,92 @@
+"""Microns per pixel: from the user, from metadata, or from the spot pitch of a known platform."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from .._constants import METADATA_PLATFORM, PLATFORMS, SCALEFACTOR_UM_PER_PX
+
+
+def median_nn_distance(xy: np.ndarray) -> float:
+    """Median distance from each point to its nearest neighbour (in the units of ``xy``)."""
+    from scipy.spatial import cKDTree
+
+    if len(xy) < 2:
+        raise ValueError("At least two spots are needed to measure the spot pitch; pass `um_per_px=` instead.")
+    dist, _ = cKDTree(xy).query(xy, k=2)
+    return float(np.median(dist[:, 1]))
+
+
+def spatial_metadata(table: Any, shapes_key: str) -> dict[str, Any]:
+    """The squidpy-style ``uns["spatial"][library_id]`` entry of a table, or ``{}``."""
+    spatial = table.uns.get("spatial")
+    if not isinstance(spatial, dict) or not spatial:
+        return {}
+    if len(spatial) == 1:
+        return dict(next(iter(spatial.values())))
+    return dict(spatial.get(shapes_key, {}))
+
+
+def detect_platform(meta: dict[str, Any], image_key: str | None, shapes_key: str) -> str | None:
+    """Platform named in metadata, or recognised from spatialdata-io's element names; ``None`` when unknown."""
+    named = meta.get("metadata", {}).get(METADATA_PLATFORM) if isinstance(meta.get("metadata"), dict) else None
+    if named:
+        return str(named)
+    hd = re.search(r"square_(\d{3})um", shapes_key)
+    if hd:
+        return f"visium_hd_{hd.group(1)}um"
+    if "fiducial_diameter_fullres" in meta.get("scalefactors", {}):
+        return "visium"
+    if image_key is not None and re.search(r"_(hires|lowres|full)_image$", image_key):
+        return "visium"
+    if shapes_key in {"cell_circles", "cell_boundaries", "nucleus_boundaries"} or (
+        image_key is not None and image_key.startswith("morphology")
+    ):
+        return "xenium"
+    return None
+
+
+def resolve_um_per_px(
+    *,
+    um_per_px: float | None,
+    platform: str | None,
+    meta: dict[str, Any],
+    image_key: str | None,
+    shapes_key: str,
+    spot_xy_px: np.ndarray,
+    px_per_shape_unit: float,
+    cs_per_px: float,
+) -> tuple[float, str]:
+    """Microns per level-0 pixel and a sentence saying where it came from.
+
+    Order: the ``um_per_px`` argument; ``scalefactors["microns_per_pixel"]`` in ``uns["spatial"]`` (µm per unit of the
+    spot coordinates, as Space Ranger writes it); the platform (argument, metadata, or spatialdata-io element names)
+    with its spot pitch measured on the spots or its fixed unit size. Otherwise an error: the scale is never guessed.
+    """
+    if um_per_px is not None:
+        if not np.isfinite(um_per_px) or um_per_px <= 0:
+            raise ValueError(f"`um_per_px` must be a positive number of microns per pixel, got {um_per_px!r}.")
+        return float(um_per_px), "argument um_per_px"
+    scalefactors = meta.get("scalefactors", {})
+    if platform is None and SCALEFACTOR_UM_PER_PX in scalefactors:
+        value = float(scalefactors[SCALEFACTOR_UM_PER_PX]) / px_per_shape_unit
+        return value, f"metadata uns['spatial'][...]['scalefactors']['{SCALEFACTOR_UM_PER_PX}']"
+    found = platform or detect_platform(meta, image_key, shapes_key)
+    if found is None:
+        raise ValueError(
+            "The physical scale of this slide is unknown: no `microns_per_pixel` in uns['spatial'][...]['scalefactors'] "
+            "and no known platform. Pass `um_per_px=` (microns per pixel of the full-resolution image) or "
+            f"`platform=` (one of {sorted(PLATFORMS)})."
+        )
+    if found not in PLATFORMS:
+        raise ValueError(f"`platform={found!r}` is not known; use one of {sorted(PLATFORMS)} or pass `um_per_px=`.")
+    spec = PLATFORMS[found]
+    if "um_per_unit" in spec:
+        return spec["um_per_unit"] * cs_per_px, f"platform {found!r}: {spec['um_per_unit']} µm per coordinate unit"
+    pitch_px = median_nn_distance(spot_xy_px)
+    if pitch_px <= 0:
+        raise ValueError("Spots overlap exactly (zero spot pitch); pass `um_per_px=`.")
+    return spec["pitch_um"] / pitch_px, f"platform {found!r}: spot pitch {spec['pitch_um']:g} µm = {pitch_px:.2f} px"
