@@ -25,6 +25,6 @@ def test_cli_demo(tmp_path):
     out = tmp_path / "demo"
     assert main(["tile", "demo", "--out", str(out)]) == 0
     summary = json.loads((out / "tiles.json").read_text())
-    assert 0.70 < summary["um_per_px"] < 0.78
+    assert 0.68 < summary["um_per_px"] < 0.70  # her2st: 200 µm array pitch = 290 px
     assert summary["n_spots"] >= 100
     assert (out / "tiles_montage.png").exists()

@@ -6,6 +6,8 @@ from __future__ import annotations
 UNS_KEY = "storm"
 #: ``uns[UNS_KEY]`` sub-key holding the tiling geometry.
 UNS_TILES = "tiles"
+#: ``uns[UNS_KEY]`` sub-key holding the parameters of :func:`storm.pp.tissue_grid`.
+UNS_TISSUE_GRID = "tissue_grid"
 #: ``obs`` column flagging spots whose tile reaches past the image border (filled with white).
 OBS_TILE_PADDED = "storm_tile_padded"
 #: ``obsm`` key for embeddings (joint, image branch, gene branch).

@@ -123,12 +123,24 @@ def test_c2_clusters(c2, her2st_dir):
     )
 
 
-def test_a1_pathologist_labels(a1):
+def test_a1_pathologist_labels(a1, her2st_dir):
     obs = a1["table"].obs
     assert a1["table"].n_obs == 346
     assert obs["label"].notna().sum() == 346
     assert obs["label"].value_counts().to_dict() == A1_LABELS
     assert "undetermined" in obs["label"].cat.categories
+    rows = pd.read_csv(her2st_dir / "data" / "ST-pat" / "lbl" / "A1_labeled_coordinates.tsv", sep="\t")
+    assert rows["label"].value_counts().to_dict() == {**A1_LABELS, "invasive cancer": 284}  # PROVENANCE.md counts
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("section", "n_labelled"),
+    [("A1", 346), ("B1", 295), ("C1", 176), ("D1", 306), ("E1", 587), ("F1", 691), ("G2", 467), ("H1", 613)],
+)
+def test_all_pathologist_labels_join(her2st_dir, section, n_labelled):
+    table = storm.datasets.her2st(section, her2st_dir, image=False)["table"]
+    assert table.obs["label"].notna().sum() == n_labelled  # PROVENANCE.md: "Pathologist labels join to counts"
 
 
 def test_a1_display_image_is_placed_in_the_full_resolution_frame(a1):

@@ -8,7 +8,7 @@ from storm.datasets._synthetic import synthetic
 def test_round_trip_keeps_geometry_and_scale():
     sdata = synthetic(1500, 1200, um_per_px=0.5)
     adata = st.io.to_anndata(sdata, hires_px=400)
-    lib = adata.uns["spatial"]["spots"]
+    lib = adata.uns["spatial"]["synthetic"]
     assert lib["scalefactors"]["microns_per_pixel"] == pytest.approx(0.5)
     assert lib["scalefactors"]["spot_diameter_fullres"] == pytest.approx(110.0)
     hires = lib["images"]["hires"]
@@ -34,7 +34,7 @@ def test_anndata_input_writes_into_the_users_object():
 
 def test_from_anndata_errors():
     adata = st.io.to_anndata(synthetic(512, 512))
-    del adata.uns["spatial"]["spots"]["scalefactors"]["spot_diameter_fullres"]
+    del adata.uns["spatial"]["synthetic"]["scalefactors"]["spot_diameter_fullres"]
     with pytest.raises(KeyError, match="spot_diameter_fullres"):
         st.io.from_anndata(adata)
     adata.uns.pop("spatial")

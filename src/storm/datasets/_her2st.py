@@ -180,10 +180,8 @@ def _image_source(root: Path, section: str) -> tuple[Path | None, float, str]:
         return jpegs[0], 1.0, "pixel"
     display = root / "app" / "www" / "imgs" / f"{section}_HE_image_dark.png"
     scale, frame = _display_scale(root, section)
-    if scale is None:
-        return None, 1.0, frame
-    if not display.exists():
-        return None, 1.0, frame
+    if scale is None or not display.exists():
+        return None, 1.0, "pixel"  # no image: keep the frame of the (missing) original
     return display, 1.0 / scale, frame
 
 

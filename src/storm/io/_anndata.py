@@ -112,7 +112,8 @@ def to_anndata(
 ) -> AnnData:
     """Flatten a slide into an AnnData that scanpy and squidpy plot directly.
 
-    ``obsm["spatial"]`` holds spot centres in full-resolution (level-0) pixels; ``uns["spatial"][library_id]`` holds a
+    ``obsm["spatial"]`` holds spot centres in full-resolution (level-0) pixels; ``uns["spatial"][library_id]`` (the
+    table's own library id, else the shapes key) holds a
     ``"hires"`` image no larger than ``hires_px`` on its long side (read from the coarsest sufficient pyramid level), its
     scale factor, the spot diameter in pixels and ``microns_per_pixel``.
 
@@ -143,9 +144,10 @@ def to_anndata(
     )
     adata = slide.table[slide.rows].copy()
     adata.uns.pop("spatialdata_attrs", None)
-    library_id = slide.keys["shapes_key"]
     old = adata.uns.pop("spatial", {})
-    meta = dict(next(iter(old.values()), {}).get("metadata", {})) if isinstance(old, dict) and old else {}
+    old = old if isinstance(old, dict) else {}
+    library_id = next(iter(old)) if len(old) == 1 else slide.keys["shapes_key"]
+    meta = dict(old.get(library_id, {}).get("metadata", {}))
     scalefactors = {
         SCALEFACTOR_UM_PER_PX: slide.um_per_px,
         SCALEFACTOR_SPOT_DIAMETER: float(np.median(slide.spot_diameter_um) / slide.um_per_px),

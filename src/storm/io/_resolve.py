@@ -56,7 +56,7 @@ def resolve(
     >>> import storm as st
     >>> slide = st.io.resolve(st.datasets.demo())
     >>> round(slide.um_per_px, 2), slide.keys["image_key"]
-    (0.74, 'he')
+    (0.69, 'he')
     """
     from anndata import AnnData
     from spatialdata import SpatialData

@@ -10,14 +10,24 @@ import numpy as np
 from .._constants import METADATA_PLATFORM, PLATFORMS, SCALEFACTOR_UM_PER_PX
 
 
-def median_nn_distance(xy: np.ndarray) -> float:
-    """Median distance from each point to its nearest neighbour (in the units of ``xy``)."""
+def grid_pitch(xy: np.ndarray) -> float:
+    """Centre-to-centre distance of neighbouring spots on a grid (in the units of ``xy``).
+
+    The median over all neighbour pairs closer than 1.3x the median nearest-neighbour distance: on a square or hexagonal
+    grid that keeps the direct neighbours and drops the diagonals. Unlike the nearest-neighbour distance alone (the
+    minimum over neighbours), it is not biased low when spot positions are jittered, as in legacy ST arrays.
+    """
     from scipy.spatial import cKDTree
 
     if len(xy) < 2:
         raise ValueError("At least two spots are needed to measure the spot pitch; pass `um_per_px=` instead.")
-    dist, _ = cKDTree(xy).query(xy, k=2)
-    return float(np.median(dist[:, 1]))
+    tree = cKDTree(xy)
+    nearest = float(np.median(tree.query(xy, k=2)[0][:, 1]))
+    if nearest <= 0:
+        return 0.0
+    dist, _ = tree.query(xy, k=min(9, len(xy)), distance_upper_bound=1.3 * nearest)
+    neighbours = dist[:, 1:][np.isfinite(dist[:, 1:])]
+    return float(np.median(neighbours))
 
 
 def spatial_metadata(table: Any, shapes_key: str) -> dict[str, Any]:
@@ -86,7 +96,7 @@ def resolve_um_per_px(
     spec = PLATFORMS[found]
     if "um_per_unit" in spec:
         return spec["um_per_unit"] * cs_per_px, f"platform {found!r}: {spec['um_per_unit']} µm per coordinate unit"
-    pitch_px = median_nn_distance(spot_xy_px)
+    pitch_px = grid_pitch(spot_xy_px)
     if pitch_px <= 0:
         raise ValueError("Spots overlap exactly (zero spot pitch); pass `um_per_px=`.")
     return spec["pitch_um"] / pitch_px, f"platform {found!r}: spot pitch {spec['pitch_um']:g} µm = {pitch_px:.2f} px"

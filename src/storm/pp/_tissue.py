@@ -13,14 +13,13 @@ from .._constants import (
     SCALEFACTOR_SPOT_DIAMETER,
     SCALEFACTOR_UM_PER_PX,
     UNS_KEY,
+    UNS_TISSUE_GRID,
 )
 from .._logging import logger
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
 
-#: ``uns["storm"]`` sub-key holding the parameters of :func:`tissue_grid`.
-UNS_TISSUE_GRID = "tissue_grid"
 _GRIDS = ("hex", "square")
 _MAX_CANDIDATES = 20_000_000
 _SUPPORTED_DTYPES = ("uint8", "uint16", "float32", "float64")
