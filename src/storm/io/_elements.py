@@ -76,6 +76,26 @@ def choose_shapes(sdata: SpatialData, regions: list[str], shapes_key: str | None
     return shape_regions[0]
 
 
+SUPPORTED_DTYPES = ("uint8", "uint16", "float32", "float64")
+
+
+def check_he_pixels(level0: Any, image_key: str) -> None:
+    """Raise unless an image level has axes (c, y, x), 1, 3 or 4 channels and a supported dtype."""
+    dims = tuple(level0.dims)
+    if dims != ("c", "y", "x"):
+        raise ValueError(f"Image {image_key!r} has axes {dims}; storm reads 2-D images with axes ('c', 'y', 'x').")
+    channels = int(level0.sizes["c"])
+    if channels not in (1, 3, 4):
+        raise ValueError(
+            f"Image {image_key!r} has {channels} channels; storm needs an H&E image (RGB, RGBA or grayscale). "
+            "Pass the H&E image with `image_key=`, or select 3 channels first."
+        )
+    if str(level0.dtype) not in SUPPORTED_DTYPES:
+        raise ValueError(
+            f"Image {image_key!r} has dtype {level0.dtype}; supported: {SUPPORTED_DTYPES} (floats in [0, 1])."
+        )
+
+
 def image_is_rgb_candidate(image: Any) -> bool:
     """Whether an image has 3 channels (RGB), preferred over fluorescence or grayscale."""
     return int(image_levels(image)[0].sizes.get("c", 1)) == 3

@@ -7,15 +7,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._logging import logger
-from ._elements import affine_xy, choose_image, choose_shapes, choose_table, image_levels, table_link
+from ._elements import affine_xy, check_he_pixels, choose_image, choose_shapes, choose_table, image_levels, table_link
 from ._scale import resolve_um_per_px, spatial_metadata
 from ._slide import ImageLevel, Slide
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
-
-_SUPPORTED_DTYPES = ("uint8", "uint16", "float32", "float64")
 
 
 def resolve(
@@ -97,7 +95,7 @@ def resolve(
     shape_to_cs = affine_xy(shapes, cs)
     if image_key is not None:
         level_arrays = image_levels(data.images[image_key])
-        _check_pixels(level_arrays[0], image_key)
+        check_he_pixels(level_arrays[0], image_key)
         px_to_cs = affine_xy(level_arrays[0], cs)
         levels = _pyramid(level_arrays)
     else:
@@ -159,22 +157,6 @@ def _apply(affine: np.ndarray, xy: np.ndarray) -> np.ndarray:
 def _pyramid(level_arrays: list[Any]) -> list[ImageLevel]:
     h0, w0 = level_arrays[0].sizes["y"], level_arrays[0].sizes["x"]
     return [ImageLevel(data=lvl.data, px_to_level0=(h0 / lvl.sizes["y"], w0 / lvl.sizes["x"])) for lvl in level_arrays]
-
-
-def _check_pixels(level0: Any, image_key: str) -> None:
-    dims = tuple(level0.dims)
-    if dims != ("c", "y", "x"):
-        raise ValueError(f"Image {image_key!r} has axes {dims}; storm tiles 2-D images with axes ('c', 'y', 'x').")
-    channels = level0.sizes["c"]
-    if channels not in (1, 3, 4):
-        raise ValueError(
-            f"Image {image_key!r} has {channels} channels; storm needs an H&E image (RGB, RGBA or grayscale). "
-            "Pass the H&E image with `image_key=`, or select 3 channels first."
-        )
-    if str(level0.dtype) not in _SUPPORTED_DTYPES:
-        raise ValueError(
-            f"Image {image_key!r} has dtype {level0.dtype}; supported: {_SUPPORTED_DTYPES} (floats in [0, 1])."
-        )
 
 
 def _check_inside(

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 
 _GRIDS = ("hex", "square")
 _MAX_CANDIDATES = 20_000_000
-_SUPPORTED_DTYPES = ("uint8", "uint16", "float32", "float64")
 
 
 def tissue_grid(
@@ -112,7 +111,7 @@ def tissue_grid(
     """
     from spatialdata import SpatialData
 
-    from ..io._elements import image_levels
+    from ..io._elements import check_he_pixels, image_levels
     from ._tissue_mask import detection_image, disk_fractions, tissue_mask
 
     if not isinstance(sdata, SpatialData):
@@ -131,7 +130,7 @@ def tissue_grid(
     image_key = _choose_image(sdata, image_key)
     levels = image_levels(sdata.images[image_key])
     level0 = levels[0]
-    _check_pixels(level0, image_key)
+    check_he_pixels(level0, image_key)
     cs = _choose_coordinate_system(level0, image_key, coordinate_system)
     scale, source = _um_per_px(sdata, level0, image_key, cs, um_per_px)
 
@@ -292,22 +291,6 @@ def _choose_image(sdata: SpatialData, image_key: str | None) -> str:
         f"This SpatialData has several images {keys} ({len(rgb)} with 3 channels); pass `image_key=` to choose the "
         "H&E image."
     )
-
-
-def _check_pixels(level0: Any, image_key: str) -> None:
-    dims = tuple(level0.dims)
-    if dims != ("c", "y", "x"):
-        raise ValueError(f"Image {image_key!r} has axes {dims}; `tissue_grid` needs a 2-D image with axes (c, y, x).")
-    channels = int(level0.sizes["c"])
-    if channels not in (1, 3, 4):
-        raise ValueError(
-            f"Image {image_key!r} has {channels} channels; `tissue_grid` needs an H&E image (RGB, RGBA or "
-            "grayscale). Pass the H&E image with `image_key=`."
-        )
-    if str(level0.dtype) not in _SUPPORTED_DTYPES:
-        raise ValueError(
-            f"Image {image_key!r} has dtype {level0.dtype}; supported: {_SUPPORTED_DTYPES} (floats in [0, 1])."
-        )
 
 
 def _choose_coordinate_system(level0: Any, image_key: str, coordinate_system: str | None) -> str:
