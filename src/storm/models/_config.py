@@ -1,0 +1,156 @@
+"""Model configuration: one dataclass, named presets from a CPU-sized model to the ~555M-parameter STORM scale."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+#: Preset name -> overrides of :class:`StormConfig` defaults. Parameter counts (with a 20,000-gene vocabulary) are
+#: checked in the tests: tiny < 5M, small ~ 5M (the shipped default), base ~ 150M, large ~ 555M.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "backbone": "mobilenetv3_small_050",
+        "dim": 64,
+        "heads": 4,
+        "image_layers": 1,
+        "gene_layers": 1,
+        "fusion_layers": 2,
+        "decoder_layers": 1,
+        "max_genes": 128,
+        "niche_size": 6,
+    },
+    "small": {
+        "backbone": "mobilenetv3_small_100",
+        "dim": 128,
+        "heads": 4,
+        "image_layers": 1,
+        "gene_layers": 2,
+        "fusion_layers": 4,
+        "decoder_layers": 1,
+        "max_genes": 256,
+        "niche_size": 8,
+    },
+    "base": {
+        "backbone": "vit_base_patch16_224",
+        "dim": 512,
+        "heads": 8,
+        "image_layers": 2,
+        "gene_layers": 2,
+        "fusion_layers": 6,
+        "decoder_layers": 2,
+        "max_genes": 1024,
+        "niche_size": 16,
+    },
+    "large": {
+        "backbone": "vit_large_patch16_224",
+        "dim": 1024,
+        "heads": 16,
+        "image_layers": 2,
+        "gene_layers": 2,
+        "fusion_layers": 9,
+        "decoder_layers": 2,
+        "max_genes": 2048,
+        "niche_size": 32,
+    },
+}
+
+
+@dataclass
+class StormConfig:
+    """Hyper-parameters of :class:`~storm.models.StormModel`.
+
+    Attributes
+    ----------
+    preset
+        Name of the preset this config came from (``"custom"`` otherwise).
+    backbone
+        timm model name of the image backbone.
+    backbone_pretrained
+        Load the backbone's published weights through timm (needs them in the local cache or the network).
+    backbone_weights
+        Optional local file (``.safetensors``) with backbone weights.
+    image_size
+        Side of the input tiles in pixels.
+    dim, heads, mlp_ratio, dropout
+        Width, attention heads, MLP expansion and dropout shared by all transformer layers.
+    image_layers, gene_layers
+        Shallow modality-specific transformer layers on top of the backbone tokens / gene tokens.
+    fusion_layers
+        Depth of the shared transformer over all tokens of a niche.
+    decoder_layers, decoder_queries
+        Cross-attention decoder depth and learned queries (image -> expression, expression -> image features).
+    max_genes
+        Gene tokens per spot (the most expressed of the panel's genes known to the vocabulary).
+    value_bins
+        Resolution of the expression-value embedding (values are log1p-normalised; piecewise-linear interpolation).
+    niche_size
+        Neighbours K around a centre spot (the niche has K + 1 spots).
+    pos_min_um, pos_max_um
+        Shortest and longest wavelength (µm) of the absolute 2-D positional encoding of offsets.
+    gradient_checkpointing
+        Recompute fusion activations in the backward pass to save memory.
+    vocab_size
+        Genes in the vocabulary (set from the vocabulary the model is built with).
+    """
+
+    preset: str = "custom"
+    backbone: str = "mobilenetv3_small_050"
+    backbone_pretrained: bool = False
+    backbone_weights: str | None = None
+    image_size: int = 224
+    dim: int = 64
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    image_layers: int = 1
+    gene_layers: int = 1
+    fusion_layers: int = 2
+    decoder_layers: int = 1
+    decoder_queries: int = 4
+    max_genes: int = 128
+    value_bins: int = 32
+    niche_size: int = 6
+    pos_min_um: float = 5.0
+    pos_max_um: float = 5000.0
+    gradient_checkpointing: bool = False
+    vocab_size: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dim % self.heads:
+            raise ValueError(f"`dim` ({self.dim}) must be divisible by `heads` ({self.heads}).")
+        for name in ("dim", "heads", "fusion_layers", "decoder_queries", "max_genes", "value_bins", "image_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)!r}.")
+        for name in ("image_layers", "gene_layers", "decoder_layers", "niche_size", "vocab_size"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"`{name}` must be non-negative, got {getattr(self, name)!r}.")
+        if not 0 < self.pos_min_um < self.pos_max_um:
+            raise ValueError("`pos_min_um` and `pos_max_um` must satisfy 0 < pos_min_um < pos_max_um.")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> StormConfig:
+        """A preset config (``"tiny"``, ``"small"``, ``"base"``, ``"large"``), optionally with overrides.
+
+        Examples
+        --------
+        >>> from storm.models import StormConfig
+        >>> StormConfig.from_preset("small").fusion_layers
+        4
+        """
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
+        return cls(**{"preset": name, **PRESETS[name], **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form, as written to ``config.json``."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StormConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown config keys {unknown}; this checkpoint needs a newer storm.")
+        return cls(**data)

@@ -1,0 +1,161 @@
+"""Shallow modality-specific encoders: the image branch (timm backbone + transformer) and the gene branch."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ._config import StormConfig
+from ._layers import Block, key_padding_bias
+
+
+def grid_sincos(h: int, w: int, dim: int, device: torch.device) -> torch.Tensor:
+    """Fixed 2-D sine-cosine encoding of an ``h`` x ``w`` token grid, (h * w, dim)."""
+    quarter = dim // 4
+    omega = 1.0 / (10000 ** (torch.arange(quarter, device=device, dtype=torch.float32) / max(quarter, 1)))
+    yy, xx = torch.meshgrid(
+        torch.arange(h, device=device, dtype=torch.float32), torch.arange(w, device=device, dtype=torch.float32), indexing="ij"
+    )
+    parts = [f(c.reshape(-1, 1) * omega) for c in (yy, xx) for f in (torch.sin, torch.cos)]
+    enc = torch.cat(parts, dim=1)
+    return torch.nn.functional.pad(enc, (0, dim - enc.shape[1]))
+
+
+class ImageEncoder(nn.Module):
+    """A timm backbone (any name) turns a tile into feature tokens; shallow transformer layers make the spot token.
+
+    Precomputed backbone features ``(N, C)`` or ``(N, T, C)`` can replace the tiles.
+    """
+
+    def __init__(self, config: StormConfig) -> None:
+        super().__init__()
+        import timm
+
+        self.backbone = timm.create_model(
+            config.backbone, pretrained=config.backbone_pretrained, num_classes=0, global_pool=""
+        )
+        self.feature_dim = int(self.backbone.num_features)
+        data = timm.data.resolve_data_config({}, model=self.backbone)
+        self.register_buffer("mean", torch.tensor(data["mean"]).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("std", torch.tensor(data["std"]).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.prefix_tokens = int(getattr(self.backbone, "num_prefix_tokens", 0))
+        dim = config.dim
+        self.proj = nn.Linear(self.feature_dim, dim)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.blocks = nn.ModuleList(
+            Block(dim, config.heads, config.mlp_ratio, config.dropout) for _ in range(config.image_layers)
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.token_head = nn.Linear(dim, self.feature_dim)
+        nn.init.trunc_normal_(self.cls, std=0.02)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    def backbone_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Backbone feature tokens (N, T, C) and their grid shape from tiles.
+
+        ``images``: (N, H, W, 3) uint8 RGB as produced by :class:`storm.pp.TileSet`, or (N, 3, H, W) floats already
+        normalised for the backbone.
+        """
+        if images.dtype == torch.uint8:
+            images = (images.permute(0, 3, 1, 2).float() - self.mean) / self.std
+        feats = self.backbone.forward_features(images.to(self.proj.weight.dtype))
+        if feats.ndim == 4:
+            n, c, h, w = feats.shape
+            return feats.flatten(2).transpose(1, 2), (h, w)
+        tokens = feats[:, self.prefix_tokens :]
+        side = math.isqrt(tokens.shape[1])
+        grid = (side, side) if side * side == tokens.shape[1] else (1, tokens.shape[1])
+        return tokens, grid
+
+    def forward(
+        self, features: torch.Tensor, grid: tuple[int, int] | None = None, token_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spot tokens (N, dim) and reconstructed backbone features of every token (N, T, C).
+
+        ``features``: (N, T, C) backbone tokens or (N, C) pooled features; ``token_mask`` (N, T) hides tokens (their
+        features are replaced by a learned mask token) for masked image modelling.
+        """
+        if features.ndim == 2:
+            features = features[:, None]
+        n, t, _ = features.shape
+        x = self.proj(features.to(self.proj.weight.dtype))
+        if token_mask is not None:
+            x = torch.where(token_mask[..., None], self.mask_token.to(x.dtype), x)
+        if grid is None:
+            side = math.isqrt(t)
+            grid = (side, side) if side * side == t else (1, t)
+        h, w = grid
+        x = x + grid_sincos(h, w, x.shape[-1], x.device).to(x.dtype)
+        x = torch.cat([self.cls.expand(n, -1, -1).to(x.dtype), x], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        x = self.norm(x)
+        return x[:, 0], self.token_head(x[:, 1:])
+
+
+class GeneEncoder(nn.Module):
+    """Panel-agnostic gene branch: gene-identity + value embeddings of a spot's genes, pooled by a shallow transformer.
+
+    Genes absent from the vocabulary (index -1) are masked out; of the known genes, the ``max_genes`` with the highest
+    values become tokens. Values are log1p-normalised expression, embedded by piecewise-linear interpolation between
+    ``value_bins`` learned vectors over [0, 10].
+    """
+
+    def __init__(self, config: StormConfig, vocab_size: int) -> None:
+        super().__init__()
+        dim = config.dim
+        self.vocab_size = vocab_size
+        self.max_genes = config.max_genes
+        self.gene_embedding = nn.Embedding(max(vocab_size, 1), dim)
+        self.value_embedding = nn.Parameter(torch.zeros(config.value_bins, dim))
+        self.mask_value = nn.Parameter(torch.zeros(dim))
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.blocks = nn.ModuleList(
+            Block(dim, config.heads, config.mlp_ratio, config.dropout) for _ in range(config.gene_layers)
+        )
+        self.norm = nn.LayerNorm(dim)
+        for p in (self.value_embedding, self.mask_value, self.cls):
+            nn.init.trunc_normal_(p, std=0.02)
+        nn.init.trunc_normal_(self.gene_embedding.weight, std=0.02)
+
+    def embed_values(self, values: torch.Tensor) -> torch.Tensor:
+        """(…,) log1p values -> (…, dim) embeddings."""
+        bins = self.value_embedding.shape[0]
+        pos = values.float().clamp(0.0, 10.0) / 10.0 * (bins - 1)
+        lo = pos.floor().long().clamp(max=bins - 1)
+        hi = (lo + 1).clamp(max=bins - 1)
+        frac = (pos - lo.float())[..., None].to(self.value_embedding.dtype)
+        return self.value_embedding[lo] * (1 - frac) + self.value_embedding[hi] * frac
+
+    def forward(
+        self, values: torch.Tensor, gene_index: torch.Tensor, value_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Spot tokens (N, dim) from values (N, G), vocabulary indices (N, G) or (G,) (-1 = unknown).
+
+        ``value_mask`` (N, G) hides values (replaced by a learned mask vector; the gene identity stays) for masked
+        gene modelling.
+        """
+        n, g = values.shape
+        index = gene_index.expand(n, g) if gene_index.ndim == 1 else gene_index
+        known = index >= 0
+        score = torch.where(known, values.float(), torch.full_like(values, -1.0, dtype=torch.float32))
+        if value_mask is not None:
+            score = torch.where(value_mask, torch.zeros_like(score), score)
+        k = min(self.max_genes, g)
+        top = score.topk(k, dim=1).indices
+        idx = index.gather(1, top)
+        vals = values.gather(1, top)
+        valid = idx >= 0
+        tokens = self.gene_embedding(idx.clamp(min=0)) + self.embed_values(vals)
+        if value_mask is not None:
+            hidden = value_mask.gather(1, top)
+            tokens = torch.where(hidden[..., None], self.gene_embedding(idx.clamp(min=0)) + self.mask_value, tokens)
+        x = torch.cat([self.cls.expand(n, -1, -1).to(tokens.dtype), tokens], dim=1)
+        valid = torch.cat([torch.ones(n, 1, dtype=torch.bool, device=valid.device), valid], dim=1)
+        bias = key_padding_bias(valid)
+        for block in self.blocks:
+            x = block(x, bias=bias)
+        return self.norm(x[:, 0])
