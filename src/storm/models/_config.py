@@ -28,7 +28,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "gene_layers": 2,
         "fusion_layers": 4,
         "decoder_layers": 1,
-        "max_genes": 256,
+        "max_genes": 128,
         "niche_size": 8,
     },
     "base": {

@@ -16,7 +16,9 @@ def grid_sincos(h: int, w: int, dim: int, device: torch.device) -> torch.Tensor:
     quarter = dim // 4
     omega = 1.0 / (10000 ** (torch.arange(quarter, device=device, dtype=torch.float32) / max(quarter, 1)))
     yy, xx = torch.meshgrid(
-        torch.arange(h, device=device, dtype=torch.float32), torch.arange(w, device=device, dtype=torch.float32), indexing="ij"
+        torch.arange(h, device=device, dtype=torch.float32),
+        torch.arange(w, device=device, dtype=torch.float32),
+        indexing="ij",
     )
     parts = [f(c.reshape(-1, 1) * omega) for c in (yy, xx) for f in (torch.sin, torch.cos)]
     enc = torch.cat(parts, dim=1)

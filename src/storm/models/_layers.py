@@ -20,7 +20,9 @@ class Attention(nn.Module):
         self.out = nn.Linear(dim, dim)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Attend from ``x`` (B, Tq, D) to ``context`` (B, Tk, D; ``x`` itself by default).
 
         ``bias`` is added to the attention logits: (B, heads or 1, Tq, Tk), ``-inf`` masks a key.

@@ -9,67 +9,24 @@ reference GRCh38-2020-A (``data/gene_ids.tsv.gz``, built by ``scripts/make_gene_
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
+from ._gene_ids import _ensembl_key, _table, ensembl_to_symbol
+
 __all__ = ["GeneVocab", "VocabAlignment", "ensembl_to_symbol"]
 
-_TABLE = Path(__file__).parent / "data" / "gene_ids.tsv.gz"
 _FILE_NAME = "vocab.tsv"
 _TSV_HEADER = "symbol\tensembl_id"
 _FORMAT = "storm-gene-vocab"
 _VERSION = 1
-#: An Ensembl gene ID, optionally with a version suffix (".14") and GENCODE's "_PAR_Y" tag.
-_ENSEMBL = re.compile(r"^(ENS[A-Z]*G\d+)(?:\.\d+)?(?:_PAR_Y)?$")
 _FORBIDDEN = re.compile(r"[\t\n\r]")
-
-
-def _ensembl_key(name: str) -> str | None:
-    """The unversioned Ensembl gene ID in ``name``, or ``None`` if ``name`` is not one."""
-    match = _ENSEMBL.match(name.strip().upper())
-    return match.group(1) if match else None
-
-
-@cache
-def _table() -> tuple[Mapping[str, str], dict[str, tuple[str, ...]]]:
-    id_to_symbol: dict[str, str] = {}
-    symbol_to_ids: dict[str, list[str]] = {}
-    with gzip.open(_TABLE, "rt", encoding="utf-8") as handle:
-        for line in handle:
-            if line.startswith("#") or line.startswith("ensembl_id\t"):
-                continue
-            gene_id, symbol = line.rstrip("\n").split("\t")
-            id_to_symbol[gene_id] = symbol
-            symbol_to_ids.setdefault(symbol.casefold(), []).append(gene_id)
-    return MappingProxyType(id_to_symbol), {k: tuple(v) for k, v in symbol_to_ids.items()}
-
-
-def ensembl_to_symbol() -> Mapping[str, str]:
-    """The shipped Ensembl gene ID → symbol table (read once, on first call, and cached).
-
-    The 36,601 human genes of the 10x Genomics reference GRCh38-2020-A, from a ``features.tsv`` copied from
-    github.com/bowang-lab/BLEEP (Apache-2.0); rebuild it with ``scripts/make_gene_ids.py``. Keys are unversioned IDs.
-
-    Returns
-    -------
-    A read-only mapping from unversioned Ensembl gene ID to gene symbol.
-
-    Examples
-    --------
-    >>> table = ensembl_to_symbol()
-    >>> len(table), table["ENSG00000075624"]
-    (36601, 'ACTB')
-    """
-    return _table()[0]
 
 
 def _names(values: Any, argument: str, *, allow_missing: bool = False) -> list[str]:
@@ -80,7 +37,7 @@ def _names(values: Any, argument: str, *, allow_missing: bool = False) -> list[s
         )
     out = []
     for position, value in enumerate(values):
-        if value is None or (isinstance(value, float) and value != value):
+        if value is None or (isinstance(value, float) and value != value) or type(value).__name__ == "NAType":
             if not allow_missing:
                 raise ValueError(f"`{argument}` has a missing entry at position {position}; drop or name that gene.")
             out.append("")
@@ -332,7 +289,8 @@ class GeneVocab:
     def __repr__(self) -> str:
         head = ", ".join(repr(s) for s in self._symbols[:3].tolist())
         more = ", ..." if len(self) > 3 else ""
-        return f"GeneVocab({len(self)} genes: {head}{more}; hash {self.content_hash()[:12]})"
+        genes = "gene" if len(self) == 1 else "genes"
+        return f"GeneVocab({len(self)} {genes}: {head}{more}; hash {self.content_hash()[:12]})"
 
     def index(self, name: str) -> int:
         """Vocabulary index of one gene, matched as in :meth:`align`.
@@ -452,7 +410,7 @@ class GeneVocab:
         Examples
         --------
         >>> GeneVocab(["ACTB"]).content_hash()[:16]
-        'd8d0c8e1b05fe2d9'
+        '84be1ffffdd084dd'
         """
         return hashlib.sha256(self.to_tsv().encode("utf-8")).hexdigest()
 
