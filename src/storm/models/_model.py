@@ -126,6 +126,8 @@ class StormModel(nn.Module):
             config = dataclasses.replace(config, vocab_size=len(vocab))
         self.config = config
         self.vocab = vocab
+        #: Where the weights came from (name, path, sha256, storm version); set by ``from_pretrained``.
+        self.checkpoint_info: dict[str, Any] | None = None
         dim = config.dim
         self.image = ImageEncoder(config)
         self.gene = GeneEncoder(config, config.vocab_size)
