@@ -205,3 +205,20 @@ def test_torch_compile_tiny_on_cpu(model):
     inp = _inputs(model)
     with torch.no_grad():
         torch.testing.assert_close(compiled(**inp).embedding, model(**inp).embedding, rtol=1e-4, atol=1e-4)
+
+
+def test_backbone_weights_from_local_safetensors(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    source = timm.create_model("mobilenetv3_small_050", pretrained=False, num_classes=0, global_pool="")
+    file = tmp_path / "backbone.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, file)
+    model = StormModel(StormConfig.from_preset("tiny", vocab_size=V, backbone_weights=str(file)))
+    for name, tensor in source.state_dict().items():
+        torch.testing.assert_close(model.image.backbone.state_dict()[name], tensor)
+    with pytest.raises(FileNotFoundError, match="safetensors"):
+        StormModel(StormConfig.from_preset("tiny", vocab_size=V, backbone_weights=str(tmp_path / "w.pth")))
+    with pytest.raises(ValueError, match="do not fit"):
+        StormModel(StormConfig.from_preset("tiny", vocab_size=V, backbone="resnet10t", backbone_weights=str(file)))

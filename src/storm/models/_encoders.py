@@ -25,6 +25,36 @@ def grid_sincos(h: int, w: int, dim: int, device: torch.device) -> torch.Tensor:
     return torch.nn.functional.pad(enc, (0, dim - enc.shape[1]))
 
 
+def load_backbone_weights(backbone: nn.Module, path: str) -> None:
+    """Load backbone weights from a local ``.safetensors`` file (never a pickle), with errors naming what differs."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    file = Path(path)
+    if file.suffix != ".safetensors" or not file.is_file():
+        raise FileNotFoundError(
+            f"`backbone_weights={path!r}` must be an existing .safetensors file (convert .pth/.bin weights with "
+            "safetensors.torch.save_file); storm never unpickles weight files."
+        )
+    state = load_file(file)
+    state = {k: v for k, v in state.items() if not k.startswith(("head.", "fc.", "classifier."))}
+    expected = backbone.state_dict()
+    missing = [k for k in expected if k not in state and not k.startswith(("head.", "fc.", "classifier."))]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"Backbone weights {file} do not fit the backbone: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+            f"shapes (file vs backbone) {shapes[:5]}. Check that `backbone` names the architecture of these weights."
+        )
+    backbone.load_state_dict(state, strict=False)
+
+
 class ImageEncoder(nn.Module):
     """A timm backbone (any name) turns a tile into feature tokens; shallow transformer layers make the spot token.
 
@@ -38,6 +68,8 @@ class ImageEncoder(nn.Module):
         self.backbone = timm.create_model(
             config.backbone, pretrained=config.backbone_pretrained, num_classes=0, global_pool=""
         )
+        if config.backbone_weights:
+            load_backbone_weights(self.backbone, config.backbone_weights)
         self.feature_dim = int(self.backbone.num_features)
         data = timm.data.resolve_data_config({}, model=self.backbone)
         self.register_buffer("mean", torch.tensor(data["mean"]).view(1, 3, 1, 1) * 255.0, persistent=False)
