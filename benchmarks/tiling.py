@@ -118,10 +118,10 @@ def decode(path: Path) -> np.ndarray:
 
 
 def um_per_px_from_spots(xy: np.ndarray) -> float:
-    from scipy.spatial import cKDTree
+    """200 µm over the median distance between grid neighbours (storm's estimator, unbiased by position jitter)."""
+    from storm.io._scale import grid_pitch
 
-    nearest = cKDTree(xy).query(xy, k=2)[0][:, 1]
-    return PITCH_UM / float(np.median(nearest))
+    return PITCH_UM / grid_pitch(xy)
 
 
 def load_sdata(data: Path, own: bool) -> tuple[object, str]:
@@ -497,7 +497,7 @@ def main(argv: list[str] | None = None) -> dict:
             "image_shape_yx": list(img.shape[:2]),
             "sdata_source": source,
             "um_per_px": upp,
-            "um_per_px_method": "200 µm / median nearest-neighbour distance of spot centres (px)",
+            "um_per_px_method": "200 µm / median distance between grid-neighbour spot centres (px), as storm.io resolves platform='st'",
             "um_per_px_in_sdata_metadata": _meta_upp(sdata),
             "tile_um": TILE_UM,
             "tile_px": TILE_PX,

@@ -49,7 +49,8 @@ class Slide:
     obs_names
         Names of the resolved spots.
     spot_xy_px
-        Spot centres in pixels of image level 0, ``(n, 2)`` as ``(x, y)``; ``None`` without image.
+        Spot centres in pixels of image level 0, ``(n, 2)`` as ``(x, y)``, as pixel indices (pixel ``p`` is centred on
+        ``p``); ``None`` without image.
     spot_xy_um
         Spot centres in µm in the slide's frame (origin at level-0 pixel ``(0, 0)``), ``(n, 2)`` as ``(x, y)``.
     spot_diameter_um

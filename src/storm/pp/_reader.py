@@ -60,13 +60,30 @@ class LevelReader:
         return [self._assemble(w, chunks) for w in windows]
 
     def _load_full(self) -> np.ndarray:
+        """Decode the whole level once into a (y, x, 3) buffer, converting chunk by chunk (no whole-image copies)."""
+        import dask
+
         with self._lock:
             if self._full is None:
-                self._full = to_rgb_uint8(np.asarray(self.data.compute(scheduler="threads")))
+                blocks = self.data.to_delayed().ravel()
+                if len(blocks) == 1:
+                    self._full = to_rgb_uint8(np.asarray(dask.compute(blocks[0], scheduler="threads")[0]))
+                else:
+                    full = np.empty((self.height, self.width, 3), dtype=np.uint8)
+                    keys = [(i, j) for i in range(len(self._y_edges) - 1) for j in range(len(self._x_edges) - 1)]
+                    computed = list(dask.compute(*blocks, scheduler="threads"))
+                    for k, (i, j) in enumerate(keys):
+                        y0, x0 = int(self._y_edges[i]), int(self._x_edges[j])
+                        rgb = to_rgb_uint8(np.asarray(computed[k]))
+                        full[y0 : y0 + rgb.shape[0], x0 : x0 + rgb.shape[1]] = rgb
+                        computed[k] = None
+                    self._full = full
             return self._full
 
     def _crop(self, full: np.ndarray, window: Window) -> np.ndarray:
         y0, y1, x0, x1 = window
+        if y0 >= 0 and x0 >= 0 and y1 <= self.height and x1 <= self.width:
+            return full[y0:y1, x0:x1]
         out = np.full((y1 - y0, x1 - x0, 3), 255, dtype=np.uint8)
         cy0, cy1, cx0, cx1 = max(y0, 0), min(y1, self.height), max(x0, 0), min(x1, self.width)
         if cy0 < cy1 and cx0 < cx1:

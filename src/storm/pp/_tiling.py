@@ -35,6 +35,9 @@ def tile(
     112 µm, i.e. 0.5 µm/px), centred on each spot, read from the pyramid level closest to the target resolution and
     resampled exactly to it. Tiles that reach past the image border are filled with white and flagged.
 
+    Spot coordinates are read as pixel indices, as in Space Ranger and squidpy: the centre of level-0 pixel ``p`` is
+    at ``p`` (it covers ``p - 0.5`` to ``p + 0.5``), and tiles of coarser levels are placed consistently.
+
     No pixels are read here: the returned :class:`~storm.pp.TileSet` reads them on access, so memory does not grow
     with the slide. The geometry is recorded in ``table.uns["storm"]["tiles"]`` and the border flag in
     ``table.obs["storm_tile_padded"]`` of the resolved table (the user's own AnnData for AnnData input).
