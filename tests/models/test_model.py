@@ -74,7 +74,9 @@ def test_missing_modalities_per_spot_are_ignored(model):
     torch.testing.assert_close(out.predicted_expression, ref.predicted_expression)
     # ... and a present spot does matter
     changed["expression"][:, 1] = 100.0
-    assert not torch.allclose(model(**changed, expression_mask=expression_mask, image_mask=image_mask).embedding, ref.embedding)
+    assert not torch.allclose(
+        model(**changed, expression_mask=expression_mask, image_mask=image_mask).embedding, ref.embedding
+    )
 
 
 @torch.no_grad()
