@@ -142,20 +142,20 @@ def resolve(name_or_path: str | os.PathLike[str], revision: str | None = None) -
     reason = offline_reason()
     if reason is not None:
         looked.append(f"Hugging Face hub repo {name} (skipped, {reason})")
-        raise FileNotFoundError(
-            f"could not find the storm checkpoint {where}. Looked in:\n"
-            + "".join(f"  - {place}\n" for place in looked)
-            + "Pass the path of a checkpoint folder, put the checkpoint in the cache folder above, or allow downloads "
-            "by unsetting STORM_OFFLINE / HF_HUB_OFFLINE."
+        raise _not_found(
+            where,
+            looked,
+            "Pass the path of a checkpoint folder, put the checkpoint in the cache folder above, or allow downloads "
+            "by unsetting STORM_OFFLINE / HF_HUB_OFFLINE.",
         )
     try:
         import huggingface_hub
     except ImportError:
         looked.append(f"Hugging Face hub repo {name} (skipped: huggingface_hub is not installed)")
-        raise FileNotFoundError(
-            f"could not find the storm checkpoint {where}. Looked in:\n"
-            + "".join(f"  - {place}\n" for place in looked)
-            + "Install huggingface_hub (pip install huggingface_hub) to download it, or pass a checkpoint folder."
+        raise _not_found(
+            where,
+            looked,
+            "Install huggingface_hub (pip install huggingface_hub) to download it, or pass a checkpoint folder.",
         ) from None
     cached.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -169,10 +169,10 @@ def resolve(name_or_path: str | os.PathLike[str], revision: str | None = None) -
         )
     except OSError as error:
         looked.append(f"Hugging Face hub repo {name} (download failed: {error})")
-        raise FileNotFoundError(
-            f"could not find the storm checkpoint {where}. Looked in:\n"
-            + "".join(f"  - {place}\n" for place in looked)
-            + "Check the repo id, revision, network and access token (HF_TOKEN), or pass a checkpoint folder."
+        raise _not_found(
+            where,
+            looked,
+            "Check the repo id, revision, network and access token (HF_TOKEN), or pass a checkpoint folder.",
         ) from error
     if not is_complete(cached):
         missing = [f for f in (CONFIG_NAME, WEIGHTS_NAME) if not (cached / f).is_file()]
@@ -304,3 +304,9 @@ def _cell(value: Any) -> str:
     else:
         text = str(value)
     return text.replace("|", "\\|").replace("\n", "<br>")
+
+
+def _not_found(where: str, looked: list[str], advice: str) -> FileNotFoundError:
+    """The error listing every place a checkpoint was looked for."""
+    places = "".join(f"  - {place}\n" for place in looked)
+    return FileNotFoundError(f"could not find the storm checkpoint {where}. Looked in:\n{places}{advice}")
