@@ -1,0 +1,106 @@
+"""Pretraining configuration (a dataclass readable from YAML for ``storm pretrain --config``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    """Everything a pretraining run needs besides the corpus.
+
+    Attributes
+    ----------
+    model
+        A preset name (``"tiny"``, ``"small"``, ``"base"``, ``"large"``) or a dict of :class:`~storm.models.StormConfig`
+        fields (with an optional ``preset`` key as the base).
+    output_dir
+        Folder for the final checkpoint, ``checkpoints/step_*`` resume points and ``losses.csv``.
+    max_steps
+        Optimiser steps in total.
+    warmup_stage_steps
+        Steps of the modality-specific first stage (STORM's warm-up); joint multimodal training follows.
+    lr, weight_decay, lr_warmup_steps
+        AdamW learning rate and weight decay; linear warm-up then cosine decay to ``min_lr_ratio * lr``.
+    batch_size, grad_accum
+        Niches per micro-batch (per process) and micro-batches per optimiser step.
+    precision
+        ``"auto"`` (bf16 autocast on GPUs that support it, fp32 on CPU), ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+    tile_px, tile_um, niche_size
+        Tile geometry and neighbours per niche.
+    checkpoint_every, log_every
+        Steps between resume checkpoints and between log lines.
+    seed
+        Seed of initialisation, data order, augmentation and masking.
+    objectives
+        Weights of the objectives (fields of :class:`~storm.train.ObjectiveWeights`).
+    augment
+        Keyword arguments of :class:`~storm.train.Augment`; ``None`` disables augmentation.
+    max_grad_norm
+        Gradient clipping norm (0 disables).
+    """
+
+    model: str | dict[str, Any] = "small"
+    output_dir: str = "storm_pretrain"
+    max_steps: int = 1000
+    warmup_stage_steps: int = 100
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.05
+    lr_warmup_steps: int = 50
+    batch_size: int = 16
+    grad_accum: int = 1
+    precision: str = "auto"
+    tile_px: int = 224
+    tile_um: float = 112.0
+    niche_size: int | None = None
+    checkpoint_every: int = 200
+    log_every: int = 10
+    seed: int = 0
+    objectives: dict[str, float] = field(default_factory=dict)
+    augment: dict[str, Any] | None = field(default_factory=dict)
+    max_grad_norm: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "grad_accum", "checkpoint_every", "log_every", "tile_px"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        for name in ("warmup_stage_steps", "lr_warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must be non-negative, got {getattr(self, name)!r}.")
+        if not self.lr > 0:
+            raise ValueError(f"`lr` must be positive, got {self.lr!r}.")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"`precision` must be 'auto', 'fp32', 'bf16' or 'fp16', got {self.precision!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (stored with checkpoints)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        """Read a YAML file whose top-level keys are fields of this class (plus ``corpus``, ignored here).
+
+        Examples
+        --------
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "cfg.yaml"
+        >>> _ = p.write_text("model: tiny\\nmax_steps: 5\\ncorpus: [demo]\\n")
+        >>> TrainConfig.from_yaml(p).max_steps
+        5
+        """
+        import yaml
+
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of settings at the top level.")
+        data.pop("corpus", None)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(known)}.")
+        return cls(**data)

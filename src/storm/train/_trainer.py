@@ -1,0 +1,255 @@
+"""The pretraining loop: one CPU, one GPU, or many GPUs/nodes under ``torchrun`` (DDP)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import platform
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._logging import logger
+from .._settings import settings
+from ..models import StormConfig, StormModel
+from ._config import TrainConfig
+from ._distributed import DistInfo, setup, teardown
+from ._schedule import warmup_cosine
+from ._state import latest_resume_point, load_state, restore_rng, rng_state, save_resume_point
+
+
+class Trainer:
+    """Pretrain a :class:`~storm.models.StormModel` on a :class:`~storm.train.Corpus`.
+
+    Two stages as in STORM: ``warmup_stage_steps`` of modality-specific training (masked gene and masked image
+    modelling on unimodal passes), then joint multimodal training with all objectives. AdamW with linear warm-up and
+    cosine decay, gradient accumulation, mixed precision on GPU, gradient clipping, per-objective losses in
+    ``losses.csv`` (and TensorBoard when installed), resume points every ``checkpoint_every`` steps that restore model,
+    optimiser, schedule, RNG and data position exactly. Under ``torchrun`` each process trains on its own shard of the
+    batches (DDP; gloo on CPU, NCCL on GPU).
+    """
+
+    def __init__(self, corpus: Any, config: TrainConfig, *, model: StormModel | None = None) -> None:
+        from ._augment import Augment
+        from ._niches import NicheBatchSampler, NicheDataset
+        from ._objectives import ObjectiveWeights, StormObjectives
+
+        self.config = config
+        self.corpus = corpus
+        self.dist: DistInfo = setup(settings.device)
+        torch.manual_seed(config.seed)
+        self.model = model if model is not None else StormModel(self._model_config(), vocab=corpus.vocab)
+        self.model.to(self.dist.device)
+        augment = None if config.augment is None else Augment(**config.augment)
+        self.dataset = NicheDataset(corpus, augment=augment, seed=config.seed)
+        self.sampler = NicheBatchSampler(
+            self.dataset,
+            config.batch_size,
+            shuffle=True,
+            seed=config.seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
+        self.objectives = StormObjectives(ObjectiveWeights(**config.objectives)).to(self.dist.device)
+        params = list(self.model.parameters()) + list(self.objectives.parameters())
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda s: warmup_cosine(
+                s, warmup=config.lr_warmup_steps, total=config.max_steps, min_ratio=config.min_lr_ratio
+            ),
+        )
+        self.generator = np.random.default_rng(config.seed)
+        self.step = 0
+        self.epoch = 0
+        self.output_dir = Path(config.output_dir)
+        self._ddp = None
+        if self.dist.world_size > 1:
+            self._ddp = torch.nn.parallel.DistributedDataParallel(
+                self.model,
+                device_ids=[self.dist.device.index] if self.dist.device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+
+    def _model_config(self) -> StormConfig:
+        spec = self.config.model
+        overrides: dict[str, Any] = {}
+        if self.config.niche_size is not None:
+            overrides["niche_size"] = self.config.niche_size
+        overrides["image_size"] = self.config.tile_px
+        if isinstance(spec, str):
+            return StormConfig.from_preset(spec, **overrides)
+        spec = dict(spec)
+        preset = spec.pop("preset", None)
+        if preset is not None:
+            return StormConfig.from_preset(preset, **{**overrides, **spec})
+        return StormConfig(**{**overrides, **spec})
+
+    def _autocast(self):
+        precision = self.config.precision
+        device = self.dist.device
+        if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+            return nullcontext()
+        if precision == "auto":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(device.type, dtype=dtype)
+
+    def stage(self, step: int) -> str:
+        """``"warmup"`` (modality-specific) for the first ``warmup_stage_steps`` steps, then ``"joint"``."""
+        return "warmup" if step < self.config.warmup_stage_steps else "joint"
+
+    def resume(self, path: str | Path | None = None) -> bool:
+        """Restore the latest (or the given) resume point; returns whether one was found."""
+        from safetensors.torch import load_file
+
+        folder = Path(path) if path is not None else latest_resume_point(self.output_dir / "checkpoints")
+        if folder is None:
+            return False
+        state = load_state(folder)
+        self.model.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
+        self.objectives.load_state_dict(state["objectives"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.sampler.load_state_dict(state["sampler"])
+        restore_rng(state["rng"], self.generator)
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        logger.info("resumed from %s at step %d", folder, self.step)
+        return True
+
+    def fit(self, *, resume: bool = True) -> StormModel:
+        """Train until ``max_steps``; writes ``output_dir/model`` (the final checkpoint) and returns the model."""
+        from ._niches import collate_niches
+
+        cfg = self.config
+        if resume:
+            self.resume()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        fields = ["total", *self.objectives.names]
+        log = _LossLog(self.output_dir / "losses.csv", self.step, fields) if self.dist.is_main else None
+        net = self._ddp if self._ddp is not None else self.model
+        self.model.train()
+        started = time.perf_counter()
+        batches = self._batches()
+        progress = _progress(cfg.max_steps, self.step, self.dist.is_main)
+        last: dict[str, float] = {}
+        while self.step < cfg.max_steps:
+            stage = self.stage(self.step)
+            self.optimizer.zero_grad(set_to_none=True)
+            totals: dict[str, float] = {}
+            for _ in range(cfg.grad_accum):
+                batch = _to_device(collate_niches(next(batches)), self.dist.device)
+                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
+                with self._autocast():
+                    loss, parts = self.objectives(net, batch, stage=stage, generator=gen)
+                (loss / cfg.grad_accum).backward()
+                for k, v in parts.items():
+                    totals[k] = totals.get(k, 0.0) + float(v) / cfg.grad_accum
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            last = {"stage": stage, "lr": self.scheduler.get_last_lr()[0], **totals}
+            if log is not None:
+                log.write(self.step, last)
+            if progress is not None:
+                progress.update(1)
+                if self.step % cfg.log_every == 0:
+                    progress.set_postfix(loss=f"{totals.get('total', float('nan')):.4f}", stage=stage)
+            if self.step % cfg.checkpoint_every == 0 and self.step < cfg.max_steps:
+                self._save_resume_point()
+        if progress is not None:
+            progress.close()
+        elapsed = time.perf_counter() - started
+        if self.dist.is_main:
+            self._save_final(last, elapsed)
+        if self.dist.world_size > 1:
+            torch.distributed.barrier()
+        teardown()
+        self.model.eval()
+        return self.model
+
+    def _batches(self):
+        """Endless micro-batches: epochs of the sampler, reshuffled per epoch, resumable mid-epoch."""
+        while True:
+            self.sampler.set_epoch(self.epoch)
+            for indices in self.sampler:
+                yield self.dataset.get_batch(indices)
+            self.epoch += 1
+
+    def _save_resume_point(self) -> None:
+        if not self.dist.is_main:
+            return
+        state = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "objectives": self.objectives.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "rng": rng_state(self.generator),
+            "config": self.config.to_dict(),
+        }
+        save_resume_point(self.output_dir / "checkpoints" / f"step_{self.step:07d}", self.model, state)
+
+    def _save_final(self, last: dict[str, float], elapsed: float) -> None:
+        device = torch.cuda.get_device_name(self.dist.device) if self.dist.device.type == "cuda" else platform.processor()
+        self.model.save_pretrained(
+            self.output_dir / "model",
+            data=self.corpus.stats(),
+            steps=self.step,
+            time={"seconds": round(elapsed, 1), "processes": self.dist.world_size},
+            hardware={"device": device or platform.machine(), "processes": self.dist.world_size},
+            losses={k: round(v, 5) for k, v in last.items() if isinstance(v, float)},
+            training=dataclasses.asdict(self.config),
+        )
+
+
+class _LossLog:
+    """``losses.csv``: one row per step, fixed columns; rows past the resume step are dropped so a resumed log is exact."""
+
+    def __init__(self, path: Path, start_step: int, fields: list[str]) -> None:
+        self.path = path
+        self.fields = ["step", "stage", "lr", *fields]
+        kept: list[dict[str, Any]] = []
+        if path.exists():
+            with path.open() as handle:
+                kept = [r for r in csv.DictReader(handle) if int(r["step"]) <= start_step]
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(kept)
+        self.writer = _tensorboard(path.parent)
+
+    def write(self, step: int, values: dict[str, Any]) -> None:
+        with self.path.open("a", newline="") as handle:
+            csv.DictWriter(handle, fieldnames=self.fields, extrasaction="ignore").writerow({"step": step, **values})
+        if self.writer is not None:
+            for k, v in values.items():
+                if isinstance(v, float):
+                    self.writer.add_scalar("lr" if k == "lr" else f"loss/{k}", v, step)
+
+
+def _tensorboard(folder: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(folder / "tensorboard"))
+
+
+def _progress(total: int, start: int, show: bool):
+    if not (show and settings.progress):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, desc="pretrain", unit="step")
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
