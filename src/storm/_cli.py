@@ -31,12 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     tile.add_argument("--table-key", default=None)
     tile.add_argument("--image-key", default=None)
     tile.add_argument("--montage", type=int, default=64, help="number of tiles drawn in tiles_montage.png")
+    pre = sub.add_parser("pretrain", help="pretrain a storm model on the corpus named in a YAML config")
+    pre.add_argument("--config", type=Path, required=True, help="YAML: `corpus:` list plus TrainConfig fields")
+    pre.add_argument("--max-steps", type=int, default=None)
+    pre.add_argument("--output-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
     try:
-        return _tile(args)
+        return _pretrain(args) if args.command == "pretrain" else _tile(args)
     except (ValueError, KeyError, FileNotFoundError, TypeError) as err:
         print(f"storm {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -87,6 +91,49 @@ def _tile(args: argparse.Namespace) -> int:
     print(f"{tiles!r}\nµm/px {tiles.um_per_px:.4f} ({tiles.um_per_px_source})")
     print(f"wrote {args.out / 'tiles.json'}" + (f" and {montage_path}" if montage_path else ""))
     return 0
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .tl import pretrain
+    from .train import TrainConfig
+
+    raw = yaml.safe_load(args.config.read_text()) or {}
+    if not isinstance(raw, dict) or not raw.get("corpus"):
+        raise ValueError(
+            f"{args.config}: needs a non-empty `corpus:` list (zarr paths, 'demo', 'her2st:C2', 'dlpfc:151673')."
+        )
+    config = TrainConfig.from_yaml(args.config)
+    if args.max_steps is not None:
+        config.max_steps = args.max_steps
+    if args.output_dir is not None:
+        config.output_dir = str(args.output_dir)
+    data_dir = raw.get("data_dir")
+    sources = [_source(entry, data_dir) for entry in raw["corpus"]]
+    pretrain(sources, config=config, output_dir=config.output_dir)
+    print(f"wrote {Path(config.output_dir) / 'model'}")
+    return 0
+
+
+def _source(entry: str, data_dir: str | None):
+    """A corpus entry: a SpatialData .zarr path, 'demo', or '<dataset>:<section>' read from `data_dir`."""
+    from . import datasets
+
+    if entry == "demo":
+        return datasets.demo()
+    if ":" in entry and not Path(entry).exists():
+        name, _, section = entry.partition(":")
+        loaders = {"her2st": datasets.her2st, "dlpfc": datasets.dlpfc}
+        if name not in loaders:
+            raise ValueError(
+                f"Unknown corpus entry {entry!r}; use a .zarr path, 'demo', 'her2st:<section>' or 'dlpfc:<id>'."
+            )
+        return loaders[name](section, path=None if data_dir is None else Path(data_dir) / name)
+    path = Path(entry)
+    if not path.exists():
+        raise FileNotFoundError(f"Corpus entry {entry!r} does not exist.")
+    return path
 
 
 if __name__ == "__main__":

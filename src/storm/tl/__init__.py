@@ -1,3 +1,5 @@
-"""Tools that compute on slides (``st.tl``): embeddings, predicted expression, domains and risk (coming with the model)."""
+"""Tools that compute on slides (``st.tl``): pretraining now; embeddings, predicted expression, domains and risk next."""
 
-__all__: list[str] = []
+from ._pretrain import pretrain
+
+__all__ = ["pretrain"]

@@ -83,13 +83,13 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
-        """Read a YAML file whose top-level keys are fields of this class (plus ``corpus``, ignored here).
+        r"""Read a YAML file whose top-level keys are fields of this class (plus ``corpus``, ignored here).
 
         Examples
         --------
         >>> import tempfile, pathlib
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "cfg.yaml"
-        >>> _ = p.write_text("model: tiny\\nmax_steps: 5\\ncorpus: [demo]\\n")
+        >>> _ = p.write_text("model: tiny\nmax_steps: 5\ncorpus: [demo]\n")
         >>> TrainConfig.from_yaml(p).max_steps
         5
         """

@@ -55,8 +55,9 @@ class Trainer:
             world_size=self.dist.world_size,
         )
         self.objectives = StormObjectives(ObjectiveWeights(**config.objectives)).to(self.dist.device)
-        params = list(self.model.parameters()) + list(self.objectives.parameters())
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            [*self.model.parameters(), *self.objectives.parameters()], lr=config.lr, weight_decay=config.weight_decay
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lambda s: warmup_cosine(
@@ -67,10 +68,12 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.output_dir = Path(config.output_dir)
-        self._ddp = None
+        self._step_module = _TrainingStep(self.model, self.objectives)
+        self._net: torch.nn.Module = self._step_module
         if self.dist.world_size > 1:
-            self._ddp = torch.nn.parallel.DistributedDataParallel(
-                self.model,
+            # The objectives run several passes of the model per step: DDP wraps them together as one forward.
+            self._net = torch.nn.parallel.DistributedDataParallel(
+                self._step_module,
                 device_ids=[self.dist.device.index] if self.dist.device.type == "cuda" else None,
                 find_unused_parameters=True,
             )
@@ -121,8 +124,12 @@ class Trainer:
         logger.info("resumed from %s at step %d", folder, self.step)
         return True
 
-    def fit(self, *, resume: bool = True) -> StormModel:
-        """Train until ``max_steps``; writes ``output_dir/model`` (the final checkpoint) and returns the model."""
+    def fit(self, *, resume: bool = True, until: int | None = None) -> StormModel:
+        """Train until ``max_steps``; writes ``output_dir/model`` (the final checkpoint) and returns the model.
+
+        ``until`` stops earlier, at that step, after writing a resume point (for time-boxed jobs: the next ``fit``
+        continues exactly where this one stopped).
+        """
         from ._niches import collate_niches
 
         cfg = self.config
@@ -131,13 +138,13 @@ class Trainer:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         fields = ["total", *self.objectives.names]
         log = _LossLog(self.output_dir / "losses.csv", self.step, fields) if self.dist.is_main else None
-        net = self._ddp if self._ddp is not None else self.model
         self.model.train()
         started = time.perf_counter()
         batches = self._batches()
         progress = _progress(cfg.max_steps, self.step, self.dist.is_main)
         last: dict[str, float] = {}
-        while self.step < cfg.max_steps:
+        stop = cfg.max_steps if until is None else min(until, cfg.max_steps)
+        while self.step < stop:
             stage = self.stage(self.step)
             self.optimizer.zero_grad(set_to_none=True)
             totals: dict[str, float] = {}
@@ -145,12 +152,12 @@ class Trainer:
                 batch = _to_device(collate_niches(next(batches)), self.dist.device)
                 gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
                 with self._autocast():
-                    loss, parts = self.objectives(net, batch, stage=stage, generator=gen)
+                    loss, parts = self._net(batch, stage, gen)
                 (loss / cfg.grad_accum).backward()
                 for k, v in parts.items():
                     totals[k] = totals.get(k, 0.0) + float(v) / cfg.grad_accum
             if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(self._step_module.parameters(), cfg.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
@@ -166,7 +173,9 @@ class Trainer:
         if progress is not None:
             progress.close()
         elapsed = time.perf_counter() - started
-        if self.dist.is_main:
+        if self.step < cfg.max_steps:
+            self._save_resume_point()
+        elif self.dist.is_main:
             self._save_final(last, elapsed)
         if self.dist.world_size > 1:
             torch.distributed.barrier()
@@ -198,7 +207,9 @@ class Trainer:
         save_resume_point(self.output_dir / "checkpoints" / f"step_{self.step:07d}", self.model, state)
 
     def _save_final(self, last: dict[str, float], elapsed: float) -> None:
-        device = torch.cuda.get_device_name(self.dist.device) if self.dist.device.type == "cuda" else platform.processor()
+        device = (
+            torch.cuda.get_device_name(self.dist.device) if self.dist.device.type == "cuda" else platform.processor()
+        )
         self.model.save_pretrained(
             self.output_dir / "model",
             data=self.corpus.stats(),
@@ -208,6 +219,19 @@ class Trainer:
             losses={k: round(v, 5) for k, v in last.items() if isinstance(v, float)},
             training=dataclasses.asdict(self.config),
         )
+
+
+class _TrainingStep(torch.nn.Module):
+    """Model and objectives as one module, so DDP sees one forward per step however many passes the objectives run."""
+
+    def __init__(self, model: StormModel, objectives: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.objectives = objectives
+
+    def forward(self, batch: dict[str, Any], stage: str, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """Total loss and its named parts."""
+        return self.objectives(self.model, batch, stage=stage, generator=generator)
 
 
 class _LossLog:

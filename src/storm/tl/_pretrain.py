@@ -1,0 +1,86 @@
+"""``st.tl.pretrain``: train storm's foundation model on your own corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
+
+    from ..models import StormModel
+
+
+def pretrain(
+    corpus: list[SpatialData | str | Path] | SpatialData | str | Path,
+    *,
+    config: str | dict[str, Any] | Any = "small",
+    max_steps: int | None = None,
+    output_dir: str | Path = "storm_pretrain",
+    resume: bool = True,
+    **overrides: Any,
+) -> StormModel:
+    """Pretrain a storm model on a corpus of slides.
+
+    Niches (each spot with its K nearest spots in µm) are streamed through storm's tiler with H&E augmentation and
+    trained with masked gene and image-token reconstruction, cross-modal reconstruction and contrastive spot, niche and
+    spot–niche alignment, first per modality, then jointly. Run the same call under ``torchrun`` to train on many GPUs
+    or nodes (DDP).
+
+    Parameters
+    ----------
+    corpus
+        SpatialData objects or paths to SpatialData ``.zarr`` stores (any mix of platforms and resolutions).
+    config
+        A model preset name (``"tiny"``, ``"small"``, ``"base"``, ``"large"``), a :class:`~storm.train.TrainConfig`, or a
+        dict of its fields.
+    max_steps
+        Optimiser steps (overrides the config).
+    output_dir
+        Where the final checkpoint (``output_dir/model``), resume points and ``losses.csv`` go.
+    resume
+        Continue from the latest resume point in ``output_dir`` when there is one.
+    **overrides
+        Other :class:`~storm.train.TrainConfig` fields, e.g. ``batch_size=8``.
+
+    Returns
+    -------
+    The trained model (also saved to ``output_dir/model``).
+
+    Examples
+    --------
+    >>> import storm as st
+    >>> model = st.tl.pretrain([st.datasets.demo()], config="tiny", max_steps=2, batch_size=2, tile_px=64,
+    ...                        output_dir=tempfile.mkdtemp())  # doctest: +SKIP
+    """
+    from ..train import Corpus, TrainConfig, Trainer
+
+    if isinstance(config, TrainConfig):
+        fields = config.to_dict()
+    elif isinstance(config, dict):
+        fields = dict(config)
+    elif isinstance(config, str):
+        fields = {"model": config}
+    else:
+        raise TypeError(f"`config` must be a preset name, a TrainConfig or a dict, got {type(config).__name__}.")
+    fields.update(overrides, output_dir=str(output_dir))
+    if max_steps is not None:
+        fields["max_steps"] = max_steps
+    train_config = TrainConfig(**fields)
+    sources = corpus if isinstance(corpus, list | tuple) else [corpus]
+    data = Corpus.from_sources(
+        list(sources), tile_px=train_config.tile_px, tile_um=train_config.tile_um, niche_size=_niche_size(train_config)
+    )
+    return Trainer(data, train_config).fit(resume=resume)
+
+
+def _niche_size(config: Any) -> int:
+    from ..models import PRESETS
+
+    if config.niche_size is not None:
+        return config.niche_size
+    spec = config.model
+    preset = spec if isinstance(spec, str) else spec.get("preset")
+    if isinstance(spec, dict) and "niche_size" in spec:
+        return int(spec["niche_size"])
+    return int(PRESETS.get(preset, {}).get("niche_size", 8))

@@ -1,0 +1,510 @@
+"""A pretraining corpus: many slides of any platform and resolution, resolved once, with niche indices in µm."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._logging import logger
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from scipy import sparse
+    from spatialdata import SpatialData
+
+    from ..io import Slide
+    from ..models import GeneVocab
+    from ..pp import TileSet
+
+    Source = SpatialData | AnnData | Slide | str | Path
+
+#: Counts per spot after library-size normalisation (CP10k), before ``log1p``.
+TARGET_SUM = 1e4
+
+
+@dataclass
+class CorpusSlide:
+    """One slide of a :class:`Corpus`: everything a niche needs, with pixels read lazily.
+
+    Attributes
+    ----------
+    name
+        Unique name of the slide in the corpus (file stem, library id, or ``slide<i>``).
+    slide
+        The resolved slide (:func:`storm.io.resolve`).
+    tiles
+        Lazy tiles of every spot (in the order of ``slide.obs_names``); ``None`` for slides without an image.
+    expression
+        ``(n_spots, n_genes_in_vocab)`` CSR float32 log1p(CP10k) expression of the genes found in the vocabulary
+        (library sizes are taken over all genes of the table); ``None`` without genes in the vocabulary.
+    gene_index
+        ``(n_genes_in_vocab,)`` int64 vocabulary index of each column of ``expression``.
+    expression_mask
+        ``(n_spots,)`` whether the spot has expression: genes in the vocabulary with a positive total.
+    neighbours
+        ``(n_spots, niche_size + 1)`` int64 spot positions of each niche, the centre first, then its neighbours by
+        increasing distance in µm; ``-1`` pads slides with fewer than ``niche_size + 1`` spots.
+    n_genes
+        Genes in the slide's table (before alignment to the vocabulary).
+    """
+
+    name: str
+    slide: Slide
+    tiles: TileSet | None
+    expression: sparse.csr_matrix | None
+    gene_index: np.ndarray
+    expression_mask: np.ndarray
+    neighbours: np.ndarray
+    n_genes: int
+
+    @property
+    def n_spots(self) -> int:
+        """Number of spots."""
+        return self.slide.n_spots
+
+    @property
+    def has_image(self) -> bool:
+        """Whether the slide has an H&E image (and so tiles)."""
+        return self.tiles is not None
+
+    @property
+    def has_expression(self) -> bool:
+        """Whether the slide has genes in the vocabulary."""
+        return self.expression is not None
+
+    def niche_offsets_um(self, spots: np.ndarray) -> np.ndarray:
+        """``(len(spots), S, 2)`` float32 µm offsets ``(dx, dy)`` of each niche's spots from its centre (0 at padding)."""
+        niches = self.neighbours[spots]
+        xy = self.slide.spot_xy_um
+        offsets = xy[np.maximum(niches, 0)] - xy[spots][:, None, :]
+        offsets[niches < 0] = 0.0
+        return offsets.astype(np.float32)
+
+
+class Corpus:
+    """Slides to pretrain on: a mix of platforms, resolutions and modalities, indexed spot by spot.
+
+    Build it with :meth:`from_sources`. Spots are numbered globally, slide after slide (``offsets`` gives where each
+    slide starts); :class:`~storm.train.NicheDataset` turns a spot into its niche. Nothing is written into the
+    sources, and no pixels are held in memory: tiles are read on access through :class:`~storm.pp.TileSet`.
+
+    Attributes
+    ----------
+    slides
+        One :class:`CorpusSlide` per source, in order.
+    vocab
+        The gene vocabulary expression is aligned to.
+    tile_px, tile_um
+        Tile geometry (pixels, µm).
+    niche_size
+        Neighbours K per niche (a niche has K + 1 spots, the centre first).
+    offsets
+        ``(n_slides + 1,)`` global index of each slide's first spot, then the total.
+    """
+
+    def __init__(
+        self, slides: list[CorpusSlide], *, vocab: GeneVocab, tile_px: int, tile_um: float, niche_size: int
+    ) -> None:
+        self.slides = slides
+        self.vocab = vocab
+        self.tile_px = tile_px
+        self.tile_um = tile_um
+        self.niche_size = niche_size
+        self.offsets = np.concatenate([[0], np.cumsum([s.n_spots for s in slides])]).astype(np.int64)
+
+    @classmethod
+    def from_sources(
+        cls,
+        sources: Source | Sequence[Source],
+        *,
+        vocab: GeneVocab | None = None,
+        tile_px: int = 224,
+        tile_um: float = 112.0,
+        niche_size: int = 8,
+        table_key: str | Sequence[str | None] | None = None,
+        image_key: str | Sequence[str | None] | None = None,
+        shapes_key: str | Sequence[str | None] | None = None,
+        um_per_px: float | Sequence[float | None] | None = None,
+        platform: str | Sequence[str | None] | None = None,
+        layer: str | None = None,
+        names: Sequence[str] | None = None,
+        require_images: bool = False,
+        require_expression: bool = False,
+    ) -> Corpus:
+        """Resolve, tile, normalise and index every slide of a corpus.
+
+        For each slide: :func:`storm.io.resolve` (errors name the slide), lazy tiles when it has an H&E image,
+        log1p(CP10k) expression kept sparse, gene alignment to ``vocab``, and for every spot its ``niche_size``
+        nearest spots by distance in µm.
+
+        Parameters
+        ----------
+        sources
+            SpatialData objects, squidpy-style AnnData, resolved :class:`~storm.io.Slide` objects, or paths to
+            SpatialData ``.zarr`` stores (read with :func:`spatialdata.read_zarr`); one source or a list.
+        vocab
+            Gene vocabulary to align to (a pretrained model's ``model.vocab``). Default: the union of the genes of
+            all slides (:meth:`~storm.models.GeneVocab.from_genes`); for a corpus without any genes, a one-entry
+            placeholder.
+        tile_px, tile_um
+            Tile side in pixels and in µm (default 224 px / 112 µm, 0.5 µm/px).
+        niche_size
+            Neighbours K around each centre spot.
+        table_key, image_key, shapes_key, um_per_px, platform
+            Passed to :func:`storm.io.resolve`: one value for all slides, or a list with one per source.
+        layer
+            Layer of raw counts in each table; default ``X``.
+        names
+            Slide names (default: file stem of a path, the table's library id, or ``slide<i>``).
+        require_images
+            Raise unless at least one slide has an H&E image (for image objectives).
+        require_expression
+            Raise unless at least one slide has genes in the vocabulary (for expression objectives).
+
+        Returns
+        -------
+        The corpus.
+
+        Examples
+        --------
+        >>> import storm as st
+        >>> from storm.train import Corpus
+        >>> corpus = Corpus.from_sources([st.datasets.demo()], tile_px=64, niche_size=6)
+        >>> corpus.stats()["n_spots"], corpus.slides[0].neighbours.shape
+        (151, (151, 7))
+        """
+        from ..models import GeneVocab
+
+        sources = _as_list(sources)
+        if not sources:
+            raise ValueError("The corpus is empty: pass at least one SpatialData or path to a SpatialData .zarr store.")
+        _check_geometry(tile_px, tile_um, niche_size)
+        n = len(sources)
+        per_slide = {
+            "table_key": _per_slide(table_key, "table_key", n),
+            "image_key": _per_slide(image_key, "image_key", n),
+            "shapes_key": _per_slide(shapes_key, "shapes_key", n),
+            "um_per_px": _per_slide(um_per_px, "um_per_px", n),
+            "platform": _per_slide(platform, "platform", n),
+        }
+        if names is not None and (isinstance(names, str) or len(names) != n):
+            raise ValueError(f"`names` must be a list with one name per source ({n}), got {names!r}.")
+
+        resolved: list[tuple[str, Slide]] = []
+        for i, source in enumerate(sources):
+            label = _label(source, i, None if names is None else names[i])
+            try:
+                slide = _resolve(source, **{k: v[i] for k, v in per_slide.items()})
+            except (ValueError, TypeError, KeyError, OSError) as error:
+                raise _in_slide(error, i, label) from error
+            resolved.append((label, slide))
+        labels = _unique([label for label, _ in resolved])
+
+        var_names = [_var_names(slide, layer) for _, slide in resolved]
+        if vocab is None:
+            with_genes = [v for v in var_names if len(v)]
+            vocab = GeneVocab.from_genes(*with_genes) if with_genes else GeneVocab(["<none>"])
+
+        slides = []
+        for i, ((_, slide), name, genes) in enumerate(zip(resolved, labels, var_names, strict=True)):
+            try:
+                slides.append(_build_slide(name, slide, genes, vocab, layer, tile_px, tile_um, niche_size))
+            except (ValueError, TypeError, KeyError, OSError) as error:
+                raise _in_slide(error, i, name) from error
+        corpus = cls(slides, vocab=vocab, tile_px=int(tile_px), tile_um=float(tile_um), niche_size=int(niche_size))
+        corpus._check(require_images=require_images, require_expression=require_expression)
+        logger.info("pretraining corpus:\n%r", corpus)
+        return corpus
+
+    def _check(self, *, require_images: bool, require_expression: bool) -> None:
+        with_genes = [s for s in self.slides if s.n_genes > 0]
+        if with_genes and not any(s.has_expression for s in self.slides):
+            total = sum(s.n_genes for s in with_genes)
+            raise ValueError(
+                f"None of the {total} genes of the {len(with_genes)} slide(s) with expression is in the "
+                f"{len(self.vocab)}-gene vocabulary (0 of {total} = 0.0% overlap; e.g. "
+                f"{_var_names(with_genes[0].slide, None)[:3].tolist()} vs {self.vocab.symbols[:3].tolist()}). Use gene "
+                "symbols or Ensembl IDs as var_names, or build the vocabulary from the corpus (vocab=None)."
+            )
+        if require_images and not any(s.has_image for s in self.slides):
+            raise ValueError(
+                f"None of the {len(self.slides)} slide(s) of the corpus has an H&E image, but the image objectives need "
+                "images: add slides with an image (check `image_key`), or train on expression only."
+            )
+        if require_expression and not any(s.has_expression for s in self.slides):
+            raise ValueError(
+                f"None of the {len(self.slides)} slide(s) of the corpus has expression, but the expression objectives "
+                "need it: add slides with a count table, or train on images only."
+            )
+        for s in self.slides:
+            if not s.has_image and not s.has_expression:
+                why = "no genes in the vocabulary" if s.n_genes else "no genes"
+                raise ValueError(
+                    f"Corpus slide {self.slides.index(s)} ({s.name!r}) has no H&E image and {why}, so nothing to "
+                    "train on; drop it from the corpus (or pass its `image_key`)."
+                )
+
+    # -- indexing -------------------------------------------------------------------------------------------------
+    @property
+    def n_spots(self) -> int:
+        """Spots of all slides."""
+        return int(self.offsets[-1])
+
+    def __len__(self) -> int:
+        return self.n_spots
+
+    def locate(self, index: int | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Slide number and spot position within the slide of global spot indices.
+
+        Examples
+        --------
+        >>> import storm as st
+        >>> corpus = Corpus.from_sources(st.datasets.demo(), tile_px=32)
+        >>> corpus.locate([0, 150])
+        (array([0, 0]), array([  0, 150]))
+        """
+        index = np.asarray(index, dtype=np.int64)
+        if index.size and (index.min() < 0 or index.max() >= self.n_spots):
+            raise IndexError(f"Spot index out of range for a corpus of {self.n_spots} spots: {index.tolist()}.")
+        slide = np.searchsorted(self.offsets, index, side="right") - 1
+        return slide, index - self.offsets[slide]
+
+    # -- description ----------------------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Corpus statistics as plain data (stored with checkpoints).
+
+        Returns
+        -------
+        ``n_slides``, ``n_spots``, ``n_spots_with_image``, ``n_spots_with_expression``, ``n_genes_vocab``, the tile
+        geometry and ``niche_size``, and ``slides``: per slide ``name``, ``spots``, ``genes``, ``genes_in_vocab``,
+        ``um_per_px``, ``um_per_px_source``, ``has_image`` and ``spots_with_expression``.
+        """
+        slides = [
+            {
+                "name": s.name,
+                "spots": int(s.n_spots),
+                "genes": int(s.n_genes),
+                "genes_in_vocab": int(len(s.gene_index)),
+                "um_per_px": float(s.slide.um_per_px),
+                "um_per_px_source": str(s.slide.um_per_px_source),
+                "has_image": bool(s.has_image),
+                "spots_with_expression": int(s.expression_mask.sum()),
+            }
+            for s in self.slides
+        ]
+        return {
+            "n_slides": len(self.slides),
+            "n_spots": self.n_spots,
+            "n_spots_with_image": int(sum(s.n_spots for s in self.slides if s.has_image)),
+            "n_spots_with_expression": int(sum(int(s.expression_mask.sum()) for s in self.slides)),
+            "n_genes_vocab": len(self.vocab),
+            "tile_px": int(self.tile_px),
+            "tile_um": float(self.tile_um),
+            "niche_size": int(self.niche_size),
+            "slides": slides,
+        }
+
+    def __repr__(self) -> str:
+        st = self.stats()
+        head = (
+            f"Corpus: {st['n_slides']} slides, {st['n_spots']} spots ({st['n_spots_with_image']} with image, "
+            f"{st['n_spots_with_expression']} with expression), {st['n_genes_vocab']} genes in the vocabulary, "
+            f"{self.tile_px} px / {self.tile_um:g} µm tiles, {self.niche_size} neighbours"
+        )
+        width = max([5, *(len(s["name"]) for s in st["slides"])])
+        rows = [f"  {'slide':<{width}}  {'spots':>7}  {'genes':>6}  {'in vocab':>8}  {'µm/px':>7}  image"]
+        shown = st["slides"] if len(st["slides"]) <= 20 else st["slides"][:10] + st["slides"][-10:]
+        for k, s in enumerate(shown):
+            if len(st["slides"]) > 20 and k == 10:
+                rows.append(f"  ... {len(st['slides']) - 20} more")
+            rows.append(
+                f"  {s['name']:<{width}}  {s['spots']:>7}  {s['genes']:>6}  {s['genes_in_vocab']:>8}  "
+                f"{s['um_per_px']:>7.3f}  {'yes' if s['has_image'] else 'no'}"
+            )
+        return "\n".join([head, *rows])
+
+
+# -- building blocks ------------------------------------------------------------------------------------------------
+def log1p_cp10k(counts: Any) -> sparse.csr_matrix:
+    """``log1p`` of counts scaled to 10,000 per row, as CSR float32 (rows with no counts stay 0).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = log1p_cp10k(np.array([[1.0, 3.0], [0.0, 0.0]]))
+    >>> np.expm1(x.toarray()).round().tolist()  # 1 and 3 of 4 counts: 2,500 and 7,500 per 10,000
+    [[2500.0, 7500.0], [0.0, 0.0]]
+    """
+    from scipy import sparse
+
+    x = sparse.csr_matrix(counts, dtype=np.float64)
+    x.sum_duplicates()
+    if x.nnz and (not np.isfinite(x.data).all() or x.data.min() < 0):
+        raise ValueError(
+            "Expression has negative or non-finite values; storm needs raw counts (pass `layer=` with the counts)."
+        )
+    totals = np.asarray(x.sum(axis=1)).ravel()
+    scale = np.divide(TARGET_SUM, totals, out=np.zeros_like(totals), where=totals > 0)
+    x = sparse.csr_matrix(sparse.diags(scale) @ x)
+    x.data = np.log1p(x.data)
+    x.eliminate_zeros()
+    return x.astype(np.float32)
+
+
+def niche_neighbours(xy_um: np.ndarray, niche_size: int) -> np.ndarray:
+    """Each spot and its ``niche_size`` nearest spots by Euclidean distance, ``(n, niche_size + 1)``, centre first.
+
+    Neighbours follow by increasing distance; ``-1`` pads when the slide has fewer than ``niche_size + 1`` spots.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> niche_neighbours(np.array([[0.0, 0.0], [10.0, 0.0], [25.0, 0.0]]), 3).tolist()
+    [[0, 1, 2, -1], [1, 0, 2, -1], [2, 1, 0, -1]]
+    """
+    from scipy.spatial import cKDTree
+
+    n = len(xy_um)
+    out = np.full((n, niche_size + 1), -1, dtype=np.int64)
+    if n == 0:
+        return out
+    k = min(niche_size + 1, n)
+    _, found = cKDTree(xy_um).query(xy_um, k=k)
+    found = np.asarray(found, dtype=np.int64).reshape(n, k)
+    centre = np.arange(n)
+    # Spots at identical coordinates may come before the centre: put the centre first, keep the others in order.
+    for i in np.flatnonzero(found[:, 0] != centre):
+        others = found[i][found[i] != i]
+        found[i] = np.concatenate([[i], others[: k - 1]])
+    out[:, :k] = found
+    return out
+
+
+def _build_slide(
+    name: str,
+    slide: Slide,
+    var_names: np.ndarray,
+    vocab: GeneVocab,
+    layer: str | None,
+    tile_px: int,
+    tile_um: float,
+    niche_size: int,
+) -> CorpusSlide:
+    from ..pp import TileSet
+
+    tiles = TileSet(slide, tile_px=int(tile_px), tile_um=float(tile_um)) if slide.has_image else None
+    expression, gene_index, mask = None, np.zeros(0, dtype=np.int64), np.zeros(slide.n_spots, dtype=bool)
+    if len(var_names):
+        known = np.asarray(vocab.align(var_names).indices)
+        columns = np.flatnonzero(known >= 0)
+        if len(columns) == 0:
+            logger.warning(
+                "slide %r: none of its %d genes is in the vocabulary; it trains on images only", name, len(known)
+            )
+        else:
+            if len(columns) < 0.5 * len(known):
+                logger.warning("slide %r: only %d of %d genes are in the vocabulary", name, len(columns), len(known))
+            table = slide.table
+            counts = table.X if layer is None else table.layers[layer]
+            normalised = log1p_cp10k(counts[slide.rows])
+            expression = normalised[:, columns].tocsr()
+            gene_index = known[columns].astype(np.int64)
+            mask = np.asarray(expression.getnnz(axis=1) > 0)
+    return CorpusSlide(
+        name=name,
+        slide=slide,
+        tiles=tiles,
+        expression=expression,
+        gene_index=gene_index,
+        expression_mask=mask,
+        neighbours=niche_neighbours(np.asarray(slide.spot_xy_um, dtype=float), niche_size),
+        n_genes=len(var_names),
+    )
+
+
+def _resolve(source: Any, **keys: Any) -> Slide:
+    from ..io import Slide, resolve
+
+    if isinstance(source, Slide):
+        return source
+    if isinstance(source, str | Path):
+        import spatialdata
+
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(f"No SpatialData store at {str(path)!r}.")
+        source = spatialdata.read_zarr(path)
+    return resolve(source, **keys)
+
+
+def _var_names(slide: Slide, layer: str | None) -> np.ndarray:
+    table = slide.table
+    if layer is not None and layer not in table.layers:
+        raise KeyError(f"Layer {layer!r} is not in the table (layers: {list(table.layers)}).")
+    return np.asarray(table.var_names, dtype=str)
+
+
+def _as_list(sources: Any) -> list[Any]:
+    if isinstance(sources, str | Path) or not isinstance(sources, Sequence):
+        return [sources]
+    return list(sources)
+
+
+def _per_slide(value: Any, argument: str, n: int) -> list[Any]:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        return [value] * n
+    if len(value) != n:
+        raise ValueError(f"`{argument}` has {len(value)} entries for {n} sources; give one value, or one per source.")
+    return list(value)
+
+
+def _label(source: Any, i: int, name: str | None) -> str:
+    if name is not None:
+        return str(name)
+    if isinstance(source, str | Path):
+        return Path(source).name.removesuffix(".zarr") or f"slide{i}"
+    path = getattr(source, "path", None)
+    if path is not None:
+        return Path(path).name.removesuffix(".zarr")
+    tables = getattr(source, "tables", None)
+    table = next(iter(tables.values())) if tables is not None and len(tables) == 1 else None
+    if table is None and hasattr(source, "uns") and hasattr(source, "obs"):
+        table = source
+    spatial = table.uns.get("spatial") if table is not None else None
+    if isinstance(spatial, dict) and len(spatial) == 1:
+        return str(next(iter(spatial)))
+    return f"slide{i}"
+
+
+def _unique(labels: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    counts = {label: labels.count(label) for label in labels}
+    out = []
+    for label in labels:
+        if counts[label] > 1:
+            seen[label] = seen.get(label, 0) + 1
+            out.append(f"{label}_{seen[label]}")
+        else:
+            out.append(label)
+    return out
+
+
+def _in_slide(error: Exception, i: int, name: str) -> Exception:
+    message = f"corpus slide {i} ({name!r}): {error.args[0] if len(error.args) == 1 else error}"
+    try:
+        return type(error)(message)
+    except Exception:  # noqa: BLE001 - exception types with other constructors
+        return ValueError(message)
+
+
+def _check_geometry(tile_px: Any, tile_um: Any, niche_size: Any) -> None:
+    if isinstance(tile_px, bool) or not isinstance(tile_px, int | np.integer) or tile_px < 8:
+        raise ValueError(f"`tile_px` must be an integer of at least 8 pixels, got {tile_px!r}.")
+    if isinstance(tile_um, bool) or not isinstance(tile_um, int | float | np.number) or not 0 < tile_um < np.inf:
+        raise ValueError(f"`tile_um` must be a positive number of microns, got {tile_um!r}.")
+    if isinstance(niche_size, bool) or not isinstance(niche_size, int | np.integer) or niche_size < 0:
+        raise ValueError(f"`niche_size` must be a non-negative integer (neighbours per spot), got {niche_size!r}.")

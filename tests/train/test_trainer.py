@@ -1,0 +1,160 @@
+import csv
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import storm as st
+from storm.datasets import synthetic
+from storm.train import Corpus, TrainConfig, Trainer
+
+
+def _corpus():
+    slides = [
+        synthetic(900, 900, um_per_px=0.5, n_genes=30, seed=1),
+        synthetic(700, 800, um_per_px=0.5, n_genes=20, seed=2),
+    ]
+    return Corpus.from_sources(slides, tile_px=32, tile_um=32.0, niche_size=3)
+
+
+def _config(tmp_path, **kw):
+    base = {
+        "model": {"preset": "tiny", "max_genes": 16},
+        "output_dir": str(tmp_path),
+        "max_steps": 6,
+        "warmup_stage_steps": 2,
+        "lr_warmup_steps": 1,
+        "batch_size": 4,
+        "tile_px": 32,
+        "tile_um": 32.0,
+        "niche_size": 3,
+        "checkpoint_every": 3,
+        "seed": 3,
+    }
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _losses(path):
+    with open(path) as handle:
+        return [(int(r["step"]), r["stage"], float(r["total"])) for r in csv.DictReader(handle)]
+
+
+def test_resume_gives_identical_losses(tmp_path):
+    st.settings.progress = False
+    full = Trainer(_corpus(), _config(tmp_path / "full")).fit()
+    reference = _losses(tmp_path / "full" / "losses.csv")
+    assert [s for s, _, _ in reference] == [1, 2, 3, 4, 5, 6]
+    assert [g for _, g, _ in reference] == ["warmup", "warmup", "joint", "joint", "joint", "joint"]
+
+    # Interrupted: stop after step 3 (a resume point is written at step 3), then a fresh process resumes.
+    Trainer(_corpus(), _config(tmp_path / "cut", max_steps=6, checkpoint_every=3)).fit(until=3)
+    assert (tmp_path / "cut" / "checkpoints" / "step_0000003" / "model.safetensors").is_file()
+    resumed = Trainer(_corpus(), _config(tmp_path / "cut")).fit()
+    assert _losses(tmp_path / "cut" / "losses.csv") == reference
+    for name, tensor in full.state_dict().items():
+        assert torch.equal(tensor, resumed.state_dict()[name]), name
+
+    model = st.models.StormModel.from_pretrained(tmp_path / "full" / "model")
+    card = (tmp_path / "full" / "model" / "README.md").read_text()
+    assert "n_slides" in card and model.config.preset == "tiny"
+
+
+def test_training_reduces_the_loss(tmp_path):
+    st.settings.progress = False
+    Trainer(_corpus(), _config(tmp_path, max_steps=40, warmup_stage_steps=0, lr=2e-3, checkpoint_every=100)).fit()
+    totals = [t for _, _, t in _losses(tmp_path / "losses.csv")]
+    assert sum(totals[-5:]) / 5 < 0.8 * sum(totals[:5]) / 5
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ValueError, match="max_steps"):
+        TrainConfig(max_steps=0)
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="int8")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("model: tiny\nbogus: 1\n")
+    with pytest.raises(ValueError, match="bogus"):
+        TrainConfig.from_yaml(cfg)
+
+
+def test_pretrain_tool_and_cli(tmp_path):
+    st.settings.progress = False
+    model = st.tl.pretrain(
+        [synthetic(700, 700, um_per_px=0.5, n_genes=12, seed=4)],
+        config={"model": {"preset": "tiny", "max_genes": 8}},
+        max_steps=2,
+        output_dir=tmp_path / "tool",
+        batch_size=4,
+        tile_px=32,
+        tile_um=32.0,
+        niche_size=2,
+        warmup_stage_steps=1,
+    )
+    assert model.config.niche_size == 2
+    assert (tmp_path / "tool" / "model" / "model.safetensors").is_file()
+
+    from storm._cli import main
+
+    store = tmp_path / "slide.zarr"
+    synthetic(600, 600, um_per_px=0.5, n_genes=10, seed=5).write(store)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        textwrap.dedent(
+            f"""
+            corpus: [{store}]
+            model: {{preset: tiny, max_genes: 8}}
+            max_steps: 2
+            warmup_stage_steps: 1
+            batch_size: 4
+            tile_px: 32
+            tile_um: 32.0
+            niche_size: 2
+            """
+        )
+    )
+    assert main(["pretrain", "--config", str(cfg), "--output-dir", str(tmp_path / "cli")]) == 0
+    assert len(_losses(tmp_path / "cli" / "losses.csv")) == 2
+
+
+_DDP = """
+import csv, sys, torch, storm as st
+from storm.datasets import synthetic
+from storm.train import Corpus, TrainConfig, Trainer
+st.settings.progress = False
+slides = [synthetic(900, 900, um_per_px=0.5, n_genes=30, seed=1), synthetic(700, 800, um_per_px=0.5, n_genes=20, seed=2)]
+corpus = Corpus.from_sources(slides, tile_px=32, tile_um=32.0, niche_size=3)
+cfg = TrainConfig(model={"preset": "tiny", "max_genes": 16}, output_dir=sys.argv[1], max_steps=3, warmup_stage_steps=1,
+                  lr_warmup_steps=1, batch_size=4, tile_px=32, tile_um=32.0, niche_size=3, seed=3)
+model = Trainer(corpus, cfg).fit()
+rank = int(__import__("os").environ.get("RANK", "0"))
+torch.save(dict(model.named_parameters()), f"{sys.argv[1]}/rank{rank}.pt")
+"""
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(_DDP)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29531",
+        str(script),
+        str(tmp_path),
+    ]
+    subprocess.run(cmd, check=True, env=env, timeout=600, capture_output=True)
+    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    # DDP keeps the replicas identical: same parameters on both ranks after training (BatchNorm running statistics
+    # are per rank between steps; DDP broadcasts rank 0's at each forward, and rank 0 writes the checkpoint).
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert len(_losses(tmp_path / "losses.csv")) == 3
+    assert (tmp_path / "model" / "model.safetensors").is_file()
