@@ -131,9 +131,9 @@ def choose_image(
                 f"spots {shapes_key!r} ({sorted(shapes_cs)}) share no coordinate system; register both in one with "
                 "`spatialdata.transformations.set_transformation`."
             )
-        return image_key, _pick_cs(shared)
+        return image_key, pick_coordinate_system(shared)
     if not sdata.images:
-        return None, _pick_cs(wanted_cs)
+        return None, pick_coordinate_system(wanted_cs)
     candidates = {k: coordinate_systems(im) & wanted_cs for k, im in sdata.images.items()}
     candidates = {k: cs for k, cs in candidates.items() if cs}
     if not candidates:
@@ -148,22 +148,28 @@ def choose_image(
     if len(finest) > 1:
         raise ValueError(f"Several images fit the spots equally well {finest}; pass `image_key=` to choose one.")
     key = finest[0]
-    return key, _pick_cs(candidates[key])
+    return key, pick_coordinate_system(candidates[key])
 
 
 def _finest(sdata: SpatialData, keys: list[str], candidates: dict[str, set[str]]) -> list[str]:
     sizes = {}
     for k in keys:
-        cs = _pick_cs(candidates[k])
+        cs = pick_coordinate_system(candidates[k])
         level0 = image_levels(sdata.images[k])[0]
-        sizes[k] = round(float(np.sqrt(abs(np.linalg.det(affine_xy(level0, cs)[:2, :2])))), 9)
+        sizes[k] = round(affine_scale(affine_xy(level0, cs)), 9)
     best = min(sizes.values())
     return [k for k in keys if sizes[k] == best]
 
 
-def _pick_cs(systems: set[str]) -> str:
+def pick_coordinate_system(systems: set[str], what: str = "Image and spots share several coordinate systems") -> str:
+    """The only coordinate system, else ``"global"``, else an error starting with ``what`` asking for one."""
     if len(systems) == 1:
         return next(iter(systems))
     if "global" in systems:
         return "global"
-    raise ValueError(f"Image and spots share several coordinate systems {sorted(systems)}; pass `coordinate_system=`.")
+    raise ValueError(f"{what} {sorted(systems)}; pass `coordinate_system=`.")
+
+
+def affine_scale(affine: np.ndarray) -> float:
+    """Linear size factor of a 3x3 affine (square root of the area scale): units of output per unit of input."""
+    return float(np.sqrt(abs(np.linalg.det(affine[:2, :2]))))

@@ -7,7 +7,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._logging import logger
-from ._elements import affine_xy, check_he_pixels, choose_image, choose_shapes, choose_table, image_levels, table_link
+from ._elements import (
+    affine_scale,
+    affine_xy,
+    check_he_pixels,
+    choose_image,
+    choose_shapes,
+    choose_table,
+    image_levels,
+    table_link,
+)
 from ._scale import resolve_um_per_px, spatial_metadata
 from ._slide import ImageLevel, Slide
 
@@ -103,8 +112,8 @@ def resolve(
         levels = []
     shape_to_px = np.linalg.inv(px_to_cs) @ shape_to_cs
     xy_px = _apply(shape_to_px, xy_shape)
-    px_per_shape_unit = float(np.sqrt(abs(np.linalg.det(shape_to_px[:2, :2]))))
-    cs_per_px = float(np.sqrt(abs(np.linalg.det(px_to_cs[:2, :2]))))
+    px_per_shape_unit = affine_scale(shape_to_px)
+    cs_per_px = affine_scale(px_to_cs)
 
     meta = spatial_metadata(table, shapes_key)
     scale, source = resolve_um_per_px(

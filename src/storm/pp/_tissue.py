@@ -294,7 +294,7 @@ def _choose_image(sdata: SpatialData, image_key: str | None) -> str:
 
 
 def _choose_coordinate_system(level0: Any, image_key: str, coordinate_system: str | None) -> str:
-    from ..io._elements import coordinate_systems
+    from ..io._elements import coordinate_systems, pick_coordinate_system
 
     systems = coordinate_systems(level0)
     if coordinate_system is not None:
@@ -303,20 +303,14 @@ def _choose_coordinate_system(level0: Any, image_key: str, coordinate_system: st
                 f"Image {image_key!r} is not in `coordinate_system={coordinate_system!r}`; it is in {sorted(systems)}."
             )
         return coordinate_system
-    if len(systems) == 1:
-        return next(iter(systems))
-    if "global" in systems:
-        return "global"
-    raise ValueError(
-        f"Image {image_key!r} is in several coordinate systems {sorted(systems)}; pass `coordinate_system=`."
-    )
+    return pick_coordinate_system(systems, f"Image {image_key!r} is in several coordinate systems")
 
 
 def _um_per_px(sdata: SpatialData, level0: Any, image_key: str, cs: str, um_per_px: float | None) -> tuple[float, str]:
     """Microns per level-0 pixel: the argument, else ``microns_per_pixel`` metadata of spots in the image's frame."""
     if um_per_px is not None:
         return float(um_per_px), "argument um_per_px"
-    from ..io._elements import affine_xy, coordinate_systems, table_link
+    from ..io._elements import affine_scale, affine_xy, coordinate_systems, table_link
     from ..io._scale import spatial_metadata
 
     px_to_cs = affine_xy(level0, cs)
@@ -332,8 +326,7 @@ def _um_per_px(sdata: SpatialData, level0: Any, image_key: str, cs: str, um_per_
             if value is None:
                 continue
             shape_to_px = np.linalg.inv(px_to_cs) @ affine_xy(sdata.shapes[region], cs)
-            px_per_unit = float(np.sqrt(abs(np.linalg.det(shape_to_px[:2, :2]))))
-            found[f"table {table_key!r} (spots {region!r})"] = float(value) / px_per_unit
+            found[f"table {table_key!r} (spots {region!r})"] = float(value) / affine_scale(shape_to_px)
     if not found:
         raise ValueError(
             f"The physical scale of image {image_key!r} is unknown: no table records `microns_per_pixel` for spots in "
