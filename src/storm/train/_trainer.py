@@ -168,7 +168,7 @@ class Trainer:
                 progress.update(1)
                 if self.step % cfg.log_every == 0:
                     progress.set_postfix(loss=f"{totals.get('total', float('nan')):.4f}", stage=stage)
-            if self.step % cfg.checkpoint_every == 0 and self.step < cfg.max_steps:
+            if self.step % cfg.checkpoint_every == 0 and self.step < stop:
                 self._save_resume_point()
         if progress is not None:
             progress.close()
