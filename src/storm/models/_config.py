@@ -72,6 +72,9 @@ class StormConfig:
         Optional local file (``.safetensors``) with backbone weights.
     image_size
         Side of the input tiles in pixels.
+    tile_um
+        Side of the input tiles in µm (the tiles cover ``tile_um`` at ``tile_um / image_size`` µm/px); inference tiles
+        slides at the geometry the model was trained on.
     dim, heads, mlp_ratio, dropout
         Width, attention heads, MLP expansion and dropout shared by all transformer layers.
     image_layers, gene_layers
@@ -99,6 +102,7 @@ class StormConfig:
     backbone_pretrained: bool = False
     backbone_weights: str | None = None
     image_size: int = 224
+    tile_um: float = 112.0
     dim: int = 64
     heads: int = 4
     mlp_ratio: float = 4.0
@@ -125,6 +129,8 @@ class StormConfig:
         for name in ("image_layers", "gene_layers", "decoder_layers", "niche_size", "vocab_size"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"`{name}` must be non-negative, got {getattr(self, name)!r}.")
+        if not self.tile_um > 0:
+            raise ValueError(f"`tile_um` must be positive, got {self.tile_um!r}.")
         if not 0 < self.pos_min_um < self.pos_max_um:
             raise ValueError("`pos_min_um` and `pos_max_um` must satisfy 0 < pos_min_um < pos_max_um.")
 

@@ -99,6 +99,7 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping of settings at the top level.")
         data.pop("corpus", None)
+        data.pop("data_dir", None)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -134,6 +134,7 @@ class Corpus:
         names: Sequence[str] | None = None,
         require_images: bool = False,
         require_expression: bool = False,
+        max_upsample: float = 4.0,
     ) -> Corpus:
         """Resolve, tile, normalise and index every slide of a corpus.
 
@@ -164,6 +165,10 @@ class Corpus:
             Raise unless at least one slide has an H&E image (for image objectives).
         require_expression
             Raise unless at least one slide has genes in the vocabulary (for expression objectives).
+        max_upsample
+            Images coarser than ``max_upsample`` times the tile resolution (``tile_um / tile_px``) are left out, with
+            a warning, and their slide trains on expression only: e.g. Visium lowres PNGs (~16 µm/px) or 2,000-px
+            display images, which would be blown up into blurred tiles with no cellular morphology.
 
         Returns
         -------
@@ -191,6 +196,8 @@ class Corpus:
             "um_per_px": _per_slide(um_per_px, "um_per_px", n),
             "platform": _per_slide(platform, "platform", n),
         }
+        if not max_upsample >= 1:
+            raise ValueError(f"`max_upsample` must be at least 1, got {max_upsample!r}.")
         if names is not None and (isinstance(names, str) or len(names) != n):
             raise ValueError(f"`names` must be a list with one name per source ({n}), got {names!r}.")
 
@@ -212,7 +219,9 @@ class Corpus:
         slides = []
         for i, ((_, slide), name, genes) in enumerate(zip(resolved, labels, var_names, strict=True)):
             try:
-                slides.append(_build_slide(name, slide, genes, vocab, layer, tile_px, tile_um, niche_size))
+                slides.append(
+                    _build_slide(name, slide, genes, vocab, layer, tile_px, tile_um, niche_size, max_upsample)
+                )
             except (ValueError, TypeError, KeyError, OSError) as error:
                 raise _in_slide(error, i, name) from error
         corpus = cls(slides, vocab=vocab, tile_px=int(tile_px), tile_um=float(tile_um), niche_size=int(niche_size))
@@ -393,10 +402,25 @@ def _build_slide(
     tile_px: int,
     tile_um: float,
     niche_size: int,
+    max_upsample: float,
 ) -> CorpusSlide:
     from ..pp import TileSet
 
-    tiles = TileSet(slide, tile_px=int(tile_px), tile_um=float(tile_um)) if slide.has_image else None
+    tiles = None
+    if slide.has_image:
+        upsample = slide.um_per_px / (tile_um / tile_px)
+        if upsample > max_upsample:
+            logger.warning(
+                "slide %r: its image (%.3g µm/px) is %.1fx coarser than the tiles (%.3g µm/px), more than "
+                "max_upsample=%g; training on its expression only",
+                name,
+                slide.um_per_px,
+                upsample,
+                tile_um / tile_px,
+                max_upsample,
+            )
+        else:
+            tiles = TileSet(slide, tile_px=int(tile_px), tile_um=float(tile_um))
     expression, gene_index, mask = None, np.zeros(0, dtype=np.int64), np.zeros(slide.n_spots, dtype=bool)
     if len(var_names):
         known = np.asarray(vocab.align(var_names).indices)

@@ -59,6 +59,9 @@ class NicheDataset(Dataset):
         Augmentation applied to each niche (:class:`~storm.train.Augment`); ``None`` for none.
     seed
         Seed of the augmentation.
+    read_tiles
+        Read the tiles into the items (default). ``False`` leaves ``tiles`` out (``image_mask`` still says which spots
+        have one), for callers that read each tile once and run the backbone on unique tiles, as inference does.
 
     Examples
     --------
@@ -75,8 +78,11 @@ class NicheDataset(Dataset):
     ((8, 5, 32, 32, 3), (8, 5, 1000))
     """
 
-    def __init__(self, corpus: Corpus, *, augment: Augment | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, corpus: Corpus, *, augment: Augment | None = None, seed: int = 0, read_tiles: bool = True
+    ) -> None:
         self.corpus = corpus
+        self.read_tiles = bool(read_tiles)
         self.augment = augment
         self.seed = int(seed)
         self.epoch = 0
@@ -125,7 +131,7 @@ class NicheDataset(Dataset):
         offsets = cs.niche_offsets_um(spots)
         unique, inverse = np.unique(niches[valid], return_inverse=True)  # each spot of these niches once
         tiles = None
-        if cs.tiles is not None:
+        if cs.tiles is not None and self.read_tiles:
             read = cs.tiles.read(unique)
             tiles = np.zeros((*niches.shape, *read.shape[1:]), dtype=np.uint8)
             tiles[valid] = read[inverse]
@@ -142,7 +148,7 @@ class NicheDataset(Dataset):
         for k, index in enumerate(indices):
             item: dict[str, Any] = {
                 "offsets_um": offsets[k],
-                "image_mask": valid[k] & (tiles is not None),
+                "image_mask": valid[k] & cs.has_image,
                 "expression": expression[k],
                 "expression_mask": has_expression[k],
                 "spot_mask": valid[k],

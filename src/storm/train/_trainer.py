@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import platform
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .._compute import autocast
 from .._logging import logger
 from .._settings import settings
 from ..models import StormConfig, StormModel
@@ -20,6 +21,9 @@ from ._config import TrainConfig
 from ._distributed import DistInfo, setup, teardown
 from ._schedule import warmup_cosine
 from ._state import latest_resume_point, load_state, restore_rng, rng_state, save_resume_point
+
+#: The final losses of the model card are means over this many last steps (single steps are noisy).
+_FINAL_LOSS_STEPS = 200
 
 
 class Trainer:
@@ -67,6 +71,7 @@ class Trainer:
         self.generator = np.random.default_rng(config.seed)
         self.step = 0
         self.epoch = 0
+        self.elapsed = 0.0
         self.output_dir = Path(config.output_dir)
         self._step_module = _TrainingStep(self.model, self.objectives)
         self._net: torch.nn.Module = self._step_module
@@ -84,6 +89,7 @@ class Trainer:
         if self.config.niche_size is not None:
             overrides["niche_size"] = self.config.niche_size
         overrides["image_size"] = self.config.tile_px
+        overrides["tile_um"] = self.config.tile_um
         if isinstance(spec, str):
             return StormConfig.from_preset(spec, **overrides)
         spec = dict(spec)
@@ -93,14 +99,7 @@ class Trainer:
         return StormConfig(**{**overrides, **spec})
 
     def _autocast(self):
-        precision = self.config.precision
-        device = self.dist.device
-        if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-            return nullcontext()
-        if precision == "auto":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.autocast(device.type, dtype=dtype)
+        return autocast(self.config.precision, self.dist.device)
 
     def stage(self, step: int) -> str:
         """``"warmup"`` (modality-specific) for the first ``warmup_stage_steps`` steps, then ``"joint"``."""
@@ -121,6 +120,7 @@ class Trainer:
         self.sampler.load_state_dict(state["sampler"])
         restore_rng(state["rng"], self.generator)
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.elapsed = float(state.get("elapsed", 0.0))
         logger.info("resumed from %s at step %d", folder, self.step)
         return True
 
@@ -139,10 +139,9 @@ class Trainer:
         fields = ["total", *self.objectives.names]
         log = _LossLog(self.output_dir / "losses.csv", self.step, fields) if self.dist.is_main else None
         self.model.train()
-        started = time.perf_counter()
+        self._fit_started = time.perf_counter()
         batches = self._batches()
         progress = _progress(cfg.max_steps, self.step, self.dist.is_main)
-        last: dict[str, float] = {}
         stop = cfg.max_steps if until is None else min(until, cfg.max_steps)
         while self.step < stop:
             stage = self.stage(self.step)
@@ -161,9 +160,8 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
-            last = {"stage": stage, "lr": self.scheduler.get_last_lr()[0], **totals}
             if log is not None:
-                log.write(self.step, last)
+                log.write(self.step, {"stage": stage, "lr": self.scheduler.get_last_lr()[0], **totals})
             if progress is not None:
                 progress.update(1)
                 if self.step % cfg.log_every == 0:
@@ -172,11 +170,10 @@ class Trainer:
                 self._save_resume_point()
         if progress is not None:
             progress.close()
-        elapsed = time.perf_counter() - started
         if self.step < cfg.max_steps:
             self._save_resume_point()
         elif self.dist.is_main:
-            self._save_final(last, elapsed)
+            self._save_final(log)
         if self.dist.world_size > 1:
             torch.distributed.barrier()
         teardown()
@@ -191,12 +188,17 @@ class Trainer:
                 yield self.dataset.get_batch(indices)
             self.epoch += 1
 
+    def _training_seconds(self) -> float:
+        """Wall time of training so far, over this ``fit`` and the runs it resumed."""
+        return self.elapsed + time.perf_counter() - self._fit_started
+
     def _save_resume_point(self) -> None:
         if not self.dist.is_main:
             return
         state = {
             "step": self.step,
             "epoch": self.epoch,
+            "elapsed": self._training_seconds(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "objectives": self.objectives.state_dict(),
@@ -206,19 +208,23 @@ class Trainer:
         }
         save_resume_point(self.output_dir / "checkpoints" / f"step_{self.step:07d}", self.model, state)
 
-    def _save_final(self, last: dict[str, float], elapsed: float) -> None:
-        device = (
-            torch.cuda.get_device_name(self.dist.device) if self.dist.device.type == "cuda" else platform.processor()
-        )
-        self.model.save_pretrained(
-            self.output_dir / "model",
-            data=self.corpus.stats(),
-            steps=self.step,
-            time={"seconds": round(elapsed, 1), "processes": self.dist.world_size},
-            hardware={"device": device or platform.machine(), "processes": self.dist.world_size},
-            losses={k: round(v, 5) for k, v in last.items() if isinstance(v, float)},
-            training=dataclasses.asdict(self.config),
-        )
+    def _save_final(self, log: _LossLog | None) -> None:
+        """The final checkpoint, with its model card, and the same facts as ``output_dir/training.json``."""
+        seconds = self._training_seconds()
+        niches = self.step * self.config.batch_size * self.config.grad_accum * self.dist.world_size
+        summary = {
+            "data": self.corpus.stats(),
+            "steps": self.step,
+            "time": {
+                "seconds": round(seconds, 1),
+                "niches_per_second": round(niches / max(seconds, 1e-9), 2),
+            },
+            "hardware": {"device": _device_name(self.dist.device), "processes": self.dist.world_size},
+            "losses": {} if log is None else log.recent_means(_FINAL_LOSS_STEPS),
+            "training": dataclasses.asdict(self.config),
+        }
+        self.model.save_pretrained(self.output_dir / "model", **summary)
+        (self.output_dir / "training.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
 
 
 class _TrainingStep(torch.nn.Module):
@@ -250,6 +256,17 @@ class _LossLog:
             writer.writerows(kept)
         self.writer = _tensorboard(path.parent)
 
+    def recent_means(self, n: int) -> dict[str, float]:
+        """Mean of each loss over the last ``n`` steps that logged it (an objective is absent from some steps)."""
+        with self.path.open() as handle:
+            rows = list(csv.DictReader(handle))[-n:]
+        means = {}
+        for name in self.fields[3:]:
+            values = [float(r[name]) for r in rows if r.get(name) not in (None, "")]
+            if values:
+                means[name] = round(float(np.mean(values)), 5)
+        return means
+
     def write(self, step: int, values: dict[str, Any]) -> None:
         with self.path.open("a", newline="") as handle:
             csv.DictWriter(handle, fieldnames=self.fields, extrasaction="ignore").writerow({"step": step, **values})
@@ -257,6 +274,19 @@ class _LossLog:
             for k, v in values.items():
                 if isinstance(v, float):
                     self.writer.add_scalar("lr" if k == "lr" else f"loss/{k}", v, step)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
+        model = names[0] if names else model
+    return f"{model}, {torch.get_num_threads()} threads"
 
 
 def _tensorboard(folder: Path):
