@@ -309,3 +309,23 @@ def test_offline_from_huggingface_hub_constant(monkeypatch):
 def test_load_pretrained_is_the_module_entry_point(saved):
     loaded = _checkpoint.load_pretrained(str(saved[1]))
     assert loaded.checkpoint_info["name"] == str(saved[1])
+
+
+def test_half_precision_storage(saved, tmp_path):
+    model, full = saved
+    half = model.save_pretrained(tmp_path / "half", weights_dtype="float16")
+    assert json.loads((half / "config.json").read_text())["weights_dtype"] == "float16"
+    stored = safetensors.torch.load_file(half / "model.safetensors")
+    assert all(t.dtype in (torch.float16, torch.int64) for t in stored.values())
+    ratio = (half / "model.safetensors").stat().st_size / (full / "model.safetensors").stat().st_size
+    assert 0.49 < ratio < 0.55
+    loaded = StormModel.from_pretrained(half)
+    for name, tensor in model.state_dict().items():
+        restored = loaded.state_dict()[name]
+        assert restored.dtype == tensor.dtype, name
+        if tensor.is_floating_point():
+            torch.testing.assert_close(restored, tensor.half().float(), rtol=0, atol=0)
+    a, b = _outputs(model), _outputs(loaded)
+    torch.testing.assert_close(a["embedding"], b["embedding"], rtol=1e-2, atol=1e-2)
+    with pytest.raises(ValueError, match="weights_dtype"):
+        model.save_pretrained(tmp_path / "bad", weights_dtype="int8")

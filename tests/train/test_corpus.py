@@ -199,3 +199,16 @@ def test_errors_name_the_problem():
         Corpus.from_sources(synthetic(), niche_size=-1)
     with pytest.raises(ValueError, match="one per source"):
         Corpus.from_sources([synthetic(), synthetic()], um_per_px=[0.5])
+
+
+def test_images_much_coarser_than_the_tiles_are_left_out(caplog):
+    # demo: 0.689 µm/px. Tiles of 16 µm at 64 px need 0.25 µm/px: 2.8x upsampling is kept, 1.5x allowed is not.
+    kept = Corpus.from_sources([st.datasets.demo()], tile_px=64, tile_um=16.0, niche_size=2)
+    assert kept.slides[0].has_image
+    with caplog.at_level("WARNING", logger="storm"):
+        dropped = Corpus.from_sources([st.datasets.demo()], tile_px=64, tile_um=16.0, niche_size=2, max_upsample=1.5)
+    assert not dropped.slides[0].has_image and dropped.slides[0].has_expression
+    assert "2.8x coarser" in caplog.text and "expression only" in caplog.text
+    assert collate_niches(NicheDataset(dropped).get_batch([0, 1])).get("images") is None
+    with pytest.raises(ValueError, match="max_upsample"):
+        Corpus.from_sources([st.datasets.demo()], max_upsample=0.5)

@@ -44,6 +44,22 @@ def test_sampler_covers_every_spot_once_with_single_slide_batches(shuffle):
     assert len(dropped) == 4 + 6 + 1 and all(len(b) == 8 for b in dropped)
 
 
+def test_sampler_repeats_slides():
+    sampler = NicheBatchSampler(fake_corpus(), 8, seed=2, repeats=[3, 1, 1, 0])
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 3 * 5 + 7 + 0 + 0
+    counts = np.bincount(np.concatenate(batches), minlength=100)
+    assert (counts[:37] == 3).all() and (counts[37:87] == 1).all() and (counts[87:] == 0).all()
+    # each visit of slide 0 is shuffled anew
+    visits = [b for b in batches if slide_of(b[0]) == 0 and len(b) == 8]
+    assert len({tuple(v) for v in visits}) == len(visits)
+    with pytest.raises(ValueError, match="repeats"):
+        NicheBatchSampler(fake_corpus(), 8, repeats=[1, 1])
+    state = sampler.state_dict()
+    with pytest.raises(ValueError, match="repeats"):
+        NicheBatchSampler(fake_corpus(), 8, seed=2).load_state_dict(state)
+
+
 def test_sampler_is_deterministic_per_seed_and_epoch():
     a, b = NicheBatchSampler(fake_corpus(), 8, seed=3), NicheBatchSampler(fake_corpus(), 8, seed=3)
     assert list(a) == list(b)

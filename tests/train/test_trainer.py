@@ -1,9 +1,11 @@
 import csv
+import json
 import os
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
@@ -60,7 +62,16 @@ def test_resume_gives_identical_losses(tmp_path):
 
     model = st.models.StormModel.from_pretrained(tmp_path / "full" / "model")
     card = (tmp_path / "full" / "model" / "README.md").read_text()
-    assert "n_slides" in card and model.config.preset == "tiny"
+    assert "n_slides" in card and model.config.preset == "tiny" and model.config.tile_um == 32.0
+
+    # training.json: the card's facts; the interrupted run's time adds up over both fits
+    summary = json.loads((tmp_path / "cut" / "training.json").read_text())
+    assert summary["steps"] == 6 and summary["data"]["n_slides"] == 2
+    rows = list(csv.DictReader(open(tmp_path / "cut" / "losses.csv")))
+    expected = np.mean([float(r["masked_gene"]) for r in rows if r["masked_gene"]])
+    assert summary["losses"]["masked_gene"] == pytest.approx(expected, abs=1e-5)
+    assert summary["time"]["seconds"] > 0 and summary["time"]["niches_per_second"] > 0
+    assert summary["training"]["max_steps"] == 6 and "threads" in summary["hardware"]["device"]
 
 
 def test_training_reduces_the_loss(tmp_path):
@@ -79,6 +90,8 @@ def test_config_errors(tmp_path):
     cfg.write_text("model: tiny\nbogus: 1\n")
     with pytest.raises(ValueError, match="bogus"):
         TrainConfig.from_yaml(cfg)
+    cfg.write_text("model: tiny\ncorpus: [her2st:C2]\ndata_dir: ../shared/data\n")
+    assert TrainConfig.from_yaml(cfg).model == "tiny"  # the CLI's corpus keys are not TrainConfig fields
 
 
 def test_pretrain_tool_and_cli(tmp_path):

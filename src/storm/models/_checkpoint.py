@@ -29,14 +29,18 @@ if TYPE_CHECKING:
 #: Version of the folder layout; a checkpoint with a higher one needs a newer storm.
 FORMAT_VERSION = 1
 #: Keys of ``config.json`` that describe the checkpoint rather than the model.
-_META_KEYS = ("model_type", "format_version", "storm_version", "vocab_hash")
+_META_KEYS = ("model_type", "format_version", "storm_version", "vocab_hash", "weights_dtype")
+#: Storage dtypes of :func:`save_pretrained` (floating-point tensors are cast back to the model's dtype on load).
+_STORAGE_DTYPES = ("float32", "float16", "bfloat16")
 #: Entries an existing target folder may hold and still be replaced by :func:`save_pretrained`.
 _REPLACEABLE = {CONFIG_NAME, WEIGHTS_NAME, VOCAB_NAME, CARD_NAME, CHECKSUMS_NAME, ".cache", ".gitattributes"}
 _ALIASES_KEY = "storm_aliases"
 _SHOWN = 5
 
 
-def save_pretrained(model: StormModel, path: str | os.PathLike[str], **card: Any) -> Path:
+def save_pretrained(
+    model: StormModel, path: str | os.PathLike[str], *, weights_dtype: str | None = None, **card: Any
+) -> Path:
     """Write ``model`` as a checkpoint folder, atomically.
 
     The folder is written next to ``path`` under a temporary name and renamed into place once complete; an existing
@@ -48,6 +52,9 @@ def save_pretrained(model: StormModel, path: str | os.PathLike[str], **card: Any
         The model; its ``config``, ``vocab`` (if any) and weights (the state dict) are saved.
     path
         The checkpoint folder to create or replace.
+    weights_dtype
+        Store floating-point weights as ``"float16"`` or ``"bfloat16"`` (half the size; loading casts them back to
+        the model's float32) or ``"float32"``; default: as they are.
     **card
         Model card fields rendered into ``README.md``: ``description``, ``license``, ``tags`` and any others (e.g.
         ``data``, ``steps``, ``time``, ``hardware``, ``losses``, ``evaluation``) as sections; mappings and lists of
@@ -57,6 +64,8 @@ def save_pretrained(model: StormModel, path: str | os.PathLike[str], **card: Any
     -------
     The checkpoint folder.
     """
+    if weights_dtype is not None and weights_dtype not in _STORAGE_DTYPES:
+        raise ValueError(f"`weights_dtype` must be one of {_STORAGE_DTYPES} or None, got {weights_dtype!r}.")
     path = Path(path).expanduser().resolve()
     _check_replaceable(path)
     vocab = model.vocab
@@ -68,6 +77,10 @@ def save_pretrained(model: StormModel, path: str | os.PathLike[str], **card: Any
         "vocab_hash": None if vocab is None else vocab.content_hash(),
     }
     tensors, aliases = _tensors_for_saving(model)
+    if weights_dtype is not None:
+        dtype = getattr(torch, weights_dtype)
+        tensors = {k: t.to(dtype) if t.is_floating_point() else t for k, t in tensors.items()}
+        config["weights_dtype"] = weights_dtype
     metadata = {"format": "pt", **({_ALIASES_KEY: json.dumps(aliases, sort_keys=True)} if aliases else {})}
 
     path.parent.mkdir(parents=True, exist_ok=True)

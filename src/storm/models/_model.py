@@ -288,11 +288,15 @@ class StormModel(nn.Module):
         centre = torch.arange(b, device=flat.device) * s
         return spot_tokens.view(b, s, -1), recon.view(b, s, t, -1)[:, 0], flat[centre].detach()
 
-    def save_pretrained(self, path: str | Path, **card: Any) -> Path:
-        """Write a checkpoint folder: ``config.json``, ``model.safetensors``, ``vocab.tsv`` and a model card."""
+    def save_pretrained(self, path: str | Path, *, weights_dtype: str | None = None, **card: Any) -> Path:
+        """Write a checkpoint folder: ``config.json``, ``model.safetensors``, ``vocab.tsv`` and a model card.
+
+        ``weights_dtype="float16"`` (or ``"bfloat16"``) stores floating-point weights at half the size; loading casts
+        them back to float32.
+        """
         from ._checkpoint import save_pretrained
 
-        return save_pretrained(self, path, **card)
+        return save_pretrained(self, path, weights_dtype=weights_dtype, **card)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "default", *, revision: str | None = None) -> StormModel:

@@ -27,6 +27,9 @@ class TrainConfig:
         AdamW learning rate and weight decay; linear warm-up then cosine decay to ``min_lr_ratio * lr``.
     batch_size, grad_accum
         Niches per micro-batch (per process) and micro-batches per optimiser step.
+    image_repeats
+        Times per epoch the spots of slides with an H&E image are visited (expression-only slides once): balances a
+        corpus with few imaged slides among many count matrices.
     precision
         ``"auto"`` (bf16 autocast on GPUs that support it, fp32 on CPU), ``"fp32"``, ``"bf16"`` or ``"fp16"``.
     tile_px, tile_um, niche_size
@@ -53,6 +56,7 @@ class TrainConfig:
     lr_warmup_steps: int = 50
     batch_size: int = 16
     grad_accum: int = 1
+    image_repeats: int = 1
     precision: str = "auto"
     tile_px: int = 224
     tile_um: float = 112.0
@@ -65,7 +69,15 @@ class TrainConfig:
     max_grad_norm: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "grad_accum", "checkpoint_every", "log_every", "tile_px"):
+        for name in (
+            "max_steps",
+            "batch_size",
+            "grad_accum",
+            "image_repeats",
+            "checkpoint_every",
+            "log_every",
+            "tile_px",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")

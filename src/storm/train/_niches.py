@@ -244,6 +244,10 @@ class NicheBatchSampler(Sampler[list[int]]):
         Drop each slide's last, incomplete batch (and, across ranks, the batches that do not fill a round).
     rank, world_size
         This process's rank and the number of processes (DDP).
+    repeats
+        Times each slide's spots are visited per epoch, one count per slide (default 1 each): oversamples rare
+        slides, e.g. the few slides with H&E in a corpus dominated by expression-only slides (each visit is
+        shuffled anew).
     """
 
     def __init__(
@@ -256,6 +260,7 @@ class NicheBatchSampler(Sampler[list[int]]):
         drop_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        repeats: Sequence[int] | None = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
@@ -266,6 +271,12 @@ class NicheBatchSampler(Sampler[list[int]]):
         self.dataset = dataset if isinstance(dataset, NicheDataset) else None
         corpus = dataset.corpus if isinstance(dataset, NicheDataset) else dataset
         self.offsets = np.asarray(corpus.offsets, dtype=np.int64)
+        n_slides = len(self.offsets) - 1
+        self.repeats = [1] * n_slides if repeats is None else [int(r) for r in repeats]
+        if len(self.repeats) != n_slides or any(r < 0 for r in self.repeats):
+            raise ValueError(
+                f"`repeats` must give one non-negative count per slide ({n_slides}), got {list(repeats or [])!r}."
+            )
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
@@ -294,14 +305,15 @@ class NicheBatchSampler(Sampler[list[int]]):
         epoch = self.epoch if epoch is None else int(epoch)
         rng = np.random.default_rng([self.seed, epoch])
         out: list[np.ndarray] = []
-        for start, stop in zip(self.offsets[:-1], self.offsets[1:], strict=True):
-            spots = np.arange(start, stop, dtype=np.int64)
-            if self.shuffle:
-                spots = rng.permutation(spots)
-            for k in range(0, len(spots), self.batch_size):
-                chunk = spots[k : k + self.batch_size]
-                if len(chunk) == self.batch_size or not self.drop_last:
-                    out.append(chunk)
+        for start, stop, repeat in zip(self.offsets[:-1], self.offsets[1:], self.repeats, strict=True):
+            for _ in range(repeat):
+                spots = np.arange(start, stop, dtype=np.int64)
+                if self.shuffle:
+                    spots = rng.permutation(spots)
+                for k in range(0, len(spots), self.batch_size):
+                    chunk = spots[k : k + self.batch_size]
+                    if len(chunk) == self.batch_size or not self.drop_last:
+                        out.append(chunk)
         if self.shuffle:
             out = [out[i] for i in rng.permutation(len(out))]
         if self.world_size > 1 and out:
@@ -314,9 +326,9 @@ class NicheBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         n_batches = 0
-        for start, stop in zip(self.offsets[:-1], self.offsets[1:], strict=True):
+        for start, stop, repeat in zip(self.offsets[:-1], self.offsets[1:], self.repeats, strict=True):
             n = int(stop - start)
-            n_batches += n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+            n_batches += repeat * (n // self.batch_size if self.drop_last else -(-n // self.batch_size))
         if self.world_size > 1:
             n_batches = n_batches // self.world_size if self.drop_last else -(-n_batches // self.world_size)
         return n_batches
@@ -348,6 +360,7 @@ class NicheBatchSampler(Sampler[list[int]]):
             "shuffle": self.shuffle,
             "drop_last": self.drop_last,
             "n_spots": int(self.offsets[-1]),
+            "repeats": list(self.repeats),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -355,7 +368,7 @@ class NicheBatchSampler(Sampler[list[int]]):
         mine = self.state_dict()
         changed = [
             f"{k}={state[k]!r} (now {mine[k]!r})"
-            for k in ("seed", "batch_size", "world_size", "shuffle", "drop_last", "n_spots")
+            for k in ("seed", "batch_size", "world_size", "shuffle", "drop_last", "n_spots", "repeats")
             if k in state and state[k] != mine[k]
         ]
         if changed:

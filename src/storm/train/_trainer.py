@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._compute import autocast
+from .._compute import autocast, cpu_name
 from .._logging import logger
 from .._settings import settings
 from ..models import StormConfig, StormModel
@@ -57,6 +56,7 @@ class Trainer:
             seed=config.seed,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
+            repeats=[config.image_repeats if slide.has_image else 1 for slide in corpus.slides],
         )
         self.objectives = StormObjectives(ObjectiveWeights(**config.objectives)).to(self.dist.device)
         self.optimizer = torch.optim.AdamW(
@@ -279,14 +279,7 @@ class _LossLog:
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [
-            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
-        ]
-        model = names[0] if names else model
-    return f"{model}, {torch.get_num_threads()} threads"
+    return f"{cpu_name()}, {torch.get_num_threads()} threads"
 
 
 def _tensorboard(folder: Path):

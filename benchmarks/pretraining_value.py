@@ -1,0 +1,189 @@
+"""Is pretraining worth it? H&E -> expression on a section held out of pretraining, three ways, one protocol.
+
+Usage: python benchmarks/pretraining_value.py [--model default] [--data ../shared/data] [--held-out B4]
+                                               [--train C2 C3 C4 C5] [--genes 250]
+
+Protocol (identical for every contender):
+* genes: the ``--genes`` genes with the highest mean log1p(CP10k) on the held-out section, among those measured on
+  every probe-training section and in the model's vocabulary;
+* score: Pearson correlation per gene across the held-out section's spots, averaged over genes (a gene whose
+  prediction is constant scores 0);
+* ridge probes are fitted on the spots of the ``--train`` sections (standardised features, ridge penalty chosen by
+  leave-one-section-out cross-validation on those sections only) and applied to the held-out section.
+
+Contenders: the pretrained model (zero-shot image -> expression decoder, and a ridge probe on its image-only spot
+embeddings), the same architecture with random weights (same two read-outs), and ridge on hand-crafted colour/texture
+features of the spot's tile and the mean over its niche (``benchmarks/_handcrafted.py``).
+Writes benchmarks/results/pretraining_value.json and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _handcrafted import niche_features, tile_features
+
+import storm as st
+from storm._compute import cpu_name
+from storm.models import StormModel
+from storm.tl._encode import encode
+from storm.train import Corpus
+from storm.train._corpus import log1p_cp10k
+
+ALPHAS = np.logspace(-1, 5, 13)
+
+
+def pearson_per_gene(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Pearson r of each column of ``pred`` with the same column of ``truth`` (0 where either is constant)."""
+    p = pred - pred.mean(0)
+    t = truth - truth.mean(0)
+    denom = np.sqrt((p**2).sum(0) * (t**2).sum(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (p * t).sum(0) / denom
+    return np.where(denom > 0, r, 0.0)
+
+
+def ridge_probe(train_x: list[np.ndarray], train_y: list[np.ndarray], test_x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Ridge from features to expression; the penalty by leave-one-section-out CV over the training sections."""
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def fit(x, y, alpha):
+        return make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(x, y)
+
+    scores = []
+    for alpha in ALPHAS:
+        folds = []
+        for k in range(len(train_x)):
+            x = np.concatenate([a for i, a in enumerate(train_x) if i != k])
+            y = np.concatenate([a for i, a in enumerate(train_y) if i != k])
+            folds.append(pearson_per_gene(fit(x, y, alpha).predict(train_x[k]), train_y[k]).mean())
+        scores.append(float(np.mean(folds)))
+    best = float(ALPHAS[int(np.argmax(scores))])
+    return fit(np.concatenate(train_x), np.concatenate(train_y), best).predict(test_x), best
+
+
+def expression(sdata, genes: list[str]) -> np.ndarray:
+    """log1p(CP10k) of ``genes`` in the spot order storm uses for the slide (that of :func:`storm.io.resolve`)."""
+    table = sdata["table"]
+    rows = table.obs_names.get_indexer(st.io.resolve(sdata).obs_names)
+    normalised = log1p_cp10k(table.X)
+    columns = table.var_names.get_indexer(genes)
+    return np.asarray(normalised[rows][:, columns].toarray(), dtype=np.float64)
+
+
+def choose_genes(held, train, vocab, n: int) -> list[str]:
+    table = held["table"]
+    mean = np.asarray(log1p_cp10k(table.X).mean(0)).ravel()
+    shared = set.intersection(*(set(t["table"].var_names) for t in train))
+    known = np.asarray(vocab.align(table.var_names).indices) >= 0
+    order = [i for i in np.argsort(-mean) if known[i] and table.var_names[i] in shared]
+    return [str(table.var_names[i]) for i in order[:n]]
+
+
+def handcrafted(sdata, config) -> np.ndarray:
+    """Hand-crafted features of each spot's tile, at the model's tile geometry, and their mean over its niche."""
+    corpus = Corpus.from_sources(sdata, tile_px=config.image_size, tile_um=config.tile_um, niche_size=config.niche_size)
+    cs = corpus.slides[0]
+    tiles = cs.tiles.read(np.arange(cs.n_spots))
+    per_tile = np.stack([tile_features(t) for t in tiles])
+    return niche_features(per_tile, cs.neighbours)
+
+
+def model_readouts(model: StormModel, held, train, genes: list[str]) -> dict[str, np.ndarray]:
+    held_out = encode(held, model, modalities="image", genes=genes)
+    train_out = [encode(s, model, modalities="image") for s in train]
+    return {
+        "zero_shot": held_out.predicted_expression,
+        "held_embedding": held_out.embedding,
+        "train_embeddings": [o.embedding for o in train_out],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default", help="checkpoint folder, or 'default' (bundled)")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--held-out", default="B4")
+    parser.add_argument("--train", nargs="+", default=["C2", "C3", "C4", "C5"])
+    parser.add_argument("--genes", type=int, default=250)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random-init model")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "pretraining_value.json")
+    args = parser.parse_args()
+    st.settings.progress = False
+    started = time.perf_counter()
+
+    pretrained = StormModel.from_pretrained(args.model)
+    torch.manual_seed(args.seed)
+    random_init = StormModel(pretrained.config, vocab=pretrained.vocab).eval()
+    held = st.datasets.her2st(args.held_out, path=args.data / "her2st")
+    train = [st.datasets.her2st(s, path=args.data / "her2st") for s in args.train]
+    genes = choose_genes(held, train, pretrained.vocab, args.genes)
+    truth = expression(held, genes)
+    train_y = [expression(s, genes) for s in train]
+    print(f"{len(genes)} genes; held-out {args.held_out}: {truth.shape[0]} spots; train {sum(len(y) for y in train_y)}")
+
+    results: dict[str, dict[str, float]] = {}
+
+    def score(name: str, readout: str, pred: np.ndarray, **extra: float) -> None:
+        r = pearson_per_gene(pred, truth)
+        results.setdefault(name, {})[readout] = round(float(r.mean()), 4)
+        results[name][f"{readout}_median"] = round(float(np.median(r)), 4)
+        results[name][f"{readout}_genes_r_over_0.3"] = int((r > 0.3).sum())
+        results[name].update({f"{readout}_{k}": v for k, v in extra.items()})
+        print(f"{name:>14} {readout:>10}: mean r {r.mean():.4f}  median {np.median(r):.4f}  r>0.3: {(r > 0.3).sum()}")
+
+    for name, model in (("pretrained", pretrained), ("random_init", random_init)):
+        out = model_readouts(model, held, train, genes)
+        score(name, "zero_shot", out["zero_shot"])
+        pred, alpha = ridge_probe(out["train_embeddings"], train_y, out["held_embedding"])
+        score(name, "ridge", pred, alpha=alpha)
+    held_x = handcrafted(held, pretrained.config)
+    pred, alpha = ridge_probe([handcrafted(s, pretrained.config) for s in train], train_y, held_x)
+    score("handcrafted", "ridge", pred, alpha=alpha)
+
+    record = {
+        "benchmark": "pretraining_value",
+        "date": datetime.date.today().isoformat(),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+        "model": pretrained.checkpoint_info,
+        "held_out": args.held_out,
+        "probe_training_sections": args.train,
+        "n_genes": len(genes),
+        "n_held_out_spots": int(truth.shape[0]),
+        "results": results,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    print()
+    print(table(record))
+
+
+def table(record: dict) -> str:
+    """The markdown table of a result record."""
+    res = record["results"]
+    rows = [
+        "| contender | zero-shot decoder | ridge probe |",
+        "|---|---:|---:|",
+        f"| storm small, pretrained | {res['pretrained']['zero_shot']:.3f} | {res['pretrained']['ridge']:.3f} |",
+        f"| same architecture, random init | {res['random_init']['zero_shot']:.3f} | {res['random_init']['ridge']:.3f} |",
+        f"| hand-crafted colour/texture features | – | {res['handcrafted']['ridge']:.3f} |",
+    ]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Reproduce storm's default checkpoint (``src/storm/models/weights/default``) from the real data in ../shared/data.
+
+Usage, from the project root::
+
+    python scripts/train_default.py
+
+1. ``storm pretrain --config scripts/pretrain_default.yaml`` (resumes an interrupted run; skipped once finished);
+2. stores the weights in float16 (half the size; loading casts them back to float32) in the package;
+3. runs ``benchmarks/pretraining_value.py`` on the stored weights: H&E -> expression on the held-out section;
+4. writes the model card: data, steps, time, hardware, final losses and the evaluation table.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "scripts" / "pretrain_default.yaml"
+TARGET = ROOT / "src" / "storm" / "models" / "weights" / "default"
+EVALUATION = ROOT / "benchmarks" / "results" / "pretraining_value.json"
+HELD_OUT = "B4"
+
+DESCRIPTION = (
+    "The `small` preset pretrained with storm's self-supervised objectives (masked gene and image-token modelling, "
+    "cross-modal reconstruction, contrastive spot, niche and spot–niche alignment; modality-specific warm-up, then "
+    "joint training) on the her2st HER2+ breast cancer sections (legacy Spatial Transcriptomics, 100 µm spots) and "
+    "the two DLPFC Visium count matrices in storm's development data. It is what `model=None` and "
+    '`StormModel.from_pretrained("default")` load. The image backbone was trained from scratch (no ImageNet weights '
+    "can be downloaded here) on the H&E of four sections of one patient, on 2 CPU cores: treat it as a working "
+    "default for breast-cancer H&E at 0.5 µm/px, not as a general histology foundation model, and pretrain on your "
+    "own corpus (`st.tl.pretrain`) or load other weights for other tissues."
+)
+
+
+def main() -> None:
+    """Pretrain (or resume), store, evaluate and document the default checkpoint."""
+    raw = yaml.safe_load(CONFIG.read_text())
+    run = ROOT / raw["output_dir"]
+    if not (run / "training.json").is_file():
+        subprocess.run(["storm", "pretrain", "--config", str(CONFIG), "--output-dir", str(run)], check=True, cwd=ROOT)
+    from storm.models import StormModel
+
+    model = StormModel.from_pretrained(run / "model")
+    model.save_pretrained(TARGET, weights_dtype="float16", description=DESCRIPTION)
+    subprocess.run(
+        [sys.executable, "benchmarks/pretraining_value.py", "--model", str(TARGET), "--held-out", HELD_OUT],
+        check=True,
+        cwd=ROOT,
+    )
+    summary = json.loads((run / "training.json").read_text())
+    evaluation = json.loads(EVALUATION.read_text())
+    shipped = StormModel.from_pretrained(TARGET)
+    if evaluation["model"]["sha256"] != shipped.checkpoint_info["sha256"]:
+        raise RuntimeError(f"{EVALUATION} does not evaluate the weights in {TARGET}; run this script again.")
+    shipped.save_pretrained(
+        TARGET,
+        weights_dtype="float16",
+        name="storm small — default checkpoint",
+        description=DESCRIPTION,
+        license="other",
+        data={
+            **{k: v for k, v in summary["data"].items() if k != "slides"},
+            "held_out": f"her2st {HELD_OUT} (patient B): neither its image nor its counts were seen",
+        },
+        slides=summary["data"]["slides"],
+        steps=summary["steps"],
+        time=summary["time"],
+        hardware=summary["hardware"],
+        losses={"mean over the last 200 steps": summary["losses"]},
+        evaluation=_evaluation(evaluation),
+        evaluation_protocol=_protocol(evaluation),
+        training={k: v for k, v in summary["training"].items() if k != "output_dir"},
+        reproduce="`python scripts/train_default.py` from the project root, with ../shared/data present.",
+    )
+    if StormModel.from_pretrained(TARGET).checkpoint_info["sha256"] != shipped.checkpoint_info["sha256"]:
+        raise RuntimeError("rewriting the model card changed the weights")
+    print(f"wrote {TARGET}")
+
+
+def _evaluation(record: dict) -> dict:
+    res = record["results"]
+    rows = {
+        "storm small, pretrained": res["pretrained"],
+        "same architecture, random init": res["random_init"],
+        "hand-crafted colour/texture features": res["handcrafted"],
+    }
+    return {
+        name: {
+            "zero-shot decoder, mean r": r.get("zero_shot", "–"),
+            "ridge probe, mean r": r["ridge"],
+            "ridge probe, genes with r > 0.3": r["ridge_genes_r_over_0.3"],
+        }
+        for name, r in rows.items()
+    }
+
+
+def _protocol(record: dict) -> str:
+    return (
+        f"H&E -> expression on her2st {record['held_out']} ({record['n_held_out_spots']} spots, held out of "
+        f"pretraining): the {record['n_genes']} genes with the highest mean log1p(CP10k) there; Pearson r per gene "
+        "across spots, mean over genes. Ridge probes are fitted on her2st "
+        f"{', '.join(record['probe_training_sections'])} (penalty by leave-one-section-out CV on those). "
+        f"`benchmarks/pretraining_value.py`, {record['date']}, {record['machine']['cpu']}."
+    )
+
+
+if __name__ == "__main__":
+    main()

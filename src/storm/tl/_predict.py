@@ -1,0 +1,175 @@
+"""``st.tl.predict_expression``: gene expression predicted from H&E alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._constants import LAYER_PREDICTED, UNS_KEY
+from .._logging import logger
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+    from ..models import StormModel
+
+
+def predict_expression(
+    sdata: SpatialData | AnnData,
+    genes: list[str] | None = None,
+    model: StormModel | str | Path | None = None,
+    *,
+    table_key: str | None = None,
+    image_key: str | None = None,
+    shapes_key: str | None = None,
+    um_per_px: float | None = None,
+    batch_size: int | None = None,
+    key_added: str = LAYER_PREDICTED,
+    copy: bool = False,
+) -> SpatialData | AnnData | None:
+    """Predict log1p(CP10k) expression of every spot from its H&E niche alone.
+
+    The model sees only the tiles (never the measured counts), so predictions on a slide with expression can be
+    compared with the measurement. On a table with genes, ``layers[key_added]`` holds the predictions for the table's
+    genes (NaN for genes outside the model's vocabulary, listed in a warning; ``var[key_added]`` flags the predicted
+    ones). On an H&E-only table (e.g. from :func:`storm.pp.tissue_grid`), the table is replaced by one whose ``var``
+    are the predicted genes, with the predictions in ``X`` and ``layers[key_added]``.
+
+    Parameters
+    ----------
+    sdata
+        SpatialData with an H&E image, spots and a table, or squidpy-style AnnData.
+    genes
+        Genes to predict (default: the table's genes, or every gene of the vocabulary for an H&E-only table).
+    model
+        ``None`` for the bundled default checkpoint, a checkpoint name or path, or a
+        :class:`~storm.models.StormModel`.
+    table_key, image_key, shapes_key, um_per_px
+        Element choice and scale, as in :func:`storm.io.resolve`.
+    batch_size
+        Niches per forward pass (default ``storm.settings.batch_size``).
+    key_added
+        Layer (and ``var`` flag, and ``uns["storm"]`` key) written.
+    copy
+        Return a copy with the results instead of writing into ``sdata``.
+
+    Returns
+    -------
+    ``None``, or the copy with ``copy=True``.
+
+    Examples
+    --------
+    >>> import storm as st
+    >>> sdata = st.datasets.demo()
+    >>> st.tl.predict_expression(sdata, genes=["ERBB2", "KRT19"])  # doctest: +SKIP
+    >>> sdata["table"][:, ["ERBB2", "KRT19"]].layers["storm_predicted"].shape  # doctest: +SKIP
+    (151, 2)
+    """
+    from ..io import resolve
+    from ._embed import copy_data, full_rows
+    from ._encode import encode
+    from ._model_arg import get_model, model_record
+
+    net = get_model(model)
+    target = copy_data(sdata) if copy else sdata
+    slide = resolve(target, table_key=table_key, image_key=image_key, shapes_key=shapes_key, um_per_px=um_per_px)
+    if not slide.has_image:
+        raise ValueError(
+            "predict_expression needs an H&E image, and this slide resolved none; pass `image_key=` naming it."
+        )
+    table = slide.table
+    he_only = table.n_vars == 0
+    if he_only and not _is_spatialdata(target):
+        raise ValueError(
+            "This AnnData has no genes, so the predictions need a new table: pass a SpatialData, or `copy=True` "
+            "to get an AnnData with the predicted genes."
+        )
+    requested = _requested(genes, table, net, he_only)
+    known = [g for g in requested if g in net.vocab]
+    unknown = [g for g in requested if g not in net.vocab]
+    if unknown:
+        logger.warning(
+            "%d of %d genes are not in the model's vocabulary and are not predicted: %s%s",
+            len(unknown),
+            len(requested),
+            ", ".join(unknown[:20]),
+            " ..." if len(unknown) > 20 else "",
+        )
+    if not known:
+        raise ValueError(
+            f"None of the {len(requested)} requested genes is in the model's vocabulary; nothing to predict."
+        )
+    out = encode(slide, net, modalities="image", genes=known, batch_size=batch_size)
+    predicted = full_rows(out.predicted_expression, slide.rows, table.n_obs)
+    record = {"n_spots": int(len(out.obs_names)), "n_genes": len(known), "not_in_vocab": unknown, **model_record(net)}
+    if he_only:
+        new = _table_of_predictions(table, known, predicted, key_added)
+        new.uns.setdefault(UNS_KEY, {})[key_added] = record
+        key = slide.keys.get("table_key") if _is_spatialdata(target) else None
+        if key is None:
+            target = new
+        else:
+            target.tables[key] = new
+        logger.info(
+            "predicted %d genes for %d spots: new table with X and layers[%r]",
+            len(known),
+            len(out.obs_names),
+            key_added,
+        )
+        return target if copy else None
+    layer = np.full((table.n_obs, table.n_vars), np.nan, dtype=np.float32)
+    columns = table.var_names.get_indexer(known)
+    layer[:, columns] = predicted
+    flag = np.zeros(table.n_vars, dtype=bool)
+    flag[columns] = True
+    table.layers[key_added] = layer
+    table.var[key_added] = flag
+    table.uns.setdefault(UNS_KEY, {})[key_added] = record
+    logger.info(
+        "predicted %d genes for %d spots: added layers[%r], var[%r], uns[%r][%r]",
+        len(known),
+        len(out.obs_names),
+        key_added,
+        key_added,
+        UNS_KEY,
+        key_added,
+    )
+    return target if copy else None
+
+
+def _requested(genes: Any, table: AnnData, model: StormModel, he_only: bool) -> list[str]:
+    if genes is None:
+        return list(model.vocab.symbols) if he_only else [str(g) for g in table.var_names]
+    names = [genes] if isinstance(genes, str) else [str(g) for g in genes]
+    if not he_only:
+        missing = [g for g in names if g not in table.var_names]
+        if missing:
+            raise KeyError(
+                f"`genes`: {missing[:10]} are not genes of the table; predictions go into a layer of the table, so "
+                "choose among its var_names (or predict on an H&E-only table to get any vocabulary gene)."
+            )
+    return list(dict.fromkeys(names))
+
+
+def _table_of_predictions(table: AnnData, genes: list[str], predicted: np.ndarray, key_added: str) -> AnnData:
+    import anndata as ad
+    import pandas as pd
+
+    new = ad.AnnData(
+        X=predicted.copy(),
+        obs=table.obs.copy(),
+        var=pd.DataFrame({key_added: True}, index=pd.Index(genes)),
+        obsm=dict(table.obsm),
+        uns=dict(table.uns),
+    )
+    new.layers[key_added] = predicted
+    return new
+
+
+def _is_spatialdata(data: Any) -> bool:
+    from anndata import AnnData
+
+    return not isinstance(data, AnnData)

@@ -1,0 +1,64 @@
+"""The inference runner: every spot's niche through the model, the backbone run once per distinct tile."""
+
+import numpy as np
+import pytest
+import torch
+
+import storm as st
+from storm.models import GeneVocab, StormConfig, StormModel
+from storm.tl._encode import encode
+from storm.train import Corpus, NicheDataset, collate_niches
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return st.datasets.demo()
+
+
+@pytest.fixture(scope="module")
+def model(demo):
+    torch.manual_seed(0)
+    config = StormConfig.from_preset("tiny", image_size=32, tile_um=64.0, niche_size=4)
+    return StormModel(config, vocab=GeneVocab.from_genes(demo["table"].var_names)).eval()
+
+
+def test_encode_matches_the_model_on_full_niche_batches(demo, model):
+    genes = ["ERBB2", "KRT19", "COL1A1"]
+    out = encode(demo, model, modalities="both", genes=genes, batch_size=50)
+    # reference: the plain forward on collated niches with every tile read (no de-duplication), in one batch
+    corpus = Corpus.from_sources(demo, vocab=model.vocab, tile_px=32, tile_um=64.0, niche_size=4)
+    batch = collate_niches(NicheDataset(corpus).get_batch(np.arange(corpus.n_spots)))
+    with torch.inference_mode():
+        ref = model(**batch, genes=torch.tensor(model.vocab.align(genes).indices.tolist()))
+    assert out.modalities == "both" and list(out.genes) == genes
+    assert list(out.obs_names) == list(corpus.slides[0].slide.obs_names)
+    np.testing.assert_allclose(out.embedding, ref.embedding.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out.niche_embedding, ref.niche_embedding.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out.predicted_expression, ref.predicted_expression.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_modalities(demo, model):
+    image = encode(demo, model, modalities="image")
+    expression = encode(demo, model, modalities="expression")
+    auto = encode(demo, model)
+    assert auto.modalities == "both" and image.gene_embedding is None and expression.image_embedding is None
+    assert image.predicted_expression is None  # no genes asked for
+    # the image-only embedding does not depend on expression: zeroing the counts leaves it unchanged
+    blank = demo["table"].copy()
+    blank.X = blank.X * 0
+    assert not np.allclose(image.embedding, expression.embedding)
+    sdata = st.datasets.demo()
+    sdata.tables["table"] = blank
+    np.testing.assert_allclose(encode(sdata, model, modalities="image").embedding, image.embedding, atol=1e-6)
+
+
+def test_errors_name_the_argument(demo, model):
+    with pytest.raises(ValueError, match="modalities"):
+        encode(demo, model, modalities="rna")
+    with pytest.raises(KeyError, match="NOT_A_GENE"):
+        encode(demo, model, genes=["ERBB2", "NOT_A_GENE"])
+    with pytest.raises(ValueError, match="batch_size"):
+        encode(demo, model, batch_size=0)
+    coarse = StormModel(StormConfig.from_preset("tiny", image_size=64, tile_um=4.0), vocab=model.vocab)
+    with pytest.raises(ValueError, match="modalities='image'.*H&E image fine enough"):
+        encode(demo, coarse, modalities="image")

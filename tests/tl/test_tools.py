@@ -1,0 +1,78 @@
+"""st.tl.embed and st.tl.predict_expression on SpatialData and AnnData, with a tiny model."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+import storm as st
+from storm.models import GeneVocab, StormConfig, StormModel
+from storm.tl._encode import encode
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    genes = list(st.datasets.demo()["table"].var_names[:600]) + ["NOT_ON_THE_PANEL"]
+    config = StormConfig.from_preset("tiny", image_size=32, tile_um=64.0, niche_size=4)
+    return StormModel(config, vocab=GeneVocab.from_genes(genes)).eval()
+
+
+def test_embed_writes_the_runner_outputs_and_scanpy_clusters_them(model):
+    import scanpy as sc
+
+    sdata = st.datasets.demo()
+    assert st.tl.embed(sdata, model) is None
+    table = sdata["table"]
+    expected = encode(sdata, model)
+    np.testing.assert_allclose(table.obsm["X_storm"], expected.embedding, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(table.obsm["X_storm_image"], expected.image_embedding, rtol=1e-5, atol=1e-6)
+    assert table.obsm["X_storm_gene"].shape == (151, 64)
+    record = table.uns["storm"]["X_storm"]
+    assert record["modality"] == "both" and record["preset"] == "tiny" and record["n_spots"] == 151
+    sc.pp.neighbors(table, use_rep="X_storm")
+    sc.tl.leiden(table, flavor="igraph", n_iterations=2, directed=False)
+    assert table.obs["leiden"].nunique() > 1
+
+    image_only = st.tl.embed(sdata, model, modality="image", key_added="X_he", copy=True)
+    assert "X_he_gene" not in image_only["table"].obsm and "X_he" not in sdata["table"].obsm
+    np.testing.assert_allclose(image_only["table"].obsm["X_he_image"], table.obsm["X_storm_image"], atol=1e-6)
+
+
+def test_embed_errors(model):
+    sdata = st.datasets.demo()
+    with pytest.raises(TypeError, match="`model`"):
+        st.tl.embed(sdata, 3)
+    with pytest.raises(ValueError, match="modalities"):
+        st.tl.embed(sdata, model, modality="rna")
+    assert "X_storm" not in sdata["table"].obsm
+
+
+def test_predict_expression_on_a_table_with_genes(model, caplog):
+    sdata = st.datasets.demo()
+    genes = ["ERBB2", "KRT19", sdata["table"].var_names[900]]  # the last is not in the vocabulary
+    with caplog.at_level(logging.WARNING, logger="storm"):
+        st.tl.predict_expression(sdata, genes, model)
+    assert "1 of 3 genes are not in the model's vocabulary" in caplog.text and genes[2] in caplog.text
+    table = sdata["table"]
+    layer = table.layers["storm_predicted"]
+    expected = encode(sdata, model, modalities="image", genes=genes[:2]).predicted_expression
+    np.testing.assert_allclose(layer[:, table.var_names.get_indexer(genes[:2])], expected, rtol=1e-5, atol=1e-6)
+    assert np.isnan(layer[:, table.var_names.get_loc(genes[2])]).all()
+    assert int(table.var["storm_predicted"].sum()) == 2
+    assert table.uns["storm"]["storm_predicted"]["not_in_vocab"] == [genes[2]]
+    with pytest.raises(KeyError, match="not genes of the table"):
+        st.tl.predict_expression(sdata, ["NOT_ON_THE_PANEL"], model)
+
+
+def test_predict_expression_on_an_he_only_slide(model):
+    sdata = st.datasets.demo()
+    st.pp.tissue_grid(sdata, spot_um=100.0, pitch_um=200.0, um_per_px=0.689, key_added="grid")
+    grid, key = sdata, "grid"
+    out = st.tl.predict_expression(grid, ["ERBB2", "NOT_ON_THE_PANEL"], model, table_key=key, copy=True)
+    new = out.tables[key]
+    assert list(new.var_names) == ["ERBB2", "NOT_ON_THE_PANEL"]
+    assert new.n_obs == grid.tables[key].n_obs and grid.tables[key].n_vars == 0
+    np.testing.assert_array_equal(new.X, new.layers["storm_predicted"])
+    assert np.isfinite(new.X).all() and new.X[:, 0].std() > 0
