@@ -1,3 +1,5 @@
-"""Plotting over the H&E image (``st.pl``): domains, genes, risk and embeddings (coming with the model)."""
+"""Plotting over the H&E image (``st.pl``): domains, predicted genes and embeddings."""
 
-__all__: list[str] = []
+from ._plots import domains, embedding, genes
+
+__all__ = ["domains", "embedding", "genes"]

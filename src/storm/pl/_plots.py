@@ -1,0 +1,254 @@
+"""``st.pl.domains``, ``st.pl.genes`` and ``st.pl.embedding``: storm results over the H&E."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._constants import LAYER_PREDICTED, OBS_DOMAIN, OBSM_EMBEDDING
+from ._base import background, finish, new_axes, spots
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from spatialdata import SpatialData
+
+
+def domains(
+    sdata: SpatialData | AnnData,
+    *,
+    key: str = OBS_DOMAIN,
+    table_key: str | None = None,
+    image_key: str | None = None,
+    palette: str | list[Any] | None = None,
+    title: str | None = None,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    save: str | Path | None = None,
+    return_fig: bool = False,
+) -> Figure | None:
+    """Tissue domains (``obs[key]``) as spots of true size over the H&E, with a legend.
+
+    Parameters
+    ----------
+    sdata
+        A slide after :func:`storm.tl.domains` (or with any categorical ``obs`` column).
+    key
+        Categorical ``obs`` column to draw.
+    table_key, image_key
+        Element choice, as in :func:`storm.io.resolve`.
+    palette
+        A matplotlib colormap name or a list of colours, one per category (default ``tab20``).
+    title
+        Panel title (default ``key``).
+    ax, show, save, return_fig
+        Draw into ``ax``; show the figure; save it to a file; return it.
+
+    Returns
+    -------
+    The figure with ``return_fig=True``, else ``None``.
+
+    Examples
+    --------
+    >>> import storm as st
+    >>> sdata = st.datasets.demo()
+    >>> sdata["table"].obs["storm_domain"] = sdata["table"].obs["cluster"].astype("category")
+    >>> fig = st.pl.domains(sdata, return_fig=True)
+    """
+    import matplotlib as mpl
+    from matplotlib.patches import Patch
+
+    from ..io import resolve
+
+    slide = resolve(sdata, table_key=table_key, image_key=image_key)
+    obs = slide.table.obs
+    if key not in obs:
+        raise KeyError(f"obs[{key!r}] not found; run st.tl.domains first, or pass `key=` naming a categorical column.")
+    values = obs[key].iloc[slide.rows]
+    categories = list(values.cat.categories) if hasattr(values, "cat") else sorted(values.dropna().unique().tolist())
+    colours = _palette(palette, len(categories))
+    index = {c: i for i, c in enumerate(categories)}
+    rgba = np.array([mpl.colors.to_rgba(colours[index[v]]) if v in index else (0, 0, 0, 0) for v in values])
+    fig, (panel,) = new_axes(ax)
+    background(panel, slide)
+    spots(panel, slide, rgba)
+    handles = [Patch(color=colours[i], label=str(c)) for i, c in enumerate(categories)]
+    panel.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, title=key)
+    panel.set_title(key if title is None else title)
+    return finish(fig, owned=ax is None, show=show, save=save, return_fig=return_fig)
+
+
+def genes(
+    sdata: SpatialData | AnnData,
+    genes: str | list[str],
+    *,
+    layer: str = LAYER_PREDICTED,
+    compare: bool = True,
+    table_key: str | None = None,
+    image_key: str | None = None,
+    cmap: str = "viridis",
+    ax: Axes | None = None,
+    show: bool | None = None,
+    save: str | Path | None = None,
+    return_fig: bool = False,
+) -> Figure | None:
+    """Predicted expression (``layers[layer]``) over the H&E; with ``compare``, the measured beside it on one scale.
+
+    Measured values are log1p(CP10k) of ``X`` (raw counts), the unit of storm's predictions; each gene's two panels
+    share one colour scale (1st–99th percentile of both).
+
+    Parameters
+    ----------
+    sdata
+        A slide after :func:`storm.tl.predict_expression`.
+    genes
+        One gene or a list (one row of panels each).
+    layer
+        Layer with the predictions (for an H&E-only table, ``X`` holds them too).
+    compare
+        Draw the measured expression beside the prediction (when the table has counts).
+    table_key, image_key
+        Element choice, as in :func:`storm.io.resolve`.
+    cmap
+        Colormap.
+    ax, show, save, return_fig
+        Draw into ``ax`` (one gene, no comparison); show; save to a file; return the figure.
+
+    Returns
+    -------
+    The figure with ``return_fig=True``, else ``None``.
+
+    Examples
+    --------
+    >>> import storm as st
+    >>> from storm.train import log1p_cp10k
+    >>> sdata = st.datasets.demo()
+    >>> table = sdata["table"]
+    >>> table.layers["storm_predicted"] = 0.5 * log1p_cp10k(table.X).toarray()  # a stand-in for the predictions
+    >>> fig = st.pl.genes(sdata, ["ERBB2", "KRT19"], return_fig=True)
+    >>> len(fig.axes)  # 2 genes x (measured, predicted) + 2 colour bars
+    6
+    """
+    from ..io import resolve
+    from ..train import log1p_cp10k
+
+    slide = resolve(sdata, table_key=table_key, image_key=image_key)
+    table = slide.table
+    names = [genes] if isinstance(genes, str) else list(genes)
+    missing = [g for g in names if g not in table.var_names]
+    if missing:
+        raise KeyError(f"`genes`: {missing} are not in the table; choose among its var_names.")
+    if layer not in table.layers:
+        raise KeyError(f"layers[{layer!r}] not found; run st.tl.predict_expression first, or pass `layer=`.")
+    columns = table.var_names.get_indexer(names)
+    predicted = np.asarray(table.layers[layer][slide.rows][:, columns], dtype=float)
+    measured = None
+    counts = table.X[slide.rows]
+    if compare and not np.array_equal(_dense(counts[:, columns]), predicted, equal_nan=True):  # H&E-only: X = predicted
+        measured = np.asarray(_dense(log1p_cp10k(counts)[:, columns]), dtype=float)
+    n_cols = 1 if measured is None else 2
+    fig, axes = new_axes(ax, len(names), n_cols)
+    for i, gene in enumerate(names):
+        panels = (
+            [("predicted", predicted[:, i])]
+            if measured is None
+            else [
+                ("measured", measured[:, i]),
+                ("predicted", predicted[:, i]),
+            ]
+        )
+        shown = np.concatenate([v for _, v in panels])
+        shown = shown[np.isfinite(shown)]
+        vmin, vmax = np.percentile(shown, [1, 99]) if len(shown) else (0.0, 1.0)
+        for j, (label, values) in enumerate(panels):
+            panel = axes[i * n_cols + j]
+            background(panel, slide)
+            collection = spots(panel, slide, values, cmap=cmap)
+            collection.set_clim(vmin, vmax)
+            panel.set_title(f"{gene} ({label})")
+            if j == len(panels) - 1:
+                fig.colorbar(collection, ax=panel, fraction=0.046, pad=0.02, label="log1p(CP10k)")
+    return finish(fig, owned=ax is None, show=show, save=save, return_fig=return_fig)
+
+
+def embedding(
+    sdata: SpatialData | AnnData,
+    color: str | None = None,
+    *,
+    basis: str = OBSM_EMBEDDING,
+    table_key: str | None = None,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    save: str | Path | None = None,
+    return_fig: bool = False,
+) -> Figure | None:
+    """UMAP of the storm embedding (``obsm[basis]``) coloured by an ``obs`` column or gene.
+
+    The UMAP is computed on a scratch copy (neighbours on ``basis``), so nothing is written to the table.
+
+    Parameters
+    ----------
+    sdata
+        A slide after :func:`storm.tl.embed`.
+    color
+        ``obs`` column or gene of the table (default: ``storm_domain`` when present).
+    basis
+        ``obsm`` key of the embedding.
+    table_key
+        Table, as in :func:`storm.io.resolve`.
+    ax, show, save, return_fig
+        Draw into ``ax``; show; save to a file; return the figure.
+
+    Returns
+    -------
+    The figure with ``return_fig=True``, else ``None``.
+
+    Examples
+    --------
+    >>> import numpy as np, storm as st
+    >>> sdata = st.datasets.demo()
+    >>> sdata["table"].obsm["X_storm"] = np.random.default_rng(0).normal(size=(151, 16))
+    >>> fig = st.pl.embedding(sdata, color="cluster", return_fig=True)
+    """
+    import anndata as ad
+    import scanpy as sc
+
+    from .._settings import settings
+    from ..io import resolve
+
+    table = resolve(sdata, table_key=table_key).table
+    if basis not in table.obsm:
+        raise KeyError(f"obsm[{basis!r}] not found; run st.tl.embed first, or pass `basis=`.")
+    x = np.asarray(table.obsm[basis], dtype=np.float32)
+    keep = np.isfinite(x).all(1)
+    scratch = ad.AnnData(np.zeros((int(keep.sum()), 0), dtype=np.float32), obs=table.obs.iloc[keep].copy())
+    scratch.obsm["rep"] = x[keep]
+    if color is None and OBS_DOMAIN in table.obs:
+        color = OBS_DOMAIN
+    if color is not None and color not in table.obs and color in table.var_names:
+        scratch.obs[color] = np.asarray(_dense(table[keep, color].X)).ravel()
+    elif color is not None and color not in table.obs:
+        raise KeyError(f"`color={color!r}` is neither an obs column nor a gene of the table.")
+    sc.pp.neighbors(scratch, use_rep="rep", random_state=settings.seed)
+    sc.tl.umap(scratch, random_state=settings.seed)
+    fig, (panel,) = new_axes(ax)
+    sc.pl.umap(scratch, color=color, ax=panel, show=False, frameon=False, title=f"{basis} UMAP")
+    return finish(fig, owned=ax is None, show=show, save=save, return_fig=return_fig)
+
+
+def _palette(palette: str | list[Any] | None, n: int) -> list[Any]:
+    import matplotlib as mpl
+
+    if isinstance(palette, list | tuple):
+        if len(palette) < n:
+            raise ValueError(f"`palette` has {len(palette)} colours for {n} categories; give at least {n}.")
+        return list(palette)
+    cmap = mpl.colormaps[palette or ("tab10" if n <= 10 else "tab20")]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def _dense(x: Any) -> np.ndarray:
+    return x.toarray() if hasattr(x, "toarray") else np.asarray(x)

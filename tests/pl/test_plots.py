@@ -1,0 +1,77 @@
+"""st.pl plots compared with stored images at low dpi (set STORM_UPDATE_BASELINES=1 to rewrite them)."""
+
+import os
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+
+import storm as st
+from storm.train import log1p_cp10k
+
+matplotlib.use("Agg")
+BASELINE = Path(__file__).parent / "baseline"
+DPI = 40
+TOLERANCE = 8  # RMS over 0-255 grey levels: font hinting and antialiasing differ between machines, layouts do not
+
+
+def check(fig, name, tmp_path):
+    from matplotlib.testing.compare import compare_images
+
+    actual = tmp_path / f"{name}.png"
+    fig.savefig(actual, dpi=DPI, bbox_inches="tight")
+    expected = BASELINE / f"{name}.png"
+    if os.environ.get("STORM_UPDATE_BASELINES") == "1":
+        expected.write_bytes(actual.read_bytes())
+    assert expected.is_file(), f"no baseline {expected}; run with STORM_UPDATE_BASELINES=1 once and check the image"
+    result = compare_images(str(expected), str(actual), tol=TOLERANCE)
+    assert result is None, result
+
+
+@pytest.fixture
+def demo():
+    sdata = st.datasets.demo()
+    table = sdata["table"]
+    table.obs["storm_domain"] = table.obs["cluster"].astype(str).astype("category")
+    table.layers["storm_predicted"] = 0.5 * log1p_cp10k(table.X).toarray()
+    return sdata
+
+
+def test_domains(demo, tmp_path):
+    check(st.pl.domains(demo, return_fig=True), "domains", tmp_path)
+
+
+def test_genes_measured_beside_predicted(demo, tmp_path):
+    fig = st.pl.genes(demo, ["ERBB2"], return_fig=True)
+    assert [a.get_title() for a in fig.axes[:2]] == ["ERBB2 (measured)", "ERBB2 (predicted)"]
+    measured, predicted = (a.collections[0] for a in fig.axes[:2])
+    assert measured.get_clim() == predicted.get_clim()  # one colour scale for both panels
+    np.testing.assert_allclose(predicted.get_array(), 0.5 * measured.get_array())
+    check(fig, "genes", tmp_path)
+
+
+def test_embedding(demo, tmp_path):
+    demo["table"].obsm["X_storm"] = np.random.default_rng(0).normal(size=(151, 8))
+    fig = st.pl.embedding(demo, return_fig=True)
+    assert fig.axes[0].get_title() == "X_storm UMAP"
+
+
+def test_plot_arguments(demo, tmp_path):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    assert st.pl.domains(demo, ax=ax, show=False, save=tmp_path / "d.png") is None
+    assert (tmp_path / "d.png").stat().st_size > 0 and plt.fignum_exists(fig.number)  # the caller's figure stays
+    plt.close(fig)
+    before = plt.get_fignums()
+    st.pl.domains(demo, show=False)
+    assert plt.get_fignums() == before  # a figure made by the plot is closed
+    with pytest.raises(KeyError, match="st.tl.domains"):
+        st.pl.domains(demo, key="missing")
+    with pytest.raises(KeyError, match="NOT_A_GENE"):
+        st.pl.genes(demo, ["NOT_A_GENE"])
+    with pytest.raises(KeyError, match="predict_expression"):
+        st.pl.genes(demo, ["ERBB2"], layer="nope")
+    with pytest.raises(ValueError, match="leave `ax=None`"):
+        st.pl.genes(demo, ["ERBB2", "KRT19"], ax=ax)

@@ -1,0 +1,56 @@
+"""st.tl.domains: planted regions are recovered, smoothing helps, and labels agree across slides."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+import storm as st
+
+
+def planted(seed, noise=2.0):
+    """The demo with embeddings that encode its left/right half plus heavy per-spot noise."""
+    sdata = st.datasets.demo()
+    table = sdata["table"]
+    x_um = st.io.resolve(sdata).spot_xy_um[:, 0]
+    truth = (x_um > np.median(x_um)).astype(int)
+    rng = np.random.default_rng(seed)
+    centres = np.array([[1.0] * 8, [-1.0] * 8])
+    table.obsm["X_storm"] = (centres[truth] + noise * rng.normal(size=(table.n_obs, 8))).astype(np.float32)
+    return sdata, truth
+
+
+def test_planted_regions_and_smoothing():
+    sdata, truth = planted(0)
+    st.tl.domains(sdata, n_domains=2, spatial_smoothing=False)
+    raw = adjusted_rand_score(truth, sdata["table"].obs["storm_domain"])
+    st.tl.domains(sdata, n_domains=2)
+    smooth = adjusted_rand_score(truth, sdata["table"].obs["storm_domain"])
+    assert smooth > 0.6 and smooth > raw + 0.2
+    assert sdata["table"].uns["storm"]["storm_domain"]["spatial_smoothing"] == 0.5
+
+
+def test_joint_labels_agree_across_slides():
+    (a, truth_a), (b, truth_b) = planted(1, noise=0.5), planted(2, noise=0.5)
+    b["table"].obsm["X_storm"] = b["table"].obsm["X_storm"] + 0.1  # a small batch shift
+    st.tl.domains([a, b], n_domains=2)
+    la, lb = a["table"].obs["storm_domain"], b["table"].obs["storm_domain"]
+    assert list(la.cat.categories) == list(lb.cat.categories) == ["0", "1"]
+    # the same half gets the same label on both slides
+    assert adjusted_rand_score(np.r_[truth_a, truth_b], np.r_[la.astype(int), lb.astype(int)]) > 0.9
+    st.tl.domains([a, b], resolution=0.3, key_added="leiden_domain")
+    assert a["table"].obs["leiden_domain"].nunique() >= 2
+
+
+def test_errors():
+    sdata, _ = planted(0)
+    with pytest.raises(ValueError, match="n_domains"):
+        st.tl.domains(sdata, n_domains=0)
+    with pytest.raises(ValueError, match="not both"):
+        st.tl.domains(sdata, n_domains=2, resolution=1.0)
+    with pytest.raises(ValueError, match="spatial_smoothing"):
+        st.tl.domains(sdata, n_domains=2, spatial_smoothing=1.5)
+    with pytest.raises(ValueError, match="more than the 151 spots"):
+        st.tl.domains(sdata, n_domains=500)
+    with pytest.raises(ValueError, match="empty list"):
+        st.tl.domains([], n_domains=2)
+    assert "storm_domain" not in sdata["table"].obs
