@@ -38,20 +38,11 @@ import storm as st
 from storm._compute import cpu_name
 from storm.models import StormModel
 from storm.tl._encode import encode
+from storm.tl._metrics import pearson_per_gene
 from storm.train import Corpus
 from storm.train._corpus import log1p_cp10k
 
 ALPHAS = np.logspace(-1, 5, 13)
-
-
-def pearson_per_gene(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Pearson r of each column of ``pred`` with the same column of ``truth`` (0 where either is constant)."""
-    p = pred - pred.mean(0)
-    t = truth - truth.mean(0)
-    denom = np.sqrt((p**2).sum(0) * (t**2).sum(0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = (p * t).sum(0) / denom
-    return np.where(denom > 0, r, 0.0)
 
 
 def ridge_probe(train_x: list[np.ndarray], train_y: list[np.ndarray], test_x: np.ndarray) -> tuple[np.ndarray, float]:

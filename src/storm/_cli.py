@@ -1,4 +1,4 @@
-"""The ``storm`` command line: ``storm --version``, ``storm tile``."""
+"""The ``storm`` command line: ``storm --version``, ``storm analyze``, ``storm tile``, ``storm pretrain``."""
 
 from __future__ import annotations
 
@@ -31,6 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     tile.add_argument("--table-key", default=None)
     tile.add_argument("--image-key", default=None)
     tile.add_argument("--montage", type=int, default=64, help="number of tiles drawn in tiles_montage.png")
+    run = sub.add_parser(
+        "analyze", help="embed, find domains, predict expression from H&E and draw the figures (default model)"
+    )
+    run.add_argument("source", help="a SpatialData .zarr store, or 'demo' for the bundled her2st crop")
+    run.add_argument("--out", type=Path, required=True, help="output folder (created): figures, results.h5ad, summary")
+    run.add_argument("--model", default=None, help="checkpoint folder or name (default: the bundled checkpoint)")
+    run.add_argument("--n-domains", type=int, default=None, help="number of domains (default: Leiden)")
+    run.add_argument("--genes", nargs="+", default=None, help="genes to draw (default: 4 most variable measured)")
+    run.add_argument("--table-key", default=None)
+    run.add_argument("--image-key", default=None)
     pre = sub.add_parser("pretrain", help="pretrain a storm model on the corpus named in a YAML config")
     pre.add_argument("--config", type=Path, required=True, help="YAML: `corpus:` list plus TrainConfig fields")
     pre.add_argument("--max-steps", type=int, default=None)
@@ -40,27 +50,94 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return _pretrain(args) if args.command == "pretrain" else _tile(args)
+        return {"pretrain": _pretrain, "analyze": _analyze, "tile": _tile}[args.command](args)
     except (ValueError, KeyError, FileNotFoundError, TypeError) as err:
         print(f"storm {args.command}: error: {err}", file=sys.stderr)
         return 2
+
+
+def _read(source: str):
+    from . import datasets
+
+    if source == "demo":
+        return datasets.demo()
+    import spatialdata
+
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; pass a SpatialData .zarr store or 'demo'.")
+    return spatialdata.read_zarr(path)
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+
+    from . import io, pl, tl
+    from .tl._metrics import pearson_per_gene
+    from .tl._model_arg import get_model
+    from .train import log1p_cp10k
+
+    sdata = _read(args.source)
+    keys = {"table_key": args.table_key, "image_key": args.image_key}
+    model = get_model(args.model)
+    tl.embed(sdata, model, **keys)
+    tl.domains(sdata, args.n_domains, table_key=args.table_key)
+    slide = io.resolve(sdata, **keys)
+    table = slide.table
+    he_only = table.n_vars == 0
+    tl.predict_expression(sdata, args.genes, model, **keys)
+    table = io.resolve(sdata, **keys).table  # a new table on H&E-only slides
+    predicted = (
+        table.var["storm_predicted"].to_numpy() if "storm_predicted" in table.var else np.ones(table.n_vars, bool)
+    )
+    genes = args.genes or _most_variable(table, predicted, he_only, 4)
+    args.out.mkdir(parents=True, exist_ok=True)
+    pl.domains(sdata, save=args.out / "domains.png", show=False, **keys)
+    pl.genes(sdata, genes, save=args.out / "genes.png", show=False, **keys)
+    pl.embedding(sdata, save=args.out / "embedding.png", show=False, table_key=args.table_key)
+    summary = {
+        "source": args.source,
+        "model": table.uns["storm"]["X_storm"]["model"],
+        "n_spots": int(table.n_obs),
+        "modality": table.uns["storm"]["X_storm"]["modality"],
+        "domains": {str(k): int(v) for k, v in table.obs["storm_domain"].value_counts().sort_index().items()},
+        "genes_predicted": int(predicted.sum()),
+    }
+    if not he_only:
+        measured = log1p_cp10k(table.X).toarray()[:, predicted]
+        pearson = pearson_per_gene(np.asarray(table.layers["storm_predicted"])[:, predicted], measured)
+        summary["pearson_measured_vs_predicted"] = {
+            "mean_over_genes": round(float(np.nanmean(pearson)), 4),
+            "shown_genes": {g: round(float(pearson[list(table.var_names[predicted]).index(g)]), 4) for g in genes},
+        }
+    table.write_h5ad(args.out / "results.h5ad")
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {', '.join(p.name for p in sorted(args.out.iterdir()))} to {args.out}")
+    return 0
+
+
+def _most_variable(table, predicted, he_only: bool, n: int) -> list[str]:
+    """The ``n`` predicted genes whose measured (or, on H&E-only slides, predicted) expression varies most."""
+    import numpy as np
+
+    from .train import log1p_cp10k
+
+    values = np.asarray(table.X) if he_only else log1p_cp10k(table.X).toarray()
+    variance = np.where(predicted, values.var(0), -1)
+    return [str(table.var_names[i]) for i in np.argsort(-variance)[:n]]
 
 
 def _tile(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from . import datasets, pp
+    from . import pp
 
-    if args.source == "demo":
-        sdata = datasets.demo()
-    else:
-        import spatialdata
-
-        path = Path(args.source)
-        if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist; pass a SpatialData .zarr store or 'demo'.")
-        sdata = spatialdata.read_zarr(path)
+    sdata = _read(args.source)
     tiles = pp.tile(
         sdata,
         args.tile_px,
