@@ -135,7 +135,7 @@ def test_joint_losses_are_finite_and_positive(model):
 def test_warmup_has_only_masked_modelling(model):
     _, parts = _run(model, _batch(model), stage="warmup")
     assert parts["masked_gene"] > 0 and parts["masked_image"] > 0
-    assert all(parts[n] == 0.0 for n in NAMES if not n.startswith("masked"))
+    assert not any(n in parts for n in NAMES if not n.startswith("masked"))
     with pytest.raises(ValueError, match="stage"):
         _run(model, _batch(model), stage="finetune")
 
@@ -144,10 +144,10 @@ def test_zero_weight_removes_component(model):
     batch = _batch(model)
     total, parts = _run(model, batch)
     total_off, parts_off = _run(model, batch, contrastive_niche=0.0)
-    assert parts_off["contrastive_niche"] == 0.0
+    assert "contrastive_niche" not in parts_off
     assert total_off.item() == pytest.approx(total.item() - 0.5 * parts["contrastive_niche"], rel=1e-5)
     _, parts_gene = _run(model, batch, **_only("masked_gene"))
-    assert parts_gene["masked_gene"] > 0 and sum(parts_gene[n] for n in NAMES) == parts_gene["masked_gene"]
+    assert parts_gene["masked_gene"] > 0 and set(parts_gene) == {"total", "masked_gene"}
 
 
 def test_deterministic_given_generator(model):
@@ -274,27 +274,27 @@ def test_batch_without_expression_trains_images(model, how):
         batch["expression_mask"] = torch.zeros(B, S, dtype=torch.bool)
     for stage in ("warmup", "joint"):
         parts = _finite_backward(model, batch, stage=stage)
-        assert parts["masked_image"] > 0 and parts["masked_gene"] == 0.0
-        assert parts["expression_from_image"] == parts["contrastive_spot"] == parts["contrastive_niche"] == 0.0
+        assert parts["masked_image"] > 0 and "masked_gene" not in parts
+        assert not {"expression_from_image", "contrastive_spot", "contrastive_niche"} & set(parts)
 
 
 def test_batch_without_images_trains_genes(model):
     batch = {k: v for k, v in _batch(model).items() if k != "image_features"}
     parts = _finite_backward(model, batch)
     assert parts["masked_gene"] > 0 and parts["spot_niche"] > 0
-    assert parts["masked_image"] == parts["image_from_expression"] == parts["contrastive_spot"] == 0.0
+    assert not {"masked_image", "image_from_expression", "contrastive_spot"} & set(parts)
 
 
 def test_batch_of_one_and_nothing_masked(model):
     parts = _finite_backward(model, _batch(model, b=1))
     assert parts["masked_gene"] > 0 and parts["expression_from_image"] > 0
-    assert parts["contrastive_spot"] == parts["contrastive_niche"] == parts["spot_niche"] == 0.0
+    assert not {"contrastive_spot", "contrastive_niche", "spot_niche"} & set(parts)
     # no measured gene at all and pooled (T = 1) features: nothing to mask, no NaN
     batch = _batch(model)
     batch["gene_index"] = torch.full((G,), -1)
     batch["image_features"] = batch["image_features"][:, :, 0]
     parts = _finite_backward(model, batch)
-    assert parts["masked_gene"] == parts["masked_image"] == parts["expression_from_image"] == 0.0
+    assert not {"masked_gene", "masked_image", "expression_from_image"} & set(parts)
 
 
 def test_partial_modalities_per_spot(model):

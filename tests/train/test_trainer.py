@@ -67,7 +67,8 @@ def test_resume_gives_identical_losses(tmp_path):
     # training.json: the card's facts; the interrupted run's time adds up over both fits
     summary = json.loads((tmp_path / "cut" / "training.json").read_text())
     assert summary["steps"] == 6 and summary["data"]["n_slides"] == 2
-    rows = list(csv.DictReader(open(tmp_path / "cut" / "losses.csv")))
+    with open(tmp_path / "cut" / "losses.csv") as handle:
+        rows = list(csv.DictReader(handle))
     expected = np.mean([float(r["masked_gene"]) for r in rows if r["masked_gene"]])
     assert summary["losses"]["masked_gene"] == pytest.approx(expected, abs=1e-5)
     assert summary["time"]["seconds"] > 0 and summary["time"]["niches_per_second"] > 0

@@ -291,7 +291,8 @@ class StormObjectives(nn.Module):
         Returns
         -------
         The weighted total (a scalar that always supports ``backward``) and ``{"total": …, name: …}`` floats with each
-        unweighted component (0 where it was not computed).
+        unweighted component that was computed (objectives without data in this batch, e.g. image ones on an
+        expression-only slide, are absent).
         """
         if stage not in STAGES:
             raise ValueError(f"`stage` must be one of {STAGES}, got {stage!r}.")
@@ -313,7 +314,6 @@ class StormObjectives(nn.Module):
                 loss = losses.get(name)
                 weight = getattr(w, name)
                 if loss is None or weight == 0:
-                    parts[name] = 0.0
                     continue
                 total = total + weight * loss.float()
                 parts[name] = float(loss.detach())

@@ -146,7 +146,7 @@ class Trainer:
         while self.step < stop:
             stage = self.stage(self.step)
             self.optimizer.zero_grad(set_to_none=True)
-            totals: dict[str, float] = {}
+            sums: dict[str, list[float]] = {}
             for _ in range(cfg.grad_accum):
                 batch = _to_device(collate_niches(next(batches)), self.dist.device)
                 gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
@@ -154,7 +154,9 @@ class Trainer:
                     loss, parts = self._net(batch, stage, gen)
                 (loss / cfg.grad_accum).backward()
                 for k, v in parts.items():
-                    totals[k] = totals.get(k, 0.0) + float(v) / cfg.grad_accum
+                    sums.setdefault(k, []).append(float(v))
+            # each objective's mean over the micro-batches that computed it; absent ones stay empty in losses.csv
+            totals = {k: sum(v) / len(v) for k, v in sums.items()}
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(self._step_module.parameters(), cfg.max_grad_norm)
             self.optimizer.step()

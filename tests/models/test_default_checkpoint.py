@@ -1,0 +1,59 @@
+"""The default checkpoint shipped in the package: what it is, that it loads offline, and that it predicts."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import storm as st
+from storm.models import StormModel
+from storm.models._hub import bundled_default_dir
+from storm.tl._metrics import pearson_per_gene
+from storm.train import log1p_cp10k
+
+
+@pytest.fixture(scope="module")
+def default():
+    return StormModel.from_pretrained("default")
+
+
+def test_it_is_the_small_preset_trained_with_b4_held_out(default):
+    folder = bundled_default_dir()
+    config = json.loads((folder / "config.json").read_text())
+    assert config["preset"] == "small" and config["weights_dtype"] == "float16"
+    assert default.config.image_size == 224 and default.config.tile_um == 112.0
+    assert sum(f.stat().st_size for f in folder.iterdir()) < 25e6
+    assert default.checkpoint_info["source"] == "bundled" and default.vocab is not None and "ERBB2" in default.vocab
+    card = (folder / "README.md").read_text()
+    assert "her2st B4 (patient B): neither its image nor its counts were seen" in card
+    for section in (
+        "## Training data",
+        "## Training steps",
+        "## Training time",
+        "## Hardware",
+        "## Losses",
+        "## Evaluation",
+        "scripts/train_default.py",
+    ):
+        assert section in card, section
+
+
+def test_model_none_is_the_default_and_predicts_expression(default):
+    # The demo is a crop of her2st C2, one of the pretraining sections: this checks the shipped weights work end to
+    # end (held-out numbers are in the model card and docs/benchmarks.md).
+    sdata = st.datasets.demo()
+    table = sdata["table"]
+    genes = list(table.var_names[np.argsort(-np.asarray(log1p_cp10k(table.X).mean(0)).ravel())[:50]])
+    st.tl.predict_expression(sdata, genes)
+    assert table.uns["storm"]["storm_predicted"]["model_sha256"] == default.checkpoint_info["sha256"]
+    columns = table.var_names.get_indexer(genes)
+    predicted = table.layers["storm_predicted"][:, columns]
+    measured = log1p_cp10k(table.X).toarray()[:, columns]
+    assert np.isfinite(predicted).all()
+    trained = pearson_per_gene(predicted, measured).mean()
+    torch.manual_seed(0)
+    untrained = StormModel(default.config, vocab=default.vocab).eval()
+    st.tl.predict_expression(sdata, genes, untrained, key_added="untrained")
+    baseline = pearson_per_gene(table.layers["untrained"][:, columns], measured).mean()
+    assert trained > baseline + 0.05, (trained, baseline)
