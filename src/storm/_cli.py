@@ -1,4 +1,4 @@
-"""The ``storm`` command line: ``storm --version``, ``storm analyze``, ``storm tile``, ``storm pretrain``."""
+"""The ``storm`` command line: ``--version``, ``analyze``, ``embed``, ``predict``, ``domains``, ``tile``, ``pretrain``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import _cli_store
 from ._version import __version__
 
 
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--genes", nargs="+", default=None, help="genes to draw (default: 4 most variable measured)")
     run.add_argument("--table-key", default=None)
     run.add_argument("--image-key", default=None)
+    _cli_store.add_parsers(sub)
     pre = sub.add_parser("pretrain", help="pretrain a storm model on the corpus named in a YAML config")
     pre.add_argument("--config", type=Path, required=True, help="YAML: `corpus:` list plus TrainConfig fields")
     pre.add_argument("--max-steps", type=int, default=None)
@@ -50,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return {"pretrain": _pretrain, "analyze": _analyze, "tile": _tile}[args.command](args)
+        commands = {"pretrain": _pretrain, "analyze": _analyze, "tile": _tile}
+        return commands.get(args.command, _cli_store.run)(args)
     except (ValueError, KeyError, FileNotFoundError, TypeError) as err:
         print(f"storm {args.command}: error: {err}", file=sys.stderr)
         return 2

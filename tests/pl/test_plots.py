@@ -75,3 +75,16 @@ def test_plot_arguments(demo, tmp_path):
         st.pl.genes(demo, ["ERBB2"], layer="nope")
     with pytest.raises(ValueError, match="leave `ax=None`"):
         st.pl.genes(demo, ["ERBB2", "KRT19"], ax=ax)
+
+
+def test_risk_map(demo, tmp_path):
+    table = demo["table"]
+    table.obs["storm_risk"] = np.linspace(-1.0, 2.0, table.n_obs)
+    table.uns["storm"] = {"storm_risk": {"score": 0.5}}
+    fig = st.pl.risk(demo, return_fig=True)
+    collection = fig.axes[0].collections[0]
+    np.testing.assert_allclose(collection.get_array(), table.obs["storm_risk"].to_numpy())
+    assert fig.axes[0].get_title() == "slide risk 0.50" and fig.axes[1].get_ylabel() == "contribution to slide risk"
+    check(fig, "risk", tmp_path)
+    with pytest.raises(KeyError, match="st.tl.risk"):
+        st.pl.risk(demo, key="nope")

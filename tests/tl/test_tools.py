@@ -61,7 +61,7 @@ def test_predict_expression_on_a_table_with_genes(model, caplog):
     np.testing.assert_allclose(layer[:, table.var_names.get_indexer(genes[:2])], expected, rtol=1e-5, atol=1e-6)
     assert np.isnan(layer[:, table.var_names.get_loc(genes[2])]).all()
     assert int(table.var["storm_predicted"].sum()) == 2
-    assert table.uns["storm"]["storm_predicted"]["not_in_vocab"] == [genes[2]]
+    assert table.uns["storm"]["storm_predicted"]["not_predicted"] == [genes[2]]
     with pytest.raises(KeyError, match="not genes of the table"):
         st.tl.predict_expression(sdata, ["NOT_ON_THE_PANEL"], model)
 

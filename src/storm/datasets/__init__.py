@@ -6,9 +6,11 @@ spot circles ``"spots"`` and table ``"table"`` in the full-resolution pixel fram
 in ``table.uns["spatial"][library_id]["scalefactors"]``, so :func:`storm.io.resolve` needs no extra arguments.
 """
 
+from ._cohort import planted_cohort
 from ._demo import demo
 from ._dlpfc import dlpfc
 from ._her2st import her2st
+from ._her2st_clinical import her2st_clinical
 from ._synthetic import synthetic
 
-__all__ = ["demo", "dlpfc", "her2st", "synthetic"]
+__all__ = ["demo", "dlpfc", "her2st", "her2st_clinical", "planted_cohort", "synthetic"]

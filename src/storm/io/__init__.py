@@ -3,5 +3,6 @@
 from ._anndata import from_anndata, to_anndata
 from ._resolve import resolve
 from ._slide import ImageLevel, Slide
+from ._write import write_table
 
-__all__ = ["ImageLevel", "Slide", "from_anndata", "resolve", "to_anndata"]
+__all__ = ["ImageLevel", "Slide", "from_anndata", "resolve", "to_anndata", "write_table"]

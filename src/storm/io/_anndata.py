@@ -82,6 +82,7 @@ def from_anndata(
     table.obs["region"] = table.obs["region"].astype("category")
     table.obs["spot_id"] = np.arange(adata.n_obs)
     table.uns["spatial"] = {library_id: lib}
+    table.uns.pop(TableModel.ATTRS_KEY, None)  # a table taken out of a SpatialData object is annotated afresh
     table = TableModel.parse(table, region="spots", region_key="region", instance_key="spot_id")
     images = {}
     images_in = lib.get("images", {})

@@ -1,7 +1,18 @@
 """The storm network (``storm.models``): nn.Modules, configs, the gene vocabulary and checkpoint I/O; no AnnData here."""
 
 from ._config import PRESETS, StormConfig
+from ._heads import AttentionMILHead, SpotHead
 from ._model import StormModel, StormOutput
 from ._vocab import GeneVocab, VocabAlignment, ensembl_to_symbol
 
-__all__ = ["PRESETS", "GeneVocab", "StormConfig", "StormModel", "StormOutput", "VocabAlignment", "ensembl_to_symbol"]
+__all__ = [
+    "PRESETS",
+    "AttentionMILHead",
+    "GeneVocab",
+    "SpotHead",
+    "StormConfig",
+    "StormModel",
+    "StormOutput",
+    "VocabAlignment",
+    "ensembl_to_symbol",
+]

@@ -1,5 +1,6 @@
-"""Plotting over the H&E image (``st.pl``): domains, predicted genes and embeddings."""
+"""Plotting over the H&E image (``st.pl``): domains, predicted genes, risk maps and embeddings."""
 
 from ._plots import domains, embedding, genes
+from ._risk import risk
 
-__all__ = ["domains", "embedding", "genes"]
+__all__ = ["domains", "embedding", "genes", "risk"]

@@ -1,8 +1,21 @@
-"""Tools that compute on slides (``st.tl``): pretraining, embeddings, domains and expression predicted from H&E."""
+"""Tools that compute on slides (``st.tl``): pretraining, embeddings, domains, predicted expression, heads and risk."""
 
 from ._domains import domains
 from ._embed import embed
+from ._finetune import annotate, finetune
+from ._head import StormHead
 from ._predict import predict_expression
 from ._pretrain import pretrain
+from ._risk import fit_risk, risk
 
-__all__ = ["domains", "embed", "predict_expression", "pretrain"]
+__all__ = [
+    "StormHead",
+    "annotate",
+    "domains",
+    "embed",
+    "finetune",
+    "fit_risk",
+    "predict_expression",
+    "pretrain",
+    "risk",
+]

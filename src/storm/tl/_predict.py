@@ -9,6 +9,8 @@ import numpy as np
 
 from .._constants import LAYER_PREDICTED, UNS_KEY
 from .._logging import logger
+from ._encode import encode
+from ._head import StormHead, as_head, model_for_head
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -27,6 +29,7 @@ def predict_expression(
     shapes_key: str | None = None,
     um_per_px: float | None = None,
     batch_size: int | None = None,
+    head: StormHead | str | Path | None = None,
     key_added: str = LAYER_PREDICTED,
     copy: bool = False,
 ) -> SpatialData | AnnData | None:
@@ -43,14 +46,18 @@ def predict_expression(
     sdata
         SpatialData with an H&E image, spots and a table, or squidpy-style AnnData.
     genes
-        Genes to predict (default: the table's genes, or every gene of the vocabulary for an H&E-only table).
+        Genes to predict (default: the table's genes, or every gene the model (or ``head``) predicts for an H&E-only
+        table).
     model
-        ``None`` for the bundled default checkpoint, a checkpoint name or path, or a
-        :class:`~storm.models.StormModel`.
+        ``None`` for the bundled default checkpoint (or, with ``head``, the model the head was trained on), a checkpoint
+        name or path, or a :class:`~storm.models.StormModel`.
     table_key, image_key, shapes_key, um_per_px
         Element choice and scale, as in :func:`storm.io.resolve`.
     batch_size
         Niches per forward pass (default ``storm.settings.batch_size``).
+    head
+        An expression head from :func:`storm.tl.finetune` (or its folder): predictions come from it instead of the
+        model's decoder, for the genes it was trained on.
     key_added
         Layer (and ``var`` flag, and ``uns["storm"]`` key) written.
     copy
@@ -70,10 +77,10 @@ def predict_expression(
     """
     from ..io import resolve
     from ._embed import copy_data, full_rows
-    from ._encode import encode
     from ._model_arg import get_model, model_record
 
-    net = get_model(model)
+    head = None if head is None else _expression_head(head)
+    net = get_model(model) if head is None else model_for_head(head, model)
     target = copy_data(sdata) if copy else sdata
     slide = resolve(target, table_key=table_key, image_key=image_key, shapes_key=shapes_key, um_per_px=um_per_px)
     if not slide.has_image:
@@ -87,24 +94,29 @@ def predict_expression(
             "This AnnData has no genes, so the predictions need a new table: pass a SpatialData, or `copy=True` "
             "to get an AnnData with the predicted genes."
         )
-    requested = _requested(genes, table, net, he_only)
-    known = [g for g in requested if g in net.vocab]
-    unknown = [g for g in requested if g not in net.vocab]
+    predictable = net.vocab if head is None else set(head.outputs)
+    requested = _requested(genes, table, net, he_only, head)
+    known = [g for g in requested if g in predictable]
+    unknown = [g for g in requested if g not in predictable]
     if unknown:
         logger.warning(
-            "%d of %d genes are not in the model's vocabulary and are not predicted: %s%s",
+            "%d of %d genes are not in the %s and are not predicted: %s%s",
             len(unknown),
             len(requested),
+            "model's vocabulary" if head is None else "head's genes",
             ", ".join(unknown[:20]),
             " ..." if len(unknown) > 20 else "",
         )
     if not known:
         raise ValueError(
-            f"None of the {len(requested)} requested genes is in the model's vocabulary; nothing to predict."
+            f"None of the {len(requested)} requested genes can be predicted (not in the "
+            f"{'model vocabulary' if head is None else 'head'}); nothing to predict."
         )
-    out = encode(slide, net, modalities="image", genes=known, batch_size=batch_size)
-    predicted = full_rows(out.predicted_expression, slide.rows, table.n_obs)
-    record = {"n_spots": int(len(out.obs_names)), "n_genes": len(known), "not_in_vocab": unknown, **model_record(net)}
+    values = _predictions(slide, net, known, head, batch_size)
+    predicted = full_rows(values, slide.rows, table.n_obs)
+    record = {"n_spots": int(len(values)), "n_genes": len(known), "not_predicted": unknown, **model_record(net)}
+    if head is not None:
+        record["head"] = {"target": head.target, "metrics": head.metrics}
     if he_only:
         new = _table_of_predictions(table, known, predicted, key_added)
         new.uns.setdefault(UNS_KEY, {})[key_added] = record
@@ -116,7 +128,7 @@ def predict_expression(
         logger.info(
             "predicted %d genes for %d spots: new table with X and layers[%r]",
             len(known),
-            len(out.obs_names),
+            len(values),
             key_added,
         )
         return target if copy else None
@@ -131,7 +143,7 @@ def predict_expression(
     logger.info(
         "predicted %d genes for %d spots: added layers[%r], var[%r], uns[%r][%r]",
         len(known),
-        len(out.obs_names),
+        len(values),
         key_added,
         key_added,
         UNS_KEY,
@@ -140,8 +152,40 @@ def predict_expression(
     return target if copy else None
 
 
-def _requested(genes: Any, table: AnnData, model: StormModel, he_only: bool) -> list[str]:
+def _expression_head(head: Any) -> StormHead:
+    head = as_head(head)
+    if head.target != "expression":
+        raise ValueError(
+            f"`head` predicts {head.target!r}, not expression; apply it with st.tl.annotate(sdata, head) instead."
+        )
+    if head.modality != "image":
+        raise ValueError(
+            f"`head` was trained on {head.modality!r} embeddings; predict_expression sees only the H&E, so fine-tune "
+            "the head with modality='image'."
+        )
+    return head
+
+
+def _predictions(
+    slide: Any, net: StormModel, genes: list[str], head: StormHead | None, batch_size: int | None
+) -> np.ndarray:
+    """``(n_spots, len(genes))`` predictions from the model's decoder, or from ``head`` on the image embeddings."""
+    if head is None:
+        return encode(slide, net, modalities="image", genes=genes, batch_size=batch_size).predicted_expression
+    import torch
+
+    from ._finetune import spot_features
+
+    features, _ = spot_features(slide, net, "image", batch_size, None)
+    with torch.no_grad():
+        out = head.module.predict(torch.as_tensor(features, dtype=torch.float32)).numpy()
+    return out[:, [head.outputs.index(g) for g in genes]]
+
+
+def _requested(genes: Any, table: AnnData, model: StormModel, he_only: bool, head: StormHead | None) -> list[str]:
     if genes is None:
+        if head is not None:
+            return head.outputs if he_only else [g for g in head.outputs if g in table.var_names]
         return list(model.vocab.symbols) if he_only else [str(g) for g in table.var_names]
     names = [genes] if isinstance(genes, str) else [str(g) for g in genes]
     if not he_only:

@@ -412,7 +412,7 @@ def _build_slide(
         if upsample > max_upsample:
             logger.warning(
                 "slide %r: its image (%.3g µm/px) is %.1fx coarser than the tiles (%.3g µm/px), more than "
-                "max_upsample=%g; training on its expression only",
+                "max_upsample=%g; using its expression only",
                 name,
                 slide.um_per_px,
                 upsample,

@@ -1,0 +1,325 @@
+"""``st.tl.finetune`` and ``st.tl.annotate``: few-label heads on frozen storm embeddings, and applying them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._constants import UNS_KEY
+from .._logging import logger
+from ._head import StormHead, as_head, model_for_head
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+    from ..io import Slide
+    from ..models import StormModel
+
+#: The ``target`` meaning "the measured expression of ``genes``".
+EXPRESSION = "expression"
+
+
+def finetune(
+    sdatas: SpatialData | AnnData | Sequence[SpatialData | AnnData],
+    target: str = EXPRESSION,
+    *,
+    task: str | None = None,
+    genes: Sequence[str] | None = None,
+    model: StormModel | str | Path | None = None,
+    modality: str | None = None,
+    hidden: int | None = None,
+    table_key: str | None = None,
+    image_key: str | None = None,
+    layer: str | None = None,
+    batch_size: int | None = None,
+    n_folds: int = 5,
+    seed: int | None = None,
+) -> StormHead:
+    """Train a head on frozen storm embeddings of a few labelled slides.
+
+    Every spot's features are its joint and niche embeddings (from the modalities in ``modality``). The head is
+    linear by default (ridge for regression, softmax for classification), which is what few labels support; its
+    penalty is chosen by cross-validation over slides (over spots with one slide), and the cross-validated score is
+    kept in ``head.metrics``. Apply it with :func:`storm.tl.predict_expression` (``head=``, expression targets) or
+    :func:`storm.tl.annotate`; keep it with :meth:`StormHead.save`.
+
+    Parameters
+    ----------
+    sdatas
+        One or several labelled slides (SpatialData or squidpy-style AnnData).
+    target
+        ``"expression"`` (the measured expression of ``genes``, as log1p(CP10k)) or an ``obs`` column of the tables.
+    task
+        ``"regression"`` or ``"classification"``; default: classification for categorical, string or boolean columns,
+        regression otherwise.
+    genes
+        Genes to learn for ``target="expression"`` (default: every gene measured on all slides). They need not be in
+        the model's vocabulary.
+    model
+        ``None`` for the bundled default checkpoint, a checkpoint name or path, or a
+        :class:`~storm.models.StormModel`.
+    modality
+        Modalities the embeddings use: ``"image"`` (default for expression, so that the head works on H&E-only
+        slides), ``"expression"``, ``"both"`` or ``"auto"`` (default for ``obs`` targets). The head is applied with
+        the same modalities.
+    hidden
+        Width of a hidden layer (``None``: linear head).
+    table_key, image_key, layer
+        Element choice and layer of raw counts.
+    batch_size
+        Niches per forward pass.
+    n_folds
+        Cross-validation folds for the penalty.
+    seed
+        Random seed (default ``storm.settings.seed``).
+
+    Returns
+    -------
+    The trained :class:`StormHead`.
+
+    Examples
+    --------
+    >>> import storm as st
+    >>> sdata = st.datasets.demo()
+    >>> head = st.tl.finetune(sdata, "expression", genes=["ERBB2", "KRT19"])  # doctest: +SKIP
+    >>> head.metrics["cv_score"] > 0  # doctest: +SKIP
+    True
+    """
+    from .._settings import settings
+    from ..io import resolve
+    from ._fit import fit_spot_head
+    from ._model_arg import get_model, model_record
+
+    slides_in = _as_list(sdatas)
+    seed = settings.seed if seed is None else int(seed)
+    if modality is None:
+        modality = "image" if target == EXPRESSION else "auto"
+    net = get_model(model)
+    resolved = [resolve(s, table_key=table_key, image_key=image_key) for s in slides_in]
+    outputs, targets, kind = _targets(resolved, target, task, genes, layer)
+    features, groups, kept, used = [], [], [], set()
+    for index, (slide, y) in enumerate(zip(resolved, targets, strict=True)):
+        x, modalities = spot_features(slide, net, modality, batch_size, layer)
+        used.add(modalities)
+        keep = _labelled(y)
+        features.append(x[keep])
+        kept.append(y[keep])
+        groups.append(np.full(int(keep.sum()), index))
+    if len(used) > 1:
+        raise ValueError(
+            f"`modality={modality!r}` resolved to {sorted(used)} on different slides; pass one explicit modality "
+            "that every slide has."
+        )
+    x, y, group = np.concatenate(features), np.concatenate(kept), np.concatenate(groups)
+    if len(x) < 4:
+        raise ValueError(f"only {len(x)} labelled spots; a head needs at least 4.")
+    if kind == "classification" and len(np.unique(y)) < 2:
+        raise ValueError(f"`target={target!r}` has a single class among the labelled spots; a classifier needs two.")
+    module, metrics = fit_spot_head(
+        x, y, task=kind, groups=group, n_classes=len(outputs), hidden=hidden, n_folds=n_folds, seed=seed
+    )
+    meta = {
+        "task": kind,
+        "target": target,
+        "outputs": outputs,
+        "modality": used.pop(),
+        "model": model_record(net),
+        "metrics": metrics,
+        "init": {"n_features": int(x.shape[1]), "n_outputs": len(outputs), "hidden": hidden},
+        "n_slides": len(resolved),
+        "seed": seed,
+    }
+    logger.info(
+        "fine-tuned a %s head for %r on %d spots of %d slides: cross-validated %s %.3f",
+        kind,
+        target,
+        len(x),
+        len(resolved),
+        metrics["cv_metric"],
+        metrics["cv_score"],
+    )
+    return StormHead(module, meta)
+
+
+def annotate(
+    sdata: SpatialData | AnnData,
+    head: StormHead | str | Path,
+    *,
+    model: StormModel | str | Path | None = None,
+    table_key: str | None = None,
+    image_key: str | None = None,
+    batch_size: int | None = None,
+    key_added: str | None = None,
+    copy: bool = False,
+) -> SpatialData | AnnData | None:
+    """Apply a head from :func:`storm.tl.finetune` to every spot of a slide.
+
+    A classification head writes a categorical ``obs[key_added]`` and the class probabilities to
+    ``obsm[key_added + "_proba"]`` (columns in the order of ``head.outputs``); a regression head on an ``obs`` column
+    writes ``obs[key_added]``; an expression head is applied by :func:`storm.tl.predict_expression`.
+
+    Parameters
+    ----------
+    sdata
+        The slide (SpatialData or squidpy-style AnnData).
+    head
+        A :class:`StormHead` or the folder of a saved one.
+    model
+        The storm model (default: the one the head was trained on; another model is refused).
+    table_key, image_key
+        Element choice, as in :func:`storm.io.resolve`.
+    batch_size
+        Niches per forward pass.
+    key_added
+        ``obs`` key written (default ``"storm_" + head.target``).
+    copy
+        Return a copy with the results instead of writing into ``sdata``.
+
+    Returns
+    -------
+    ``None``, or the copy with ``copy=True``.
+
+    Examples
+    --------
+    >>> import storm as st
+    >>> st.tl.annotate(sdata, "heads/her2st_labels")  # doctest: +SKIP
+    >>> sdata["table"].obs["storm_label"].value_counts()  # doctest: +SKIP
+    """
+    import pandas as pd
+    import torch
+
+    from ..io import resolve
+    from ._embed import copy_data, full_rows
+    from ._model_arg import model_record
+
+    head = as_head(head)
+    if head.task == "risk":
+        raise ValueError("this is a risk head from st.tl.fit_risk; apply it with st.tl.risk(sdata, head).")
+    if head.target == EXPRESSION:
+        from ._predict import predict_expression
+
+        return predict_expression(
+            sdata,
+            model=model,
+            head=head,
+            table_key=table_key,
+            image_key=image_key,
+            batch_size=batch_size,
+            copy=copy,
+            **({"key_added": key_added} if key_added else {}),
+        )
+    net = model_for_head(head, model)
+    key = key_added or f"storm_{head.target}"
+    target = copy_data(sdata) if copy else sdata
+    slide = resolve(target, table_key=table_key, image_key=image_key)
+    x, _ = spot_features(slide, net, head.modality, batch_size, None)
+    table = slide.table
+    with torch.no_grad():
+        out = head.module(torch.as_tensor(x, dtype=torch.float32))
+    if head.task == "classification":
+        proba = torch.softmax(out, dim=1).numpy()
+        column = np.full(table.n_obs, None, dtype=object)
+        column[slide.rows] = np.asarray(head.outputs, dtype=object)[proba.argmax(1)]
+        table.obs[key] = pd.Categorical(column, categories=head.outputs)
+        table.obsm[f"{key}_proba"] = full_rows(proba, slide.rows, table.n_obs)
+        written = f"obs[{key!r}], obsm[{key + '_proba'!r}]"
+    else:
+        values = (out * head.module.target_std + head.module.target_mean).numpy()[:, 0]
+        table.obs[key] = full_rows(values, slide.rows, table.n_obs)
+        written = f"obs[{key!r}]"
+    table.uns.setdefault(UNS_KEY, {})[key] = {
+        "head_target": head.target,
+        "head_task": head.task,
+        "outputs": head.outputs,
+        "modality": head.modality,
+        **model_record(net),
+    }
+    logger.info("annotated %d spots with the %s head for %r: added %s", len(x), head.task, head.target, written)
+    return target if copy else None
+
+
+def spot_features(
+    slide: Slide, net: StormModel, modality: str, batch_size: int | None, layer: str | None
+) -> tuple[np.ndarray, str]:
+    """Features a head sees for every resolved spot: joint and niche embeddings side by side, and modalities used."""
+    from ._encode import encode
+
+    out = encode(slide, net, modalities=modality, batch_size=batch_size, layer=layer)
+    return np.concatenate([out.embedding, out.niche_embedding], axis=1), out.modalities
+
+
+def _as_list(sdatas: Any) -> list[Any]:
+    slides = list(sdatas) if isinstance(sdatas, Sequence) and not isinstance(sdatas, str) else [sdatas]
+    if not slides:
+        raise ValueError("`sdatas` is an empty list: pass at least one labelled slide.")
+    return slides
+
+
+def _targets(
+    slides: list[Slide], target: str, task: str | None, genes: Sequence[str] | None, layer: str | None
+) -> tuple[list[str], list[np.ndarray], str]:
+    """Output names, per-slide target arrays (rows of the resolved spots) and the task."""
+    if task not in (None, "regression", "classification"):
+        raise ValueError(f"`task` must be 'regression', 'classification' or None, got {task!r}.")
+    if target == EXPRESSION:
+        if task == "classification":
+            raise ValueError("`target='expression'` is a regression; pass task='regression' or an obs column.")
+        names = _shared_genes(slides, genes)
+        return names, [_log_expression(s, names, layer) for s in slides], "regression"
+    missing = [i for i, s in enumerate(slides) if target not in s.table.obs]
+    if missing:
+        raise KeyError(
+            f"`target={target!r}` is not an obs column of slide(s) {missing}; pass 'expression' or a column that "
+            "every slide's table has."
+        )
+    import pandas as pd
+
+    columns = [s.table.obs[target].iloc[s.rows] for s in slides]
+    numeric = all(pd.api.types.is_numeric_dtype(c) and not pd.api.types.is_bool_dtype(c) for c in columns)
+    kind = task or ("regression" if numeric else "classification")
+    if kind == "regression":
+        if not numeric:
+            raise ValueError(f"`target={target!r}` is not numeric; use task='classification'.")
+        return [target], [c.to_numpy(dtype=np.float64)[:, None] for c in columns], kind
+    labels = [c.astype(object).where(c.notna(), None) for c in columns]
+    classes = sorted({str(v) for c in labels for v in c if v is not None})
+    codes = {name: i for i, name in enumerate(classes)}
+    return classes, [np.array([codes[str(v)] if v is not None else -1 for v in c]) for c in labels], kind
+
+
+def _shared_genes(slides: list[Slide], genes: Sequence[str] | None) -> list[str]:
+    if genes is None:
+        shared = set(slides[0].table.var_names)
+        for s in slides[1:]:
+            shared &= set(s.table.var_names)
+        names = [str(g) for g in slides[0].table.var_names if g in shared]
+        if not names:
+            raise ValueError("the slides share no genes; pass `genes=` measured on every slide.")
+        return names
+    names = list(dict.fromkeys([genes] if isinstance(genes, str) else [str(g) for g in genes]))
+    for i, s in enumerate(slides):
+        missing = [g for g in names if g not in s.table.var_names]
+        if missing:
+            raise KeyError(f"`genes`: {missing[:10]} are not measured on slide {i}; choose genes every slide has.")
+    return names
+
+
+def _log_expression(slide: Slide, genes: list[str], layer: str | None) -> np.ndarray:
+    from scipy import sparse
+
+    from ..train import log1p_cp10k
+
+    table = slide.table
+    counts = table.layers[layer] if layer is not None else table.X
+    values = log1p_cp10k(counts[slide.rows])[:, table.var_names.get_indexer(genes)]
+    return np.asarray(values.toarray() if sparse.issparse(values) else values, dtype=np.float64)
+
+
+def _labelled(y: np.ndarray) -> np.ndarray:
+    if y.ndim == 2:
+        return np.isfinite(y).all(1)
+    return y >= 0

@@ -1,0 +1,269 @@
+"""``st.tl.fit_risk`` and ``st.tl.risk``: survival risk from spot embeddings with an attention-MIL Cox head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._constants import OBS_RISK, OBSM_EMBEDDING, UNS_KEY
+from .._logging import logger
+from ._head import StormHead, as_head, model_for_head
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+    from ..io import Slide
+    from ..models import StormModel
+
+
+def fit_risk(
+    sdatas: Sequence[SpatialData | AnnData],
+    time: Sequence[float] | str,
+    event: Sequence[bool | int] | str,
+    *,
+    groups: Sequence[Any] | None = None,
+    use_rep: str = OBSM_EMBEDDING,
+    model: StormModel | str | Path | None = None,
+    table_key: str | None = None,
+    hidden: int = 64,
+    epochs: int = 150,
+    max_spots: int = 512,
+    n_folds: int = 5,
+    seed: int | None = None,
+) -> StormHead:
+    """Learn slide-level survival risk from spot embeddings: attention-MIL pooling trained with the Cox loss.
+
+    Each slide is a bag of spots (``obsm[use_rep]``, computed with :func:`storm.tl.embed` when missing). The head
+    gives every spot a risk and an attention weight; the slide's risk is their attention-weighted sum. It is trained
+    on all slides with the Cox partial likelihood (Breslow ties); beforehand, folds over patients (``groups``) train
+    the same head on the other folds, and Harrell's C-index of the held-out slides is stored in ``head.metrics``
+    (``cv_c_index``: mean over folds; ``cv_c_index_pooled``: all held-out scores together).
+
+    Parameters
+    ----------
+    sdatas
+        The slides of the cohort (at least one with an event).
+    time
+        Follow-up time of each slide, or an ``obs`` column holding it (one value per slide).
+    event
+        Whether each slide's patient had the event (1) or was censored (0), or an ``obs`` column.
+    groups
+        Patient of each slide; slides of one patient stay in one fold (default: every slide its own patient).
+    use_rep
+        ``obsm`` key of the spot embeddings.
+    model
+        Model for :func:`storm.tl.embed` when ``use_rep`` is missing (default: the bundled checkpoint).
+    table_key
+        Table of each slide, as in :func:`storm.io.resolve`.
+    hidden
+        Width of the head's projection and attention layers.
+    epochs
+        Full-cohort optimisation steps.
+    max_spots
+        Spots drawn per slide at each training step (all are used for scoring).
+    n_folds
+        Cross-validation folds.
+    seed
+        Random seed (default ``storm.settings.seed``).
+
+    Returns
+    -------
+    The trained risk :class:`StormHead`; apply it with :func:`storm.tl.risk`.
+
+    Examples
+    --------
+    >>> import storm as st
+    >>> head = st.tl.fit_risk(slides, time=[12.0, 40.5, 7.2], event=[1, 0, 1])  # doctest: +SKIP
+    >>> head.metrics["cv_c_index"]  # doctest: +SKIP
+    """
+    from .._settings import settings
+    from ..io import resolve
+    from ._fit import fit_mil_head
+    from ._model_arg import get_model, model_record
+
+    slides_in = list(sdatas) if isinstance(sdatas, Sequence) and not isinstance(sdatas, str) else [sdatas]
+    if len(slides_in) < 2:
+        raise ValueError("`sdatas` needs at least two slides: a survival model ranks patients against each other.")
+    seed = settings.seed if seed is None else int(seed)
+    resolved = [resolve(s, table_key=table_key) for s in slides_in]
+    t = _per_slide(time, resolved, "time").astype(np.float64)
+    e = _per_slide(event, resolved, "event").astype(np.float64)
+    if not np.isfinite(t).all() or not np.isin(e, (0.0, 1.0)).all():
+        raise ValueError("`time` must be finite numbers and `event` 0/1 (or True/False), one per slide.")
+    if e.sum() == 0:
+        raise ValueError("no slide has an event (`event` all 0): the Cox likelihood needs at least one.")
+    group = np.asarray(range(len(resolved)) if groups is None else list(groups), dtype=object)
+    if len(group) != len(resolved):
+        raise ValueError(f"`groups` has {len(group)} entries for {len(resolved)} slides; give one per slide.")
+    net = None
+    bags, records = [], []
+    for data, slide in zip(slides_in, resolved, strict=True):
+        if use_rep not in slide.table.obsm:
+            from ._embed import embed
+
+            net = net or get_model(model)
+            logger.info("obsm[%r] missing: running st.tl.embed first", use_rep)
+            embed(data, net, table_key=table_key, key_added=use_rep)
+        bags.append(_bag(slide, use_rep))
+        records.append(slide.table.uns.get(UNS_KEY, {}).get(use_rep, {}))
+    record = _embedding_record(records, net or (get_model(model) if model is not None else None), model_record)
+    codes = np.unique(group.astype(str), return_inverse=True)[1]
+    module, metrics = fit_mil_head(
+        bags, t, e, groups=codes, hidden=hidden, epochs=epochs, max_spots=max_spots, n_folds=n_folds, seed=seed
+    )
+    meta = {
+        "task": "risk",
+        "target": "survival",
+        "outputs": ["risk"],
+        "modality": record.pop("modality", "unknown"),
+        "use_rep": use_rep,
+        "model": record,
+        "metrics": metrics,
+        "init": {"n_features": int(bags[0].shape[1]), "hidden": hidden},
+        "training": {"epochs": epochs, "max_spots": max_spots, "n_folds": n_folds, "seed": seed},
+    }
+    logger.info(
+        "fitted a risk head on %d slides (%d events): cross-validated C-index %.3f (pooled %.3f)",
+        len(bags),
+        int(e.sum()),
+        metrics["cv_c_index"],
+        metrics["cv_c_index_pooled"],
+    )
+    return StormHead(module, meta)
+
+
+def risk(
+    sdata: SpatialData | AnnData,
+    head: StormHead | str | Path,
+    *,
+    model: StormModel | str | Path | None = None,
+    table_key: str | None = None,
+    key_added: str = OBS_RISK,
+    copy: bool = False,
+) -> SpatialData | AnnData | None:
+    """Score a slide with a risk head from :func:`storm.tl.fit_risk`, and map each spot's share of the score.
+
+    Writes the slide's risk to ``uns["storm"][key_added]["score"]``, each spot's contribution (attention times spot
+    risk, scaled by the number of spots so that their mean is the slide score) to ``obs[key_added]`` and the attention
+    to ``obs[key_added + "_attention"]``. Draw it with :func:`storm.pl.risk`.
+
+    Parameters
+    ----------
+    sdata
+        The slide.
+    head
+        A risk :class:`StormHead` or the folder of a saved one.
+    model
+        Model for :func:`storm.tl.embed` when the head's ``use_rep`` is missing (default: the head's model).
+    table_key
+        Table, as in :func:`storm.io.resolve`.
+    key_added
+        ``obs`` and ``uns["storm"]`` key written.
+    copy
+        Return a copy with the results instead of writing into ``sdata``.
+
+    Returns
+    -------
+    ``None``, or the copy with ``copy=True``.
+
+    Examples
+    --------
+    >>> import storm as st
+    >>> st.tl.risk(sdata, head)  # doctest: +SKIP
+    >>> sdata["table"].uns["storm"]["storm_risk"]["score"]  # doctest: +SKIP
+    """
+    import torch
+
+    from ..io import resolve
+    from ._embed import copy_data, embed, full_rows
+
+    head = as_head(head)
+    if head.task != "risk":
+        raise ValueError(f"this is a {head.task} head; apply it with st.tl.annotate or st.tl.predict_expression.")
+    use_rep = head.meta["use_rep"]
+    target = copy_data(sdata) if copy else sdata
+    slide = resolve(target, table_key=table_key)
+    if use_rep not in slide.table.obsm:
+        logger.info("obsm[%r] missing: running st.tl.embed first", use_rep)
+        modality = head.modality if head.modality in ("image", "expression", "both") else "auto"
+        embed(target, model_for_head(head, model), modality=modality, table_key=table_key, key_added=use_rep)
+    _check_embedding(slide, use_rep, head)
+    with torch.no_grad():
+        score, attention, risks = head.module(torch.as_tensor(_bag(slide, use_rep), dtype=torch.float32))
+    attention, risks = attention.numpy(), risks.numpy()
+    table = slide.table
+    table.obs[key_added] = full_rows(attention * risks * len(risks), slide.rows, table.n_obs)
+    table.obs[f"{key_added}_attention"] = full_rows(attention, slide.rows, table.n_obs)
+    table.uns.setdefault(UNS_KEY, {})[key_added] = {
+        "score": float(score),
+        "use_rep": use_rep,
+        "head_metrics": head.metrics,
+        "model": head.meta["model"].get("model"),
+    }
+    logger.info(
+        "slide risk %.3f over %d spots: added obs[%r], obs[%r], uns[%r][%r]",
+        float(score),
+        len(risks),
+        key_added,
+        f"{key_added}_attention",
+        UNS_KEY,
+        key_added,
+    )
+    return target if copy else None
+
+
+def _per_slide(values: Any, slides: list[Slide], name: str) -> np.ndarray:
+    if isinstance(values, str):
+        out = []
+        for i, s in enumerate(slides):
+            if values not in s.table.obs:
+                raise KeyError(f"`{name}={values!r}` is not an obs column of slide {i}; pass one value per slide.")
+            column = s.table.obs[values].iloc[s.rows].dropna().unique()
+            if len(column) != 1:
+                raise ValueError(
+                    f"`{name}={values!r}` takes {len(column)} values on slide {i}; it must hold one value per slide."
+                )
+            out.append(column[0])
+        return np.asarray(out, dtype=np.float64)
+    array = np.asarray(list(values), dtype=np.float64)
+    if array.shape != (len(slides),):
+        raise ValueError(f"`{name}` has {array.size} values for {len(slides)} slides; give one per slide.")
+    return array
+
+
+def _bag(slide: Slide, use_rep: str) -> np.ndarray:
+    x = np.asarray(slide.table.obsm[use_rep], dtype=np.float64)[slide.rows]
+    if not np.isfinite(x).all():
+        raise ValueError(f"obsm[{use_rep!r}] has NaN or infinite rows for resolved spots; recompute the embedding.")
+    return x
+
+
+def _embedding_record(records: list[dict[str, Any]], net: Any, model_record: Any) -> dict[str, Any]:
+    """Model and modality the cohort's embeddings came from (from ``uns["storm"]``); they must agree across slides."""
+    seen = {(r.get("model"), r.get("model_sha256"), r.get("modality")) for r in records if r}
+    if len(seen) > 1:
+        raise ValueError(
+            f"the slides' embeddings come from different models or modalities ({sorted(map(str, seen))}); embed "
+            "every slide with one model and modality first."
+        )
+    if seen:
+        name, sha, modality = seen.pop()
+        return {"model": name, "model_sha256": sha, "modality": modality}
+    if net is not None:
+        return {**model_record(net), "modality": "unknown"}
+    return {"model": "unknown", "model_sha256": None, "modality": "unknown"}
+
+
+def _check_embedding(slide: Slide, use_rep: str, head: StormHead) -> None:
+    record = slide.table.uns.get(UNS_KEY, {}).get(use_rep, {})
+    want = head.meta["model"].get("model_sha256")
+    have = record.get("model_sha256")
+    if want and have and want != have:
+        raise ValueError(
+            f"obsm[{use_rep!r}] was computed with another model than the head was trained on ({have[:12]}... vs "
+            f"{want[:12]}...); re-run st.tl.embed with model={head.meta['model'].get('model')!r}."
+        )

@@ -1,0 +1,112 @@
+"""st.tl.finetune / st.tl.annotate / predict_expression(head=): heads on frozen embeddings, saved and re-applied."""
+
+import numpy as np
+import pytest
+from spatialdata import SpatialData
+
+import storm as st
+from storm.io import resolve
+from storm.tl._finetune import spot_features
+from storm.tl._metrics import balanced_accuracy, pearson_per_gene
+from storm.tl._model_arg import get_model
+
+
+def halves(sdata):
+    """Two slides: the left and right halves of the demo crop (same image, disjoint spots)."""
+    table = sdata["table"]
+    left = table.obsm["spatial"][:, 0] < np.median(table.obsm["spatial"][:, 0])
+    return [
+        SpatialData(images=dict(sdata.images), shapes=dict(sdata.shapes), tables={"table": table[rows].copy()})
+        for rows in (left, ~left)
+    ]
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """Demo halves with targets that are exact functions of the head's image features (a signal a head must find)."""
+    sdata = st.datasets.demo()
+    net = get_model(None)
+    slides = halves(sdata)
+    features = [spot_features(resolve(s), net, "image", None, None)[0] for s in slides]
+    stacked = np.concatenate(features)
+    stacked = (stacked - stacked.mean(0)) / (stacked.std(0) + 1e-6)
+    direction = np.linalg.svd(stacked, full_matrices=False)[2][:2].sum(0)  # along the main axes of variation
+    centre = np.median(np.concatenate(features) @ direction)
+    for s, x in zip(slides, features, strict=True):
+        score = x @ direction
+        s["table"].obs["signal"] = score
+        s["table"].obs["side"] = np.where(score > centre, "high", "low")
+    return slides
+
+
+def test_regression_head_recovers_a_planted_signal_on_held_out_spots(planted):
+    train, test = planted
+    head = st.tl.finetune(train, "signal", modality="image")
+    assert head.task == "regression" and head.outputs == ["signal"]
+    assert head.metrics["cv_score"] > 0.9
+    st.tl.annotate(test, head)
+    r = np.corrcoef(test["table"].obs["storm_signal"], test["table"].obs["signal"])[0, 1]
+    assert r > 0.9
+
+
+def test_classification_head_saved_loaded_and_applied(planted, tmp_path):
+    train, test = planted
+    head = st.tl.finetune(train, "side", modality="image")
+    assert head.task == "classification" and head.outputs == ["high", "low"]
+    head.save(tmp_path / "side")
+    st.tl.annotate(test, tmp_path / "side")
+    table = test["table"]
+    assert table.obs["storm_side"].dtype == "category"
+    assert balanced_accuracy(table.obs["side"].to_numpy(), table.obs["storm_side"].astype(str).to_numpy()) > 0.8
+    proba = table.obsm["storm_side_proba"]
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-5)
+    assert (np.asarray(head.outputs)[proba.argmax(1)] == table.obs["storm_side"].astype(str)).all()
+    assert table.uns["storm"]["storm_side"]["model"] == "default"
+
+
+def test_expression_head_predicts_held_out_half_and_round_trips(tmp_path):
+    train, test = halves(st.datasets.demo())
+    genes = ["ERBB2", "KRT19", "MGP", "ACTB"]
+    head = st.tl.finetune(train, "expression", genes=genes)
+    assert head.modality == "image" and head.outputs == genes
+    assert 0 < head.metrics["cv_score"] < 1
+    st.tl.predict_expression(test, head=head)
+    table = test["table"]
+    columns = table.var_names.get_indexer(genes)
+    predicted = table.layers["storm_predicted"][:, columns]
+    assert np.isfinite(predicted).all() and table.var["storm_predicted"].sum() == len(genes)
+    measured = st.train.log1p_cp10k(table.X).toarray()[:, columns]
+    assert pearson_per_gene(predicted, measured).mean() > 0.05  # trained on the other half of the crop
+    head.save(tmp_path / "expr")
+    again = st.tl.predict_expression(test, head=tmp_path / "expr", copy=True)
+    np.testing.assert_allclose(again["table"].layers["storm_predicted"][:, columns], predicted, rtol=1e-5)
+
+
+def test_head_refuses_another_model_and_wrong_uses(planted):
+    from storm.models import GeneVocab, StormConfig, StormModel
+
+    train, _ = planted
+    head = st.tl.finetune(train, "side", modality="image")
+    other = StormModel(StormConfig.from_preset("tiny", image_size=32), vocab=GeneVocab.from_genes(["ERBB2"]))
+    other.checkpoint_info = {"name": "other", "sha256": "0" * 64}
+    with pytest.raises(ValueError, match="trained on embeddings of model 'default'"):
+        st.tl.annotate(train, head, model=other)
+    with pytest.raises(ValueError, match="not expression"):
+        st.tl.predict_expression(train, head=head)
+    with pytest.raises(ValueError, match="st.tl.risk"):
+        st.tl.annotate(train, st.tl.StormHead(head.module, {**head.meta, "task": "risk"}))
+
+
+def test_finetune_bad_input(planted, tmp_path):
+    train, _ = planted
+    with pytest.raises(KeyError, match="not an obs column"):
+        st.tl.finetune(train, "nope")
+    train["table"].obs["one"] = "a"
+    with pytest.raises(ValueError, match="single class"):
+        st.tl.finetune(train, "one", modality="image")
+    with pytest.raises(ValueError, match="`task`"):
+        st.tl.finetune(train, "side", task="ranking")
+    with pytest.raises(KeyError, match="not measured"):
+        st.tl.finetune(train, "expression", genes=["NOT_A_GENE"])
+    with pytest.raises(FileNotFoundError, match="not a storm head folder"):
+        st.tl.StormHead.load(tmp_path)
