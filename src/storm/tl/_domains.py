@@ -9,6 +9,7 @@ import numpy as np
 
 from .._constants import OBS_DOMAIN, OBSM_EMBEDDING, UNS_KEY
 from .._logging import logger
+from ._slides import as_slides, embedding_rows
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -69,9 +70,7 @@ def domains(
     from .._settings import settings
     from ..io import resolve
 
-    slides_in = list(sdata) if isinstance(sdata, Sequence) and not isinstance(sdata, str) else [sdata]
-    if not slides_in:
-        raise ValueError("`sdata` is an empty list: pass at least one slide.")
+    slides_in = as_slides(sdata, "sdata")
     weight = _smoothing_weight(spatial_smoothing)
     if n_domains is not None and (isinstance(n_domains, bool) or int(n_domains) != n_domains or n_domains < 1):
         raise ValueError(f"`n_domains` must be a positive integer or None, got {n_domains!r}.")
@@ -82,14 +81,7 @@ def domains(
     resolved = [resolve(s, table_key=table_key) for s in slides_in]
     features = []
     for data, slide in zip(slides_in, resolved, strict=True):
-        if use_rep not in slide.table.obsm:
-            from ._embed import embed
-
-            logger.info("obsm[%r] missing: running st.tl.embed first", use_rep)
-            embed(data, model, table_key=table_key, key_added=use_rep)
-        x = np.asarray(slide.table.obsm[use_rep], dtype=np.float64)[slide.rows]
-        if not np.isfinite(x).all():
-            raise ValueError(f"obsm[{use_rep!r}] has NaN or infinite rows for resolved spots; recompute the embedding.")
+        x = embedding_rows(data, slide, use_rep, model, table_key)
         features.append(_smooth(x, slide.spot_xy_um, weight))
     sizes = [len(f) for f in features]
     total = sum(sizes)

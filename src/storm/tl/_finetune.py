@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .._constants import UNS_KEY
 from .._logging import logger
 from ._head import StormHead, as_head, model_for_head
+from ._slides import as_slides
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -94,7 +95,7 @@ def finetune(
     from ._fit import fit_spot_head
     from ._model_arg import get_model, model_record
 
-    slides_in = _as_list(sdatas)
+    slides_in = as_slides(sdatas, "sdatas")
     seed = settings.seed if seed is None else int(seed)
     if modality is None:
         modality = "image" if target == EXPRESSION else "auto"
@@ -250,13 +251,6 @@ def spot_features(
 
     out = encode(slide, net, modalities=modality, batch_size=batch_size, layer=layer)
     return np.concatenate([out.embedding, out.niche_embedding], axis=1), out.modalities
-
-
-def _as_list(sdatas: Any) -> list[Any]:
-    slides = list(sdatas) if isinstance(sdatas, Sequence) and not isinstance(sdatas, str) else [sdatas]
-    if not slides:
-        raise ValueError("`sdatas` is an empty list: pass at least one labelled slide.")
-    return slides
 
 
 def _targets(

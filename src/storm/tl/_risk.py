@@ -11,6 +11,7 @@ import numpy as np
 from .._constants import OBS_RISK, OBSM_EMBEDDING, UNS_KEY
 from .._logging import logger
 from ._head import StormHead, as_head, model_for_head
+from ._slides import as_slides, embedding_rows
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -83,9 +84,8 @@ def fit_risk(
     from .._settings import settings
     from ..io import resolve
     from ._fit import fit_mil_head
-    from ._model_arg import get_model, model_record
 
-    slides_in = list(sdatas) if isinstance(sdatas, Sequence) and not isinstance(sdatas, str) else [sdatas]
+    slides_in = as_slides(sdatas, "sdatas")
     if len(slides_in) < 2:
         raise ValueError("`sdatas` needs at least two slides: a survival model ranks patients against each other.")
     seed = settings.seed if seed is None else int(seed)
@@ -99,18 +99,11 @@ def fit_risk(
     group = np.asarray(range(len(resolved)) if groups is None else list(groups), dtype=object)
     if len(group) != len(resolved):
         raise ValueError(f"`groups` has {len(group)} entries for {len(resolved)} slides; give one per slide.")
-    net = None
     bags, records = [], []
     for data, slide in zip(slides_in, resolved, strict=True):
-        if use_rep not in slide.table.obsm:
-            from ._embed import embed
-
-            net = net or get_model(model)
-            logger.info("obsm[%r] missing: running st.tl.embed first", use_rep)
-            embed(data, net, table_key=table_key, key_added=use_rep)
-        bags.append(_bag(slide, use_rep))
+        bags.append(embedding_rows(data, slide, use_rep, model, table_key))
         records.append(slide.table.uns.get(UNS_KEY, {}).get(use_rep, {}))
-    record = _embedding_record(records, net or (get_model(model) if model is not None else None), model_record)
+    record = _embedding_record(records, model)
     codes = np.unique(group.astype(str), return_inverse=True)[1]
     module, metrics = fit_mil_head(
         bags, t, e, groups=codes, hidden=hidden, epochs=epochs, max_spots=max_spots, n_folds=n_folds, seed=seed
@@ -179,7 +172,7 @@ def risk(
     import torch
 
     from ..io import resolve
-    from ._embed import copy_data, embed, full_rows
+    from ._embed import copy_data, full_rows
 
     head = as_head(head)
     if head.task != "risk":
@@ -187,13 +180,12 @@ def risk(
     use_rep = head.meta["use_rep"]
     target = copy_data(sdata) if copy else sdata
     slide = resolve(target, table_key=table_key)
-    if use_rep not in slide.table.obsm:
-        logger.info("obsm[%r] missing: running st.tl.embed first", use_rep)
-        modality = head.modality if head.modality in ("image", "expression", "both") else "auto"
-        embed(target, model_for_head(head, model), modality=modality, table_key=table_key, key_added=use_rep)
+    net = None if use_rep in slide.table.obsm else model_for_head(head, model)
+    modality = head.modality if head.modality in ("image", "expression", "both") else "auto"
+    bag = embedding_rows(target, slide, use_rep, net, table_key, modality)
     _check_embedding(slide, use_rep, head)
     with torch.no_grad():
-        score, attention, risks = head.module(torch.as_tensor(_bag(slide, use_rep), dtype=torch.float32))
+        score, attention, risks = head.module(torch.as_tensor(bag, dtype=torch.float32))
     attention, risks = attention.numpy(), risks.numpy()
     table = slide.table
     table.obs[key_added] = full_rows(attention * risks * len(risks), slide.rows, table.n_obs)
@@ -235,14 +227,7 @@ def _per_slide(values: Any, slides: list[Slide], name: str) -> np.ndarray:
     return array
 
 
-def _bag(slide: Slide, use_rep: str) -> np.ndarray:
-    x = np.asarray(slide.table.obsm[use_rep], dtype=np.float64)[slide.rows]
-    if not np.isfinite(x).all():
-        raise ValueError(f"obsm[{use_rep!r}] has NaN or infinite rows for resolved spots; recompute the embedding.")
-    return x
-
-
-def _embedding_record(records: list[dict[str, Any]], net: Any, model_record: Any) -> dict[str, Any]:
+def _embedding_record(records: list[dict[str, Any]], model: Any) -> dict[str, Any]:
     """Model and modality the cohort's embeddings came from (from ``uns["storm"]``); they must agree across slides."""
     seen = {(r.get("model"), r.get("model_sha256"), r.get("modality")) for r in records if r}
     if len(seen) > 1:
@@ -253,8 +238,10 @@ def _embedding_record(records: list[dict[str, Any]], net: Any, model_record: Any
     if seen:
         name, sha, modality = seen.pop()
         return {"model": name, "model_sha256": sha, "modality": modality}
-    if net is not None:
-        return {**model_record(net), "modality": "unknown"}
+    if model is not None:
+        from ._model_arg import get_model, model_record
+
+        return {**model_record(get_model(model)), "modality": "unknown"}
     return {"model": "unknown", "model_sha256": None, "modality": "unknown"}
 
 

@@ -1,0 +1,33 @@
+"""What the tools that take several slides and stored embeddings share: the slide list, and embeddings per spot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .._logging import logger
+
+
+def as_slides(data: Any, name: str) -> list[Any]:
+    """``data`` as a list of slides: a single slide becomes a list of one; an empty list is refused."""
+    slides = list(data) if isinstance(data, Sequence) and not isinstance(data, str) else [data]
+    if not slides:
+        raise ValueError(f"`{name}` is an empty list: pass at least one slide.")
+    return slides
+
+
+def embedding_rows(
+    data: Any, slide: Any, use_rep: str, model: Any, table_key: str | None, modality: str = "auto"
+) -> np.ndarray:
+    """``obsm[use_rep]`` of the resolved spots, running :func:`storm.tl.embed` with ``model`` first when it is missing."""
+    if use_rep not in slide.table.obsm:
+        from ._embed import embed
+
+        logger.info("obsm[%r] missing: running st.tl.embed first", use_rep)
+        embed(data, model, modality=modality, table_key=table_key, key_added=use_rep)
+    x = np.asarray(slide.table.obsm[use_rep], dtype=np.float64)[slide.rows]
+    if not np.isfinite(x).all():
+        raise ValueError(f"obsm[{use_rep!r}] has NaN or infinite rows for resolved spots; recompute the embedding.")
+    return x
