@@ -33,65 +33,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _handcrafted import niche_features, tile_features
+from _common import expression, handcrafted, ridge_probe, top_genes
 
 import storm as st
 from storm._compute import cpu_name
 from storm.models import StormModel
 from storm.tl._encode import encode
 from storm.tl._metrics import pearson_per_gene
-from storm.train import Corpus
-from storm.train._corpus import log1p_cp10k
-
-ALPHAS = np.logspace(-1, 5, 13)
-
-
-def ridge_probe(train_x: list[np.ndarray], train_y: list[np.ndarray], test_x: np.ndarray) -> tuple[np.ndarray, float]:
-    """Ridge from features to expression; the penalty by leave-one-section-out CV over the training sections."""
-    from sklearn.linear_model import Ridge
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    def fit(x, y, alpha):
-        return make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(x, y)
-
-    scores = []
-    for alpha in ALPHAS:
-        folds = []
-        for k in range(len(train_x)):
-            x = np.concatenate([a for i, a in enumerate(train_x) if i != k])
-            y = np.concatenate([a for i, a in enumerate(train_y) if i != k])
-            folds.append(pearson_per_gene(fit(x, y, alpha).predict(train_x[k]), train_y[k]).mean())
-        scores.append(float(np.mean(folds)))
-    best = float(ALPHAS[int(np.argmax(scores))])
-    return fit(np.concatenate(train_x), np.concatenate(train_y), best).predict(test_x), best
-
-
-def expression(sdata, genes: list[str]) -> np.ndarray:
-    """log1p(CP10k) of ``genes`` in the spot order storm uses for the slide (that of :func:`storm.io.resolve`)."""
-    table = sdata["table"]
-    rows = table.obs_names.get_indexer(st.io.resolve(sdata).obs_names)
-    normalised = log1p_cp10k(table.X)
-    columns = table.var_names.get_indexer(genes)
-    return np.asarray(normalised[rows][:, columns].toarray(), dtype=np.float64)
-
-
-def choose_genes(held, train, vocab, n: int) -> list[str]:
-    table = held["table"]
-    mean = np.asarray(log1p_cp10k(table.X).mean(0)).ravel()
-    shared = set.intersection(*(set(t["table"].var_names) for t in train))
-    known = np.asarray(vocab.align(table.var_names).indices) >= 0
-    order = [i for i in np.argsort(-mean) if known[i] and table.var_names[i] in shared]
-    return [str(table.var_names[i]) for i in order[:n]]
-
-
-def handcrafted(sdata, config) -> np.ndarray:
-    """Hand-crafted features of each spot's tile, at the model's tile geometry, and their mean over its niche."""
-    corpus = Corpus.from_sources(sdata, tile_px=config.image_size, tile_um=config.tile_um, niche_size=config.niche_size)
-    cs = corpus.slides[0]
-    tiles = cs.tiles.read(np.arange(cs.n_spots))
-    per_tile = np.stack([tile_features(t) for t in tiles])
-    return niche_features(per_tile, cs.neighbours)
 
 
 def model_readouts(model: StormModel, held, train, genes: list[str]) -> dict[str, np.ndarray]:
@@ -122,7 +70,7 @@ def main() -> None:
     random_init = StormModel(pretrained.config, vocab=pretrained.vocab).eval()
     held = st.datasets.her2st(args.held_out, path=args.data / "her2st")
     train = [st.datasets.her2st(s, path=args.data / "her2st") for s in args.train]
-    genes = choose_genes(held, train, pretrained.vocab, args.genes)
+    genes = top_genes(held, train, pretrained.vocab, args.genes)
     truth = expression(held, genes)
     train_y = [expression(s, genes) for s in train]
     print(f"{len(genes)} genes; held-out {args.held_out}: {truth.shape[0]} spots; train {sum(len(y) for y in train_y)}")
