@@ -44,7 +44,7 @@ def test_embed_errors(model):
     sdata = st.datasets.demo()
     with pytest.raises(TypeError, match="`model`"):
         st.tl.embed(sdata, 3)
-    with pytest.raises(ValueError, match="modalities"):
+    with pytest.raises(ValueError, match="`modality`"):
         st.tl.embed(sdata, model, modality="rna")
     assert "X_storm" not in sdata["table"].obsm
 
@@ -76,3 +76,35 @@ def test_predict_expression_on_an_he_only_slide(model):
     assert new.n_obs == grid.tables[key].n_obs and grid.tables[key].n_vars == 0
     np.testing.assert_array_equal(new.X, new.layers["storm_predicted"])
     assert np.isfinite(new.X).all() and new.X[:, 0].std() > 0
+
+
+_EMBED_IN_A_FRESH_PROCESS = """
+import sys, numpy as np, torch
+torch.set_num_threads(1)
+import storm as st
+sdata = st.datasets.demo()
+st.tl.embed(sdata)
+np.save(sys.argv[1], sdata["table"].obsm["X_storm"])
+"""
+
+
+def test_embed_is_deterministic_on_cpu(tmp_path):
+    """Same model, same input, same thread count: bit-identical embeddings, in this process and in a fresh one."""
+    import subprocess
+    import sys
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runs = []
+        for _ in range(2):
+            sdata = st.datasets.demo()
+            st.tl.embed(sdata)
+            runs.append(sdata["table"].obsm["X_storm"])
+    finally:
+        torch.set_num_threads(threads)
+    out = tmp_path / "fresh.npy"
+    subprocess.run([sys.executable, "-c", _EMBED_IN_A_FRESH_PROCESS, str(out)], check=True, timeout=600)
+    assert np.isfinite(runs[0]).all() and runs[0].std() > 0
+    np.testing.assert_array_equal(runs[0], runs[1])
+    np.testing.assert_array_equal(runs[0], np.load(out))

@@ -51,7 +51,8 @@ def domains(
     use_rep
         ``obsm`` key of the embeddings.
     model
-        Model for :func:`storm.tl.embed` when ``use_rep`` is missing (default: the bundled checkpoint).
+        Model for :func:`storm.tl.embed` when ``use_rep`` is a storm key (``X_storm...``) that is missing (default: the
+        bundled checkpoint); any other missing key is an error.
     table_key
         Table of each slide, as in :func:`storm.io.resolve`.
     seed

@@ -73,9 +73,11 @@ def embed(
     (151, 128)
     """
     from ..io import resolve
-    from ._encode import encode
+    from ._encode import MODALITIES, encode
     from ._model_arg import get_model, model_record
 
+    if modality not in MODALITIES:
+        raise ValueError(f"`modality` must be one of {MODALITIES}, got {modality!r}.")
     net = get_model(model)
     target = copy_data(sdata) if copy else sdata
     slide = resolve(target, table_key=table_key, image_key=image_key, shapes_key=shapes_key, um_per_px=um_per_px)

@@ -21,7 +21,16 @@ def as_slides(data: Any, name: str) -> list[Any]:
 def embedding_rows(
     data: Any, slide: Any, use_rep: str, model: Any, table_key: str | None, modality: str = "auto"
 ) -> np.ndarray:
-    """``obsm[use_rep]`` of the resolved spots, running :func:`storm.tl.embed` with ``model`` first when it is missing."""
+    """``obsm[use_rep]`` of the resolved spots, running :func:`storm.tl.embed` with ``model`` first when it is missing.
+
+    Only a storm key (``X_storm`` or one starting with it) is computed on demand; any other missing key is an error, so
+    a mistyped ``use_rep="X_pac"`` never silently becomes a storm embedding.
+    """
+    if use_rep not in slide.table.obsm and not use_rep.startswith("X_storm"):
+        raise KeyError(
+            f"`use_rep={use_rep!r}` is not in obsm (available: {sorted(slide.table.obsm)}); compute it first, or "
+            "pass a storm key such as 'X_storm', which st.tl.embed computes when missing."
+        )
     if use_rep not in slide.table.obsm:
         from ._embed import embed
 

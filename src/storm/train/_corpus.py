@@ -468,7 +468,10 @@ def _resolve(source: Any, **keys: Any) -> Slide:
 def _var_names(slide: Slide, layer: str | None) -> np.ndarray:
     table = slide.table
     if layer is not None and layer not in table.layers:
-        raise KeyError(f"Layer {layer!r} is not in the table (layers: {list(table.layers)}).")
+        raise KeyError(
+            f"`layer={layer!r}` is not a layer of the table (layers: {list(table.layers)}); pass the layer holding raw "
+            "counts, or layer=None to use X."
+        )
     return np.asarray(table.var_names, dtype=str)
 
 

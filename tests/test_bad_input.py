@@ -1,0 +1,291 @@
+"""Bad input across io, pp, tl, pl, models and train: a clear error naming the argument, and nothing of the user's changed.
+
+Each case builds fresh input, calls a public function with one thing wrong, checks the error type and that its message
+names the argument (or the fix), then checks that the input is exactly as it was (elements, table values, obs, obsm,
+layers, uns): a refused call must not leave half-written results behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+from spatialdata import SpatialData
+from spatialdata.models import Image2DModel, ShapesModel, TableModel
+from spatialdata.transformations import Identity, remove_transformation, set_transformation
+
+import storm as st
+from storm.models import StormConfig
+from storm.train import TrainConfig
+
+
+def _digest(value: Any) -> str:
+    if sparse.issparse(value):
+        value = value.toarray()
+    array = np.ascontiguousarray(np.asarray(value))
+    return hashlib.sha256(array.tobytes() + str(array.dtype).encode() + str(array.shape).encode()).hexdigest()
+
+
+def fingerprint(data: Any) -> Any:
+    """Everything a user could lose: element names, and each table's values, obs, obsm, layers and uns."""
+    if data is None:
+        return None
+    if isinstance(data, ad.AnnData):
+        elements, tables = (), {"": data}
+    else:
+        elements = tuple(tuple(sorted(getattr(data, kind))) for kind in ("images", "labels", "points", "shapes"))
+        tables = dict(data.tables)
+    out = [elements]
+    for key, table in sorted(tables.items()):
+        out.append(
+            (
+                key,
+                table.shape,
+                tuple(table.obs_names),
+                table.obs.to_csv(),
+                tuple(table.var_names),
+                _digest(table.X),
+                tuple((k, _digest(v)) for k, v in sorted(table.obsm.items())),
+                tuple((k, _digest(v)) for k, v in sorted(table.layers.items())),
+                repr(table.uns),
+            )
+        )
+    return out
+
+
+def _slide(xy, *, scalefactors=None, channels=3, obs_names=None) -> SpatialData:
+    n = len(xy)
+    image = Image2DModel.parse(
+        np.full((channels, 600, 800), 200, dtype=np.uint8), dims=("c", "y", "x"), transformations={"global": Identity()}
+    )
+    spots = ShapesModel.parse(
+        np.asarray(xy, float), geometry=0, radius=np.full(n, 10.0), transformations={"global": Identity()}
+    )
+    obs = pd.DataFrame(
+        {"region": pd.Categorical(["spots"] * n), "spot_id": np.arange(n)},
+        index=obs_names or [f"s{i}" for i in range(n)],
+    )
+    table = ad.AnnData(np.ones((n, 2), np.float32), obs=obs)
+    if scalefactors is not None:
+        table.uns["spatial"] = {"lib": {"images": {}, "scalefactors": scalefactors}}
+    table = TableModel.parse(table, region="spots", region_key="region", instance_key="spot_id")
+    return SpatialData(images={"he": image}, shapes={"spots": spots}, tables={"table": table})
+
+
+def _two_spots(**kwargs) -> SpatialData:
+    return _slide([[10.0, 10.0], [20.0, 20.0]], scalefactors={"microns_per_pixel": 1.0}, **kwargs)
+
+
+def _mixed_systems() -> SpatialData:
+    sdata = _two_spots()
+    set_transformation(sdata.images["he"], Identity(), to_coordinate_system="aligned")
+    remove_transformation(sdata.images["he"], "global")
+    return sdata
+
+
+def _empty_table() -> SpatialData:
+    sdata = _two_spots()
+    sdata.tables.data["table"] = sdata.tables["table"][:0].copy()
+    return sdata
+
+
+def _with_counts(edit: Callable[[np.ndarray], None]) -> SpatialData:
+    sdata = st.datasets.demo()
+    counts = sdata["table"].X.toarray()
+    edit(counts)
+    sdata["table"].X = sparse.csr_matrix(counts)
+    return sdata
+
+
+def _nan(counts: np.ndarray) -> None:
+    counts[0, 0] = np.nan
+
+
+def _unknown_genes() -> SpatialData:
+    sdata = st.datasets.demo()
+    sdata["table"].var_names = [f"NOTAGENE{i}" for i in range(sdata["table"].n_vars)]
+    return sdata
+
+
+def _tampered_checkpoint(tmp_path) -> str:
+    from storm.tl._model_arg import get_model
+
+    target = tmp_path / "ckpt"
+    shutil.copytree(get_model(None).checkpoint_info["path"], target)
+    weights = target / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-1] ^= 0xFF
+    weights.write_bytes(bytes(raw))
+    return str(target)
+
+
+@dataclass
+class Case:
+    id: str
+    make: Callable[[], Any]  # the user's input (checked unchanged afterwards); None when the call takes none
+    call: Callable[[Any, Any], Any]  # (input, tmp_path) -> the bad call
+    error: type[Exception]
+    match: str  # the argument (or the fix) the message must name
+
+
+DEMO = st.datasets.demo
+CASES = [
+    # io
+    Case("io: not a SpatialData", lambda: None, lambda d, t: st.io.resolve(42), TypeError, "SpatialData or an AnnData"),
+    Case("io: unknown table", DEMO, lambda d, t: st.io.resolve(d, table_key="nope"), KeyError, "table_key='nope'"),
+    Case("io: unknown image", DEMO, lambda d, t: st.io.resolve(d, image_key="nope"), KeyError, "image_key='nope'"),
+    Case("io: unknown shapes", DEMO, lambda d, t: st.io.resolve(d, shapes_key="nope"), KeyError, "shapes_key='nope'"),
+    Case("io: negative scale", DEMO, lambda d, t: st.io.resolve(d, um_per_px=-1), ValueError, "um_per_px"),
+    Case("io: NaN scale", DEMO, lambda d, t: st.io.resolve(d, um_per_px=float("nan")), ValueError, "um_per_px"),
+    Case(
+        "io: no scale",
+        lambda: _slide([[10.0, 10.0], [20.0, 20.0]]),
+        lambda d, t: st.io.resolve(d),
+        ValueError,
+        "um_per_px",
+    ),
+    Case(
+        "io: spots outside the image",
+        lambda: _slide([[10.0, 10.0], [5000.0, 10.0]], scalefactors={"microns_per_pixel": 1.0}),
+        lambda d, t: st.io.resolve(d),
+        ValueError,
+        "outside image 'he'",
+    ),
+    Case(
+        "io: mixed coordinate systems", _mixed_systems, lambda d, t: st.io.resolve(d), ValueError, "coordinate system"
+    ),
+    Case("io: empty table", _empty_table, lambda d, t: st.io.resolve(d), ValueError, "empty"),
+    Case("io: non-RGB image", lambda: _two_spots(channels=5), lambda d, t: st.io.resolve(d), ValueError, "5 channels"),
+    Case(
+        "io: AnnData without coordinates",
+        lambda: ad.AnnData(np.ones((3, 2), np.float32)),
+        lambda d, t: st.tl.embed(d),
+        KeyError,
+        r"obsm\['spatial'\]",
+    ),
+    Case(
+        "io: write_table to a missing store",
+        DEMO,
+        lambda d, t: st.io.write_table(t / "missing.zarr", d["table"], "table"),
+        FileNotFoundError,
+        "not a zarr store",
+    ),
+    # pp
+    Case("pp: tile_px 0", DEMO, lambda d, t: st.pp.tile(d, tile_px=0), ValueError, "tile_px"),
+    Case("pp: negative tile_um", DEMO, lambda d, t: st.pp.tile(d, tile_um=-5), ValueError, "tile_um"),
+    Case("pp: negative grid pitch", DEMO, lambda d, t: st.pp.tissue_grid(d, pitch_um=-1), ValueError, "pitch_um"),
+    Case("pp: unknown grid", DEMO, lambda d, t: st.pp.tissue_grid(d, grid="triangle"), ValueError, "grid"),
+    # tl
+    Case("tl: unknown modality", DEMO, lambda d, t: st.tl.embed(d, modality="rgb"), ValueError, "`modality`"),
+    Case("tl: batch_size 0", DEMO, lambda d, t: st.tl.embed(d, batch_size=0), ValueError, "batch_size"),
+    Case("tl: model of a wrong type", DEMO, lambda d, t: st.tl.embed(d, model=3.5), TypeError, "`model`"),
+    Case(
+        "tl: missing checkpoint",
+        DEMO,
+        lambda d, t: st.tl.embed(d, model=t / "nothing"),
+        FileNotFoundError,
+        "checkpoint",
+    ),
+    Case(
+        "tl: tampered checkpoint",
+        DEMO,
+        lambda d, t: st.tl.embed(d, model=_tampered_checkpoint(t)),
+        ValueError,
+        "sha256",
+    ),
+    Case(
+        "tl: NaN counts",
+        lambda: _with_counts(_nan),
+        lambda d, t: st.tl.embed(d, modality="expression"),
+        ValueError,
+        "layer=",
+    ),
+    Case(
+        "tl: negative counts",
+        lambda: _with_counts(lambda c: c.__setitem__((0, 0), -3)),
+        lambda d, t: st.tl.embed(d, modality="expression"),
+        ValueError,
+        "raw counts",
+    ),
+    Case(
+        "tl: unknown genes only",
+        _unknown_genes,
+        lambda d, t: st.tl.embed(d, modality="expression"),
+        ValueError,
+        "vocabulary",
+    ),
+    Case("tl: missing layer", DEMO, lambda d, t: st.tl.embed(d, layer="counts"), KeyError, "layer='counts'"),
+    Case(
+        "tl: predict unknown genes only",
+        DEMO,
+        lambda d, t: st.tl.predict_expression(d, genes=["NOTAGENE1", "NOTAGENE2"]),
+        KeyError,
+        "`genes`",
+    ),
+    Case("tl: n_domains 0", DEMO, lambda d, t: st.tl.domains(d, n_domains=0), ValueError, "n_domains"),
+    Case(
+        "tl: missing use_rep",
+        DEMO,
+        lambda d, t: st.tl.domains(d, n_domains=3, use_rep="X_pca"),
+        KeyError,
+        "use_rep='X_pca'",
+    ),
+    Case(
+        "tl: finetune unknown target",
+        DEMO,
+        lambda d, t: st.tl.finetune([d], target="nocol"),
+        KeyError,
+        "target='nocol'",
+    ),
+    Case("tl: annotate without a head", DEMO, lambda d, t: st.tl.annotate(d, head=t), FileNotFoundError, "head.json"),
+    Case("tl: risk head of a wrong type", DEMO, lambda d, t: st.tl.risk(d, head=5), TypeError, "`head`"),
+    Case(
+        "tl: fit_risk on one slide", DEMO, lambda d, t: st.tl.fit_risk([d], time="t", event="e"), ValueError, "sdatas"
+    ),
+    # pl
+    Case("pl: unknown genes", DEMO, lambda d, t: st.pl.genes(d, ["NOTAGENE"], show=False), KeyError, "`genes`"),
+    Case("pl: domains not computed", DEMO, lambda d, t: st.pl.domains(d, show=False), KeyError, "st.tl.domains"),
+    Case("pl: risk not computed", DEMO, lambda d, t: st.pl.risk(d, show=False), KeyError, "st.tl.risk"),
+    Case("pl: embedding not computed", DEMO, lambda d, t: st.pl.embedding(d, show=False), KeyError, "st.tl.embed"),
+    # models and train
+    Case("models: unknown preset", lambda: None, lambda d, t: StormConfig.from_preset("huge"), ValueError, "preset"),
+    Case("train: negative learning rate", lambda: None, lambda d, t: TrainConfig(lr=-1), ValueError, "`lr`"),
+    Case("train: empty corpus", lambda: None, lambda d, t: st.tl.pretrain([]), ValueError, "at least one"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_refused_and_leaves_input_unchanged(case, tmp_path):
+    data = case.make()
+    before = fingerprint(data)
+    with pytest.raises(case.error, match=case.match):
+        case.call(data, tmp_path)
+    assert fingerprint(data) == before
+
+
+def test_the_suite_covers_every_namespace():
+    namespaces = {c.id.split(":")[0] for c in CASES}
+    assert namespaces == {"io", "pp", "tl", "pl", "models", "train"}
+    assert len(CASES) >= 25
+
+
+def test_fingerprint_sees_a_change():
+    """The unchanged-input check can fail: a written obsm key, a changed value or a new uns entry all show."""
+    sdata = st.datasets.demo()
+    before = fingerprint(sdata)
+    sdata["table"].obsm["X_new"] = np.zeros((sdata["table"].n_obs, 2))
+    assert fingerprint(sdata) != before
+    sdata = st.datasets.demo()
+    sdata["table"].X[0, 0] += 1
+    assert fingerprint(sdata) != before
+    sdata = st.datasets.demo()
+    sdata["table"].uns["storm"] = {}
+    assert fingerprint(sdata) != before
