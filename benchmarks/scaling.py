@@ -1,6 +1,6 @@
 """Time and peak memory of tiling + embedding against the number of spots, on a synthetic 40k x 40k H&E.
 
-Usage: python benchmarks/scaling.py [--spots 1000 10000 100000] [--model tiny] [--batch 64]
+Usage: python benchmarks/scaling.py [--spots 1000 10000 100000] [--model tiny] [--image-size 224] [--batch 64]
 
 The slide is ``storm.datasets.synthetic(40000, 40000, pitch_um=60, um_per_px=0.5, chunk_px=1024)``: a 4.8 GB RGB image
 computed chunk by chunk on read (it never exists in memory), with ``--spots`` spots drawn from its 128k-spot hexagonal
@@ -11,8 +11,9 @@ grid, so every size spans the whole image. Each size runs in a fresh process, wh
   tiling (the baseline). Decoded pixels are held in an LRU cache of ``storm.settings.tile_cache_mb`` (1 GiB by
   default), so the peak is expected near baseline + cache + one batch's chunks, whatever the number of spots.
 Model: ``--model tiny`` or ``small`` (random weights of that preset with the default vocabulary and tile geometry: the
-question is the pipeline, not the weights) or ``default``. Time should grow linearly (spots/s flat) and memory stay flat.
-Writes benchmarks/results/scaling.json and prints a markdown table.
+question is the pipeline, not the weights; ``--image-size`` shrinks its tiles to make 100k spots affordable on a
+CPU) or ``default``. Time should grow linearly (spots/s flat) and memory stay flat.
+Writes benchmarks/results/scaling_<model>_<px>px.json and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def rss_mb():
 st.settings.progress = False
 st.settings.batch_size = {batch}
 reference = get_model(None)
-model = reference if {model!r} == "default" else preset_model({model!r}, reference)
+model = reference if {model!r} == "default" else preset_model({model!r}, reference, {image_size})
 sdata = synthetic(40000, 40000, n_spots={n}, pitch_um=60.0, um_per_px=0.5, chunk_px=1024, n_genes=0, seed=0)
 base = rss_mb()
 t0 = time.perf_counter()
@@ -66,8 +67,8 @@ print(json.dumps({{"spots": {n}, "tiling_s": tiling, "embed_s": embed, "baseline
 """
 
 
-def measure(n: int, model: str, batch: int) -> dict[str, Any]:
-    script = CHILD.format(bench=str(Path(__file__).parent), batch=batch, model=model, n=n)
+def measure(n: int, model: str, batch: int, image_size: int | None) -> dict[str, Any]:
+    script = CHILD.format(bench=str(Path(__file__).parent), batch=batch, model=model, n=n, image_size=image_size)
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
     if out.returncode:
@@ -82,7 +83,8 @@ def measure(n: int, model: str, batch: int) -> dict[str, Any]:
 
 def table(record: dict[str, Any]) -> str:
     lines = [
-        f"Model: {record['model']} ({record['batch']} niches per batch); image 40,000 x 40,000 px (4.8 GB, lazy).",
+        f"Model: {record['model']}, {record['image_size']}-px tiles of 112 µm, {record['batch']} niches per batch; "
+        "image 40,000 x 40,000 px (4.8 GB, lazy).",
         "",
         "| spots | tiling s | tiles/s | embed s | embed spots/s | baseline RSS MB | peak RSS MB | peak − baseline MB |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -108,14 +110,23 @@ def main() -> None:
     parser.add_argument("--spots", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--model", default="tiny", choices=["tiny", "small", "default"])
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--out", type=Path, default=RESULTS / "scaling.json")
+    parser.add_argument("--image-size", type=int, default=None, help="tile pixels of a preset model (default 224)")
+    parser.add_argument("--out", type=Path, default=None, help="default results/scaling_<model>_<px>px.json")
     args = parser.parse_args()
     record = header("scaling", "dask", "zarr")
-    record.update({"model": args.model, "batch": args.batch, "tile_cache_mb": st.settings.tile_cache_mb, "rows": []})
+    record.update(
+        {
+            "model": args.model,
+            "image_size": args.image_size or 224,
+            "batch": args.batch,
+            "tile_cache_mb": st.settings.tile_cache_mb,
+            "rows": [],
+        }
+    )
     for n in args.spots:
-        record["rows"].append(measure(n, args.model, args.batch))
+        record["rows"].append(measure(n, args.model, args.batch, args.image_size))
         print(record["rows"][-1])
-    write(record, args.out)
+    write(record, args.out or RESULTS / f"scaling_{args.model}_{record['image_size']}px.json")
     print()
     print(table(record))
 

@@ -35,14 +35,15 @@ from storm.tl._model_arg import get_model
 SECTIONS = ("B4", "C2", "C3", "C4", "C5")
 
 
-def preset_model(preset: str, reference: Any) -> Any:
-    """Random weights of ``preset`` with the reference model's vocabulary and tile geometry."""
+def preset_model(preset: str, reference: Any, image_size: int | None = None) -> Any:
+    """Random weights of ``preset`` with the reference model's vocabulary and tile geometry (or ``image_size`` px)."""
     import torch
 
     from storm.models import StormConfig, StormModel
 
     torch.manual_seed(0)
-    config = StormConfig.from_preset(preset, vocab_size=len(reference.vocab), tile_um=reference.config.tile_um)
+    size = {"image_size": image_size} if image_size else {}
+    config = StormConfig.from_preset(preset, vocab_size=len(reference.vocab), tile_um=reference.config.tile_um, **size)
     return StormModel(config, vocab=reference.vocab).eval()
 
 
