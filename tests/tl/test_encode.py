@@ -30,6 +30,8 @@ def test_encode_matches_the_model_on_full_niche_batches(demo, model):
     batch = collate_niches(NicheDataset(corpus).get_batch(np.arange(corpus.n_spots)))
     with torch.inference_mode():
         ref = model(**batch, genes=torch.tensor(model.vocab.align(genes).indices.tolist()))
+    # batches follow the image's chunk rows (not table order); the outputs come back in table order
+    assert not np.array_equal(corpus.slides[0].tiles.raster_order(), np.arange(corpus.n_spots))
     assert out.modalities == "both" and list(out.genes) == genes
     assert list(out.obs_names) == list(corpus.slides[0].slide.obs_names)
     np.testing.assert_allclose(out.embedding, ref.embedding.numpy(), rtol=1e-4, atol=1e-5)

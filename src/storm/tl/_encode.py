@@ -118,10 +118,13 @@ def encode(
     size = settings.batch_size if batch_size is None else int(batch_size)
     if size < 1:
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    # With images, batches follow the image's chunk rows, so each batch reads few chunks and memory stays bounded
+    # on large slides; the outputs are put back in table order.
+    order = corpus.slides[0].tiles.raster_order() if use != "expression" else np.arange(corpus.n_spots)
     parts: dict[str, list[np.ndarray]] = {}
     with torch.inference_mode(), autocast(settings.precision, device):
         for start in range(0, corpus.n_spots, size):
-            spots = np.arange(start, min(start + size, corpus.n_spots))
+            spots = order[start : start + size]
             inputs = _inputs(collate_niches(dataset.get_batch(spots)), use, device)
             if use != "expression":
                 inputs["image_features"] = _image_features(model, corpus.slides[0], spots, device)
@@ -130,7 +133,8 @@ def encode(
                 value = getattr(out, name)
                 if value is not None:
                     parts.setdefault(name, []).append(value.float().cpu().numpy())
-    arrays = {k: np.concatenate(v) for k, v in parts.items()}
+    rows = np.argsort(order)
+    arrays = {k: np.concatenate(v)[rows] for k, v in parts.items()}
     return Encoded(
         obs_names=np.asarray(corpus.slides[0].slide.obs_names),
         embedding=arrays["embedding"],
