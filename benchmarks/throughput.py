@@ -1,10 +1,11 @@
 """End-to-end ``st.tl.embed`` spots/s beside model-only forward throughput: does the data pipeline starve the model?
 
 Usage: python benchmarks/throughput.py [--presets tiny small] [--device cpu] [--precision fp32] [--batch 64]
-                                       [--repeats 2] [--data ../shared/data]
+                                       [--repeats 2] [--slides her2st] [--data ../shared/data] [--out FILE]
        (on a GPU: --presets small base large --device cuda --precision bf16)
 
-Slides: the five her2st sections with full-resolution H&E (B4, C2-C5; 1,015 spots, H&E + expression). For each preset
+Slides: the five her2st sections with full-resolution H&E (B4, C2-C5; 1,015 spots, H&E + expression), or with
+``--slides demo:N`` N separate copies of the bundled demo (151 spots each; for machines without the data). For each preset
 (random weights of that size, with the default model's gene vocabulary and tile geometry):
 * end to end: ``st.tl.embed(sdata, model, modality="both")`` over all five sections (tiling from the lazily read image,
   niche building, expression, backbone, transformer, writing to ``obsm``); best of ``--repeats`` after one warm-up;
@@ -12,7 +13,7 @@ Slides: the five her2st sections with full-resolution H&E (B4, C2-C5; 1,015 spot
   batch, niche offsets, expression), timing only the backbone and the model forward pass, exactly as the runner calls
   them;
 * ratio = end-to-end / model-only spots/s: 1 means the pipeline costs nothing; on a GPU the target is >= 0.8.
-Writes benchmarks/results/throughput.json and prints a markdown table.
+Writes benchmarks/results/throughput_<device>.json (or ``--out``) and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -47,6 +48,16 @@ def preset_model(preset: str, reference: Any, image_size: int | None = None) -> 
     return StormModel(config, vocab=reference.vocab).eval()
 
 
+def slides(spec: str, data: Path) -> list[Any]:
+    """``"her2st"``: sections B4, C2-C5 from ``data``; ``"demo:N"``: N separate copies of the bundled demo."""
+    if spec == "her2st":
+        return [st.datasets.her2st(s, data / "her2st") for s in SECTIONS]
+    name, _, count = spec.partition(":")
+    if name != "demo" or not count.isdigit() or int(count) < 1:
+        raise ValueError(f"`--slides` must be 'her2st' or 'demo:N' (N >= 1), got {spec!r}.")
+    return [st.datasets.demo() for _ in range(int(count))]
+
+
 def best_of(fn: Any, repeats: int) -> float:
     fn()
     best = float("inf")
@@ -70,9 +81,10 @@ def prepared_batches(sdata: Any, model: Any, batch: int, device: Any) -> list[di
     )
     slide = corpus.slides[0]
     dataset = NicheDataset(corpus, read_tiles=False)
+    order = slide.tiles.raster_order()  # the runner's batch order
     out = []
     for start in range(0, corpus.n_spots, batch):
-        spots = np.arange(start, min(start + batch, corpus.n_spots))
+        spots = order[start : start + batch]
         niches = slide.neighbours[spots]
         valid = niches >= 0
         unique, inverse = np.unique(niches[valid], return_inverse=True)
@@ -114,7 +126,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     st.settings.batch_size = args.batch
     device = torch_device(args.device)
     reference = get_model(None)
-    sections = [st.datasets.her2st(s, args.data / "her2st") for s in SECTIONS]
+    sections = slides(args.slides, args.data)
     n_spots = sum(s["table"].n_obs for s in sections)
     rows = []
     for preset in args.presets:
@@ -140,13 +152,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         rows.append(row)
         print(row)
-    return {"device": args.device, "precision": args.precision, "batch": args.batch, "rows": rows}
+    return {
+        "device": args.device,
+        "precision": args.precision,
+        "batch": args.batch,
+        "slides": args.slides,
+        "rows": rows,
+    }
 
 
 def table(record: dict[str, Any]) -> str:
     where = record["machine"]["gpu"] if record["device"].startswith("cuda") else record["machine"]["cpu"]
     lines = [
-        f"Device: {record['device']} ({where}), precision {record['precision']}, {record['batch']} niches per batch.",
+        f"Device: {record['device']} ({where}), precision {record['precision']}, {record['batch']} niches per batch, "
+        f"slides {record.get('slides', 'her2st')}.",
         "",
         "| preset | parameters (M) | spots per niche | end-to-end spots/s | model-only spots/s | ratio |",
         "|---|---:|---:|---:|---:|---:|",
@@ -166,6 +185,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "auto"])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--slides", default="her2st", help="'her2st' (B4, C2-C5) or 'demo:N' (no data needed)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()

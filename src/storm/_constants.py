@@ -28,7 +28,7 @@ SCALEFACTOR_UM_PER_PX = "microns_per_pixel"
 SCALEFACTOR_SPOT_DIAMETER = "spot_diameter_fullres"
 SCALEFACTOR_HIRES = "tissue_hires_scalef"
 SCALEFACTOR_LOWRES = "tissue_lowres_scalef"
-#: ``uns["spatial"][library_id]["metadata"]`` key naming the platform (see :data:`PLATFORMS`).
+#: ``uns["spatial"][library_id]["metadata"]`` key naming the platform (see ``PLATFORMS``).
 METADATA_PLATFORM = "platform"
 
 #: Known platforms. ``pitch_um``: centre-to-centre distance of neighbouring spots, used to derive µm per pixel from the

@@ -107,6 +107,22 @@ def test_unknown_genes_are_ignored_and_gene_subsets_match(model):
 
 
 @torch.no_grad()
+def test_gene_choice_with_tied_counts_does_not_depend_on_panel_order():
+    # Counts are integers, so many genes tie at the max_genes cut-off; the chosen genes (and so the embedding) must not
+    # depend on the order of the table's columns (nor on how a device's topk breaks ties: CPU and CUDA differ).
+    torch.manual_seed(0)
+    model = StormModel(StormConfig.from_preset("tiny", vocab_size=V, niche_size=S - 1, max_genes=8)).eval()
+    gen = torch.Generator().manual_seed(1)
+    inp = _inputs(model)
+    inp["expression"] = torch.log1p(torch.randint(0, 3, (B, S, G), generator=gen).float())  # 0, 1 or 2 counts
+    ref = model(**inp)
+    for seed in range(3):
+        perm = torch.randperm(G, generator=torch.Generator().manual_seed(seed))
+        shuffled = {**inp, "expression": inp["expression"][..., perm], "gene_index": inp["gene_index"][perm]}
+        torch.testing.assert_close(model(**shuffled).embedding, ref.embedding, rtol=1e-5, atol=1e-6)
+
+
+@torch.no_grad()
 def test_tiles_and_precomputed_features_agree(model):
     inp = _inputs(model, images=True)
     from_tiles = model(offsets_um=inp["offsets_um"], images=inp["images"])

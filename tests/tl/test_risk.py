@@ -30,11 +30,14 @@ def test_cox_loss_and_c_index_values():
     event = torch.tensor([1.0, 1.0, 0.0, 1.0])
     scores = torch.tensor([0.5, 0.1, -0.2, 0.3])
     # by hand: risk sets {all}, {2.0, 2.0, 4.0} (Breslow: tied times share one), {4.0}
-    expected = -(
-        (0.5 - np.log(np.exp([0.5, 0.1, -0.2, 0.3]).sum()))
-        + (0.1 - np.log(np.exp([0.1, -0.2, 0.3]).sum()))
-        + (0.3 - 0.3)
-    ) / 3
+    expected = (
+        -(
+            (0.5 - np.log(np.exp([0.5, 0.1, -0.2, 0.3]).sum()))
+            + (0.1 - np.log(np.exp([0.1, -0.2, 0.3]).sum()))
+            + (0.3 - 0.3)
+        )
+        / 3
+    )
     assert float(cox_loss(scores, time, event)) == pytest.approx(expected, rel=1e-6)
     # comparable pairs: (0,1) (0,2) (0,3) (1,2: tie, 2 censored) (1,3); concordant: 0>1, 0>2, 0>3, 1>2; 1<3 discordant
     assert concordance_index(time.numpy(), scores.numpy(), event.numpy()) == pytest.approx(4 / 5)

@@ -247,7 +247,7 @@ def build_sdata(
     xy_px
         Spot centres ``(x, y)`` in full-resolution pixels.
     platform
-        ``"st"`` or ``"visium"`` (see :data:`storm._constants.PLATFORMS`).
+        ``"st"`` or ``"visium"`` (see ``storm._constants.PLATFORMS``).
     um_per_px
         Microns per full-resolution pixel.
     library_id

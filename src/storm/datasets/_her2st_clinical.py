@@ -33,7 +33,7 @@ def her2st_clinical(path: str | Path | None = None) -> pd.DataFrame:
 
     Columns are those of the publication's table (``Nr``, ``ER``, ``PgR``, ``Hist_Grade``, ``OS``, ``NodeStatus``,
     ``Node_group``, ``From``) plus ``mapping``, saying how the section letter was matched to the sample number
-    (see :data:`SECTION_PATIENTS`). ``OS`` is overall-survival status (1 = died); the table has no follow-up times.
+    (see ``storm.datasets._her2st_clinical.SECTION_PATIENTS``). ``OS`` is overall-survival status (1 = died); the table has no follow-up times.
 
     Parameters
     ----------

@@ -28,7 +28,7 @@ def synthetic(
     """A slide whose pixels are computed on demand, so a 40k x 40k image costs no memory until read.
 
     Pixel ``(y, x)`` of channel ``c`` is a deterministic function of its position (smooth H&E-like stripes plus a
-    hashed texture), so any crop can be recomputed independently with :func:`synthetic_pixels`. Spots lie on a
+    hashed texture), so any crop can be recomputed independently with ``storm.datasets._synthetic.synthetic_pixels``. Spots lie on a
     hexagonal grid of ``pitch_um`` (or a random subset of ``n_spots`` of it, in table order) with Poisson counts whose
     mean follows the stain intensity, so image and expression are related.
 

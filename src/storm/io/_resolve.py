@@ -50,7 +50,7 @@ def resolve(
         Microns per pixel of the full-resolution image (level 0). Overrides metadata.
     platform
         Platform whose spot pitch (or unit size) gives the scale when metadata has none, e.g. ``"visium"`` or
-        ``"st"``; see :data:`storm._constants.PLATFORMS`.
+        ``"st"``; see ``storm._constants.PLATFORMS``.
     library_id
         For AnnData input: the key in ``uns["spatial"]``.
 

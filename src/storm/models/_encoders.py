@@ -134,7 +134,8 @@ class GeneEncoder(nn.Module):
     """Panel-agnostic gene branch: gene-identity + value embeddings of a spot's genes, pooled by a shallow transformer.
 
     Genes absent from the vocabulary (index -1) are masked out; of the known genes, the ``max_genes`` with the highest
-    values become tokens. Values are log1p-normalised expression, embedded by piecewise-linear interpolation between
+    values become tokens (ties broken by vocabulary index, so the choice is the same on every device and for any order
+    of the panel). Values are log1p-normalised expression, embedded by piecewise-linear interpolation between
     ``value_bins`` learned vectors over [0, 10].
     """
 
@@ -179,7 +180,11 @@ class GeneEncoder(nn.Module):
         if value_mask is not None:
             score = torch.where(value_mask, torch.zeros_like(score), score)
         k = min(self.max_genes, g)
-        top = score.topk(k, dim=1).indices
+        # Highest values first, ties (frequent: counts are integers) broken by vocabulary index, so that the same genes
+        # are chosen on every device and whatever the order of the table's genes (topk breaks ties arbitrarily).
+        by_gene = torch.sort(index, dim=1, stable=True).indices
+        ranked = torch.sort(score.gather(1, by_gene), dim=1, descending=True, stable=True).indices
+        top = by_gene.gather(1, ranked[:, :k])
         idx = index.gather(1, top)
         vals = values.gather(1, top)
         valid = idx >= 0

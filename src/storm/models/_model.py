@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class StormOutput:
-    """What :meth:`StormModel.forward` returns for a batch of B niches (centre spot first).
+    """What :meth:`~storm.models.StormModel.forward` returns for a batch of B niches (centre spot first).
 
     Attributes
     ----------

@@ -1,10 +1,10 @@
 """Panel-agnostic gene vocabulary: which gene-identity embedding row each of a dataset's genes uses.
 
 A :class:`GeneVocab` is an ordered list of unique gene symbols (with optional Ensembl gene IDs) stored with each
-checkpoint. :meth:`GeneVocab.align` maps any dataset's ``var_names`` (symbols or Ensembl IDs, whole transcriptome or a
+checkpoint. :meth:`~storm.models.GeneVocab.align` maps any dataset's ``var_names`` (symbols or Ensembl IDs, whole transcriptome or a
 targeted panel) onto it. Ensembl IDs are translated through a shipped table of the 36,601 human genes of the 10x
 reference GRCh38-2020-A (``data/gene_ids.tsv.gz``, built by ``scripts/make_gene_ids.py``), read on first use by
-:func:`ensembl_to_symbol`. Pure Python and numpy: nothing here needs torch.
+:func:`~storm.models.ensembl_to_symbol`. Pure Python and numpy: nothing here needs torch.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _names(values: Any, argument: str, *, allow_missing: bool = False) -> list[s
 
 @dataclass(frozen=True, eq=False)
 class VocabAlignment:
-    """Where each of a dataset's genes sits in a :class:`GeneVocab` (the result of :meth:`GeneVocab.align`).
+    """Where each of a dataset's genes sits in a :class:`~storm.models.GeneVocab` (the result of :meth:`~storm.models.GeneVocab.align`).
 
     Parameters
     ----------
@@ -82,7 +82,7 @@ class VocabAlignment:
 
     @property
     def known(self) -> np.ndarray:
-        """Boolean mask over the input genes: ``True`` where the gene is in the vocabulary."""
+        """``True`` where the input gene is in the vocabulary (a boolean mask over the input genes)."""
         return self.indices >= 0
 
     @property
@@ -97,7 +97,7 @@ class VocabAlignment:
 
     @property
     def covered(self) -> np.ndarray:
-        """Boolean mask over the vocabulary (length ``vocab_size``): ``True`` for entries the input provides."""
+        """``True`` for the vocabulary entries the input provides (a boolean mask of length ``vocab_size``)."""
         mask = np.zeros(self.vocab_size, dtype=bool)
         mask[self.indices[self.indices >= 0]] = True
         return mask
@@ -189,7 +189,7 @@ class GeneVocab:
     def from_genes(cls, *gene_lists: Iterable[str], min_count: int | None = None) -> GeneVocab:
         """Build a vocabulary from the gene names of one or several datasets.
 
-        Ensembl IDs (with or without version) are translated to symbols through :func:`ensembl_to_symbol`; IDs not in
+        Ensembl IDs (with or without version) are translated to symbols through :func:`~storm.models.ensembl_to_symbol`; IDs not in
         that table are kept as their own symbol. Names equal ignoring case are one gene (the spelling that sorts first
         is kept, so ``"ACTB"`` wins over ``"Actb"``). Entries are sorted by symbol, ignoring case, so the same inputs
         give the same vocabulary whatever their order. Each entry's Ensembl ID is the one given in the input, else the

@@ -141,7 +141,7 @@ class TileSet:
 
         Yields
         ------
-        :class:`TileBatch` with the tiles, their positions in the tile set and their padding flags.
+        :class:`~storm.pp.TileBatch` with the tiles, their positions in the tile set and their padding flags.
 
         Examples
         --------

@@ -44,6 +44,10 @@ class TrainConfig:
         Keyword arguments of :class:`~storm.train.Augment`; ``None`` disables augmentation.
     max_grad_norm
         Gradient clipping norm (0 disables).
+    deterministic
+        Use deterministic kernels on CPU, so that two runs with the same seed, and a run resumed after an
+        interruption, give identical weights at any thread count. On GPUs, results agree only up to the rounding of
+        cuDNN and cuBLAS kernels, whose summation order may vary.
     """
 
     model: str | dict[str, Any] = "small"
@@ -67,6 +71,7 @@ class TrainConfig:
     objectives: dict[str, float] = field(default_factory=dict)
     augment: dict[str, Any] | None = field(default_factory=dict)
     max_grad_norm: float = 1.0
+    deterministic: bool = True
 
     def __post_init__(self) -> None:
         for name in (

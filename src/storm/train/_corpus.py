@@ -28,7 +28,7 @@ TARGET_SUM = 1e4
 
 @dataclass
 class CorpusSlide:
-    """One slide of a :class:`Corpus`: everything a niche needs, with pixels read lazily.
+    """One slide of a :class:`~storm.train.Corpus`: everything a niche needs, with pixels read lazily.
 
     Attributes
     ----------
@@ -95,7 +95,7 @@ class Corpus:
     Attributes
     ----------
     slides
-        One :class:`CorpusSlide` per source, in order.
+        One :class:`~storm.train.CorpusSlide` per source, in order.
     vocab
         The gene vocabulary expression is aligned to.
     tile_px, tile_um

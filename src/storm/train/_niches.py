@@ -233,7 +233,7 @@ class NicheBatchSampler(Sampler[list[int]]):
     Parameters
     ----------
     dataset
-        A :class:`NicheDataset` (or a :class:`Corpus`).
+        A :class:`~storm.train.NicheDataset` (or a :class:`~storm.train.Corpus`).
     batch_size
         Niches per batch (per rank).
     shuffle

@@ -224,7 +224,7 @@ class StormObjectives(nn.Module):
     temperature_range
         The learned temperatures are clamped to this range.
     gene_ratio, token_ratio
-        Fractions of measured genes and backbone tokens hidden for masked modelling (see :func:`make_masks`).
+        Fractions of measured genes and backbone tokens hidden for masked modelling (see :func:`~storm.train.make_masks`).
     """
 
     def __init__(

@@ -6,6 +6,8 @@ import csv
 import dataclasses
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +132,10 @@ class Trainer:
         ``until`` stops earlier, at that step, after writing a resume point (for time-boxed jobs: the next ``fit``
         continues exactly where this one stopped).
         """
+        with _deterministic_kernels(self.config.deterministic and self.dist.device.type == "cpu"):
+            return self._fit(resume, until)
+
+    def _fit(self, resume: bool, until: int | None) -> StormModel:
         from ._niches import collate_niches
 
         cfg = self.config
@@ -276,6 +282,22 @@ class _LossLog:
             for k, v in values.items():
                 if isinstance(v, float):
                     self.writer.add_scalar("lr" if k == "lr" else f"loss/{k}", v, step)
+
+
+@contextmanager
+def _deterministic_kernels(enabled: bool) -> Iterator[None]:
+    """Deterministic kernels while training, then the caller's setting back.
+
+    On CPU, multi-threaded gradient accumulation (the backward pass of indexing) otherwise sums in varying order, so
+    two runs differ in the last bits after a few steps; the deterministic kernels cost no measurable time there.
+    """
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    if enabled:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
 def _device_name(device: torch.device) -> str:
