@@ -39,6 +39,19 @@ def test_encode_matches_the_model_on_full_niche_batches(demo, model):
     np.testing.assert_allclose(out.predicted_expression, ref.predicted_expression.numpy(), rtol=1e-4, atol=1e-5)
 
 
+def test_reading_ahead_in_threads_changes_nothing(demo, model):
+    before = st.settings.num_workers
+    try:
+        runs = []
+        for workers in (1, 3):
+            st.settings.num_workers = workers
+            runs.append(encode(demo, model, modalities="image", genes=["ERBB2"], batch_size=20))
+    finally:
+        st.settings.num_workers = before
+    np.testing.assert_array_equal(runs[0].embedding, runs[1].embedding)
+    np.testing.assert_array_equal(runs[0].predicted_expression, runs[1].predicted_expression)
+
+
 def test_modalities(demo, model):
     image = encode(demo, model, modalities="image")
     expression = encode(demo, model, modalities="expression")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -12,6 +14,19 @@ if TYPE_CHECKING:
 
     from ..models import StormModel
     from ..train import Corpus
+
+_OUTPUTS = ("embedding", "niche_embedding", "image_embedding", "gene_embedding", "predicted_expression")
+#: Below this many tiles per thread, splitting a batch's reading costs more than it saves.
+_MIN_TILES_PER_THREAD = 16
+
+
+class NicheTiles(NamedTuple):
+    """A batch's niches (``valid``: which slots hold a spot), each slot's row in ``tiles``, and the distinct tiles."""
+
+    valid: np.ndarray
+    inverse: np.ndarray
+    tiles: np.ndarray
+
 
 #: Which modalities the model sees: the image, the expression, or both (``"auto"``: whatever the slide has).
 MODALITIES = ("auto", "image", "expression", "both")
@@ -121,18 +136,23 @@ def encode(
     # With images, batches follow the image's chunk rows, so each batch reads few chunks and memory stays bounded
     # on large slides; the outputs are put back in table order.
     order = corpus.slides[0].tiles.raster_order() if use != "expression" else np.arange(corpus.n_spots)
+    batches = [order[start : start + size] for start in range(0, corpus.n_spots, size)]
+    tiles = _read_ahead(corpus.slides[0], batches, settings.num_workers) if use != "expression" else None
     parts: dict[str, list[np.ndarray]] = {}
-    with torch.inference_mode(), autocast(settings.precision, device):
-        for start in range(0, corpus.n_spots, size):
-            spots = order[start : start + size]
-            inputs = _inputs(collate_niches(dataset.get_batch(spots)), use, device)
-            if use != "expression":
-                inputs["image_features"] = _image_features(model, corpus.slides[0], spots, device)
-            out = model(**inputs, genes=gene_index.to(device))
-            for name in ("embedding", "niche_embedding", "image_embedding", "gene_embedding", "predicted_expression"):
-                value = getattr(out, name)
-                if value is not None:
-                    parts.setdefault(name, []).append(value.float().cpu().numpy())
+    try:
+        with torch.inference_mode(), autocast(settings.precision, device):
+            for spots in batches:
+                inputs = _inputs(collate_niches(dataset.get_batch(spots)), use, device)
+                if tiles is not None:
+                    inputs["image_features"] = _image_features(model, next(tiles), device)
+                out = model(**inputs, genes=gene_index.to(device))
+                for name in _OUTPUTS:
+                    value = getattr(out, name)
+                    if value is not None:
+                        parts.setdefault(name, []).append(value.float().cpu().numpy())
+    finally:
+        if tiles is not None:
+            tiles.close()  # stops the reader threads, also when the model fails
     rows = np.argsort(order)
     arrays = {k: np.concatenate(v)[rows] for k, v in parts.items()}
     return Encoded(
@@ -195,14 +215,36 @@ def _inputs(batch: dict[str, Any], use: str, device: torch.device) -> dict[str, 
     return {k: v.to(device) for k, v in batch.items() if k in keep}
 
 
-def _image_features(model: StormModel, slide: Any, spots: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(B, S, T, C) backbone tokens of the niches of ``spots``, running the backbone once per distinct tile."""
+def _read_ahead(slide: Any, batches: list[np.ndarray], workers: int, ahead: int = 2) -> Iterator[NicheTiles]:
+    """The distinct tiles of each batch's niches, read by ``workers`` threads up to ``ahead`` batches in advance.
+
+    Reading (decoding, cropping, resampling) runs on the CPU while the model works on the batch before, and each
+    batch's tiles are split between the threads, so a GPU is not left waiting for the tiler.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def submit(spots: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+        niches = slide.neighbours[spots]
+        valid = niches >= 0
+        unique, inverse = np.unique(niches[valid], return_inverse=True)
+        n_parts = max(1, min(workers, len(unique) // _MIN_TILES_PER_THREAD))
+        return valid, inverse, [pool.submit(slide.tiles.read, part) for part in np.array_split(unique, n_parts)]
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="storm-encode") as pool:
+        pending = deque(submit(spots) for spots in batches[: ahead + 1])
+        for k in range(len(batches)):
+            valid, inverse, futures = pending.popleft()
+            if k + ahead + 1 < len(batches):
+                pending.append(submit(batches[k + ahead + 1]))
+            yield NicheTiles(valid, inverse, np.concatenate([f.result() for f in futures]))
+
+
+def _image_features(model: StormModel, niche_tiles: NicheTiles, device: torch.device) -> torch.Tensor:
+    """(B, S, T, C) backbone tokens of a batch's niches, running the backbone once per distinct tile."""
     import torch
 
-    niches = slide.neighbours[spots]
-    valid = niches >= 0
-    unique, inverse = np.unique(niches[valid], return_inverse=True)
-    tokens, _ = model.image.backbone_tokens(torch.from_numpy(slide.tiles.read(unique)).to(device))
-    features = tokens.new_zeros((*niches.shape, *tokens.shape[1:]))
+    valid, inverse, tiles = niche_tiles
+    tokens, _ = model.image.backbone_tokens(torch.from_numpy(tiles).to(device))
+    features = tokens.new_zeros((*valid.shape, *tokens.shape[1:]))
     features[torch.from_numpy(valid).to(device)] = tokens[torch.from_numpy(inverse).to(device)]
     return features
