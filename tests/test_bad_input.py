@@ -26,6 +26,9 @@ import storm as st
 from storm.models import StormConfig
 from storm.train import TrainConfig
 
+# anndata warns when a table is built with duplicated names (the "duplicated spot names" case builds one on purpose).
+pytestmark = pytest.mark.filterwarnings("ignore:Observation names are not unique")
+
 
 def _digest(value: Any) -> str:
     if sparse.issparse(value):
@@ -115,11 +118,29 @@ def _unknown_genes() -> SpatialData:
     return sdata
 
 
-def _tampered_checkpoint(tmp_path) -> str:
+def _duplicated_names() -> SpatialData:
+    return _slide([[10.0, 10.0], [20.0, 20.0]], scalefactors={"microns_per_pixel": 1.0}, obs_names=["a", "a"])
+
+
+def _default_checkpoint_copy(tmp_path) -> Any:
     from storm.tl._model_arg import get_model
 
     target = tmp_path / "ckpt"
     shutil.copytree(get_model(None).checkpoint_info["path"], target)
+    return target
+
+
+def _short_vocabulary_checkpoint(tmp_path) -> str:
+    """A checkpoint whose vocabulary lost its last genes (no checksums: the mismatch itself must be caught)."""
+    target = _default_checkpoint_copy(tmp_path)
+    (target / "checksums.json").unlink()
+    lines = (target / "vocab.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (target / "vocab.tsv").write_text("".join(lines[:-5]), encoding="utf-8")
+    return str(target)
+
+
+def _tampered_checkpoint(tmp_path) -> str:
+    target = _default_checkpoint_copy(tmp_path)
     weights = target / "model.safetensors"
     raw = bytearray(weights.read_bytes())
     raw[-1] ^= 0xFF
@@ -162,6 +183,7 @@ CASES = [
     Case(
         "io: mixed coordinate systems", _mixed_systems, lambda d, t: st.io.resolve(d), ValueError, "coordinate system"
     ),
+    Case("io: duplicated spot names", _duplicated_names, lambda d, t: st.io.resolve(d), ValueError, "obs_names"),
     Case("io: empty table", _empty_table, lambda d, t: st.io.resolve(d), ValueError, "empty"),
     Case("io: non-RGB image", lambda: _two_spots(channels=5), lambda d, t: st.io.resolve(d), ValueError, "5 channels"),
     Case(
@@ -256,6 +278,13 @@ CASES = [
     Case("pl: risk not computed", DEMO, lambda d, t: st.pl.risk(d, show=False), KeyError, "st.tl.risk"),
     Case("pl: embedding not computed", DEMO, lambda d, t: st.pl.embedding(d, show=False), KeyError, "st.tl.embed"),
     # models and train
+    Case(
+        "models: vocabulary not matching the weights",
+        DEMO,
+        lambda d, t: st.tl.embed(d, model=_short_vocabulary_checkpoint(t)),
+        ValueError,
+        "vocab",
+    ),
     Case("models: unknown preset", lambda: None, lambda d, t: StormConfig.from_preset("huge"), ValueError, "preset"),
     Case("train: negative learning rate", lambda: None, lambda d, t: TrainConfig(lr=-1), ValueError, "`lr`"),
     Case("train: empty corpus", lambda: None, lambda d, t: st.tl.pretrain([]), ValueError, "at least one"),

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from storm.models import StormConfig, StormModel
+from storm.models._encoders import _top_genes
 from storm.models._layers import DistanceBias, Sincos2D
 
 B, S, G, V = 3, 5, 40, 60
@@ -120,6 +121,20 @@ def test_gene_choice_with_tied_counts_does_not_depend_on_panel_order():
         perm = torch.randperm(G, generator=torch.Generator().manual_seed(seed))
         shuffled = {**inp, "expression": inp["expression"][..., perm], "gene_index": inp["gene_index"][perm]}
         torch.testing.assert_close(model(**shuffled).embedding, ref.embedding, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("per_row_index", [False, True])
+def test_top_genes_are_the_highest_with_ties_by_vocabulary_index(per_row_index):
+    gen = torch.Generator().manual_seed(0)
+    score = torch.randint(0, 3, (6, 40), generator=gen).float()  # many ties
+    index = torch.randperm(40, generator=gen)
+    if per_row_index:
+        index = torch.stack([torch.randperm(40, generator=gen) for _ in range(6)])
+    top = _top_genes(score, index, 9)
+    full_index = index.expand(6, 40)
+    for row in range(6):
+        expected = sorted(range(40), key=lambda c, r=row: (-score[r, c].item(), full_index[r, c].item()))[:9]
+        assert top[row].tolist() == expected
 
 
 @torch.no_grad()

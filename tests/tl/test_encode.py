@@ -6,7 +6,7 @@ import torch
 
 import storm as st
 from storm.models import GeneVocab, StormConfig, StormModel
-from storm.tl._encode import encode
+from storm.tl._encode import _batch_tiles, _read_ahead, encode
 from storm.train import Corpus, NicheDataset, collate_niches
 
 
@@ -39,17 +39,23 @@ def test_encode_matches_the_model_on_full_niche_batches(demo, model):
     np.testing.assert_allclose(out.predicted_expression, ref.predicted_expression.numpy(), rtol=1e-4, atol=1e-5)
 
 
-def test_reading_ahead_in_threads_changes_nothing(demo, model):
-    before = st.settings.num_workers
-    try:
-        runs = []
-        for workers in (1, 3):
-            st.settings.num_workers = workers
-            runs.append(encode(demo, model, modalities="image", genes=["ERBB2"], batch_size=20))
-    finally:
-        st.settings.num_workers = before
-    np.testing.assert_array_equal(runs[0].embedding, runs[1].embedding)
-    np.testing.assert_array_equal(runs[0].predicted_expression, runs[1].predicted_expression)
+@pytest.mark.parametrize("workers", [1, 3])
+def test_reading_ahead_in_threads_gives_the_tiles_read_in_line(demo, model, workers):
+    """The accelerator path (threads reading ahead, each batch split between them) yields what the CPU path reads."""
+    slide = Corpus.from_sources(demo, vocab=model.vocab, tile_px=32, tile_um=64.0, niche_size=4).slides[0]
+    order = slide.tiles.raster_order()
+    batches = [order[i : i + 40] for i in range(0, len(order), 40)]
+    in_line = list(_batch_tiles(slide, batches, torch.device("cpu"), workers))
+    ahead = list(_read_ahead(slide, batches, workers))
+    assert len(ahead) == len(in_line) == 4
+    assert max(len(b.tiles) for b in ahead) > 2 * 16  # large enough to be split between the threads
+    for a, b in zip(ahead, in_line, strict=True):
+        np.testing.assert_array_equal(a.valid, b.valid)
+        np.testing.assert_array_equal(a.inverse, b.inverse)
+        np.testing.assert_array_equal(a.tiles, b.tiles)
+    np.testing.assert_array_equal(
+        in_line[0].tiles, slide.tiles.read(np.unique(slide.neighbours[batches[0]][in_line[0].valid]))
+    )
 
 
 def test_modalities(demo, model):

@@ -179,12 +179,7 @@ class GeneEncoder(nn.Module):
         score = torch.where(known, values.float(), torch.full_like(values, -1.0, dtype=torch.float32))
         if value_mask is not None:
             score = torch.where(value_mask, torch.zeros_like(score), score)
-        k = min(self.max_genes, g)
-        # Highest values first, ties (frequent: counts are integers) broken by vocabulary index, so that the same genes
-        # are chosen on every device and whatever the order of the table's genes (topk breaks ties arbitrarily).
-        by_gene = torch.sort(index, dim=1, stable=True).indices
-        ranked = torch.sort(score.gather(1, by_gene), dim=1, descending=True, stable=True).indices
-        top = by_gene.gather(1, ranked[:, :k])
+        top = _top_genes(score, gene_index, min(self.max_genes, g))
         idx = index.gather(1, top)
         vals = values.gather(1, top)
         valid = idx >= 0
@@ -198,3 +193,34 @@ class GeneEncoder(nn.Module):
         for block in self.blocks:
             x = block(x, bias=bias)
         return self.norm(x[:, 0])
+
+
+def _top_genes(score: torch.Tensor, gene_index: torch.Tensor, k: int) -> torch.Tensor:
+    """Columns of the ``k`` highest ``score`` per row, highest first, ties broken by vocabulary index then column.
+
+    Counts are integers, so many genes tie at the cut-off; ``topk`` alone picks among them differently on CPU and CUDA
+    and by the order of the table's columns. Only the cut-off is resolved exactly, so the cost stays that of ``topk``.
+    """
+    n, g = score.shape
+    if gene_index.ndim == 1:
+        rank = _tie_rank(gene_index)[None].expand(n, g)
+    else:
+        rank = torch.vstack([_tie_rank(row) for row in gene_index])
+    best = score.topk(k, dim=1)
+    cutoff = best.values[:, -1:]
+    n_above = (best.values > cutoff).sum(1, keepdim=True)  # these are all the columns above the cut-off
+    at_cutoff = torch.where(score == cutoff, rank, torch.full_like(rank, float("inf"))).topk(k, dim=1, largest=False)
+    slot = torch.arange(k, device=score.device)[None]
+    cols = torch.where(slot < n_above, best.indices, at_cutoff.indices.gather(1, (slot - n_above).clamp(min=0)))
+    by_rank = torch.sort(rank.gather(1, cols), dim=1, stable=True).indices
+    cols = cols.gather(1, by_rank)
+    by_score = torch.sort(score.gather(1, cols), dim=1, descending=True, stable=True).indices
+    return cols.gather(1, by_score)
+
+
+def _tie_rank(gene_index: torch.Tensor) -> torch.Tensor:
+    """(G,) float rank of each column by (vocabulary index, column): the tie-breaking order of ``_top_genes``."""
+    order = torch.sort(gene_index, stable=True).indices
+    rank = torch.empty(gene_index.shape, dtype=torch.float32, device=gene_index.device)
+    rank[order] = torch.arange(len(gene_index), dtype=torch.float32, device=gene_index.device)
+    return rank

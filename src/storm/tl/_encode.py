@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     import torch
 
     from ..models import StormModel
@@ -137,7 +139,7 @@ def encode(
     # on large slides; the outputs are put back in table order.
     order = corpus.slides[0].tiles.raster_order() if use != "expression" else np.arange(corpus.n_spots)
     batches = [order[start : start + size] for start in range(0, corpus.n_spots, size)]
-    tiles = _read_ahead(corpus.slides[0], batches, settings.num_workers) if use != "expression" else None
+    tiles = _batch_tiles(corpus.slides[0], batches, device, settings.num_workers) if use != "expression" else None
     parts: dict[str, list[np.ndarray]] = {}
     try:
         with torch.inference_mode(), autocast(settings.precision, device):
@@ -215,18 +217,42 @@ def _inputs(batch: dict[str, Any], use: str, device: torch.device) -> dict[str, 
     return {k: v.to(device) for k, v in batch.items() if k in keep}
 
 
-def _read_ahead(slide: Any, batches: list[np.ndarray], workers: int, ahead: int = 2) -> Iterator[NicheTiles]:
-    """The distinct tiles of each batch's niches, read by ``workers`` threads up to ``ahead`` batches in advance.
+def _batch_tiles(slide: Any, batches: list[np.ndarray], device: torch.device, workers: int) -> Iterator[NicheTiles]:
+    """Each batch's niche tiles: read ahead in threads when the model runs on an accelerator, in line on the CPU.
 
-    Reading (decoding, cropping, resampling) runs on the CPU while the model works on the batch before, and each
-    batch's tiles are split between the threads, so a GPU is not left waiting for the tiler.
+    On the CPU the model's kernels already use every core; reader threads beside them slow both down (tiny preset on
+    2 cores, her2st: 63 spots/s reading in line, 50 with 2 reader threads; ``docs/benchmarks.md``).
+    """
+    if device.type == "cpu":
+        return _read_in_line(slide, batches)
+    return _read_ahead(slide, batches, workers)
+
+
+def _niche_index(slide: Any, spots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which niche slots of ``spots`` hold a spot, each slot's row among the distinct spots, and those spots."""
+    niches = slide.neighbours[spots]
+    valid = niches >= 0
+    unique, inverse = np.unique(niches[valid], return_inverse=True)
+    return valid, inverse, unique
+
+
+def _read_in_line(slide: Any, batches: list[np.ndarray]) -> Iterator[NicheTiles]:
+    """The niche tiles of each batch, read when the batch is asked for."""
+    for spots in batches:
+        valid, inverse, unique = _niche_index(slide, spots)
+        yield NicheTiles(valid, inverse, slide.tiles.read(unique))
+
+
+def _read_ahead(slide: Any, batches: list[np.ndarray], workers: int, ahead: int = 2) -> Iterator[NicheTiles]:
+    """The niche tiles of each batch, read by ``workers`` threads up to ``ahead`` batches in advance.
+
+    Reading (decoding, cropping, resampling) runs on the CPU while an accelerator works on the batch before, and each
+    batch's tiles are split between the threads, so the accelerator is not left waiting for the tiler.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    def submit(spots: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Any]]:
-        niches = slide.neighbours[spots]
-        valid = niches >= 0
-        unique, inverse = np.unique(niches[valid], return_inverse=True)
+    def submit(spots: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Future]]:
+        valid, inverse, unique = _niche_index(slide, spots)
         n_parts = max(1, min(workers, len(unique) // _MIN_TILES_PER_THREAD))
         return valid, inverse, [pool.submit(slide.tiles.read, part) for part in np.array_split(unique, n_parts)]
 

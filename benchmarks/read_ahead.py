@@ -1,0 +1,114 @@
+"""Reading tiles in line vs reader threads reading ahead: end-to-end ``st.tl.embed`` spots/s, side by side.
+
+Usage: python benchmarks/read_ahead.py [--preset tiny] [--device cpu] [--precision fp32] [--workers 1 2]
+                                       [--repeats 2] [--slides her2st] [--data ../shared/data] [--out FILE]
+
+``st.tl.embed`` reads each batch's niche tiles in the calling thread when the model runs on the CPU, and with
+``storm.settings.num_workers`` threads reading two batches ahead when it runs on an accelerator. This script times both
+on the same device in one process (random weights of ``--preset``, the her2st sections of ``throughput.py``): the
+in-line reader, and the read-ahead reader with each ``--workers`` count, alternating, best of ``--repeats`` after one
+warm-up. Ratio = spots/s / in-line spots/s. Writes benchmarks/results/read_ahead_<device>.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _common import DEFAULT_DATA, RESULTS, header, write
+from throughput import preset_model, slides
+
+import storm as st
+from storm.tl import _encode
+from storm.tl._model_arg import get_model
+
+
+def reader(mode: str, workers: int) -> Any:
+    """A ``_batch_tiles`` replacement that always reads in line, or always reads ahead with ``workers`` threads."""
+    if mode == "in line":
+        return lambda slide, batches, device, _: _encode._read_in_line(slide, batches)
+    return lambda slide, batches, device, _: _encode._read_ahead(slide, batches, workers)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    st.settings.device = args.device
+    st.settings.precision = args.precision
+    st.settings.batch_size = args.batch
+    sections = slides(args.slides, args.data)
+    n_spots = sum(s["table"].n_obs for s in sections)
+    model = preset_model(args.preset, get_model(None))
+
+    def end_to_end() -> float:
+        t0 = time.perf_counter()
+        for sdata in sections:
+            st.tl.embed(sdata, model, modality="both", key_added="X_bench")
+        return time.perf_counter() - t0
+
+    variants = {"in line": reader("in line", 0)} | {
+        f"read ahead, {w} thread{'s' * (w > 1)}": reader("ahead", w) for w in args.workers
+    }
+    default = _encode._batch_tiles
+    best = dict.fromkeys(variants, float("inf"))
+    try:
+        end_to_end()
+        for _ in range(args.repeats):
+            for name, fn in variants.items():
+                _encode._batch_tiles = fn
+                best[name] = min(best[name], end_to_end())
+    finally:
+        _encode._batch_tiles = default
+    base = n_spots / best["in line"]
+    rows = [
+        {"reader": name, "spots_per_s": round(n_spots / s, 1), "ratio_to_in_line": round(n_spots / s / base, 3)}
+        for name, s in best.items()
+    ]
+    for row in rows:
+        print(row)
+    return {
+        "device": args.device,
+        "precision": args.precision,
+        "preset": args.preset,
+        "batch": args.batch,
+        "rows": rows,
+    }
+
+
+def table(record: dict[str, Any]) -> str:
+    lines = [
+        f"Device: {record['device']}, preset {record['preset']}, {record['precision']}, {record['batch']} niches per "
+        "batch.",
+        "",
+        "| reader | end-to-end spots/s | × in line |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {r['reader']} | {r['spots_per_s']} | {r['ratio_to_in_line']:.2f} |" for r in record["rows"]]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "auto"])
+    parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--slides", default="her2st", help="'her2st' (B4, C2-C5) or 'demo:N' (no data needed)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    st.settings.progress = False
+    record = header("read_ahead", "timm")
+    record.update(run(args))
+    write(record, args.out or RESULTS / f"read_ahead_{args.device.split(':')[0]}.json")
+    print()
+    print(table(record))
+
+
+if __name__ == "__main__":
+    main()
