@@ -20,8 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import DEFAULT_DATA, RESULTS, header, write
-from throughput import preset_model, slides
+from throughput import pipeline_parser, preset_model, report, slides
 
 import storm as st
 from storm.tl import _encode
@@ -91,23 +90,10 @@ def table(record: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = pipeline_parser(__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "auto"])
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--slides", default="her2st", help="'her2st' (B4, C2-C5) or 'demo:N' (no data needed)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    st.settings.progress = False
-    record = header("read_ahead", "timm")
-    record.update(run(args))
-    write(record, args.out or RESULTS / f"read_ahead_{args.device.split(':')[0]}.json")
-    print()
-    print(table(record))
+    report("read_ahead", parser.parse_args(), run, table)
 
 
 if __name__ == "__main__":

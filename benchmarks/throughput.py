@@ -178,9 +178,9 @@ def table(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", nargs="+", default=["tiny", "small"])
+def pipeline_parser(description: str) -> argparse.ArgumentParser:
+    """Arguments shared by the pipeline benchmarks (this one and ``read_ahead.py``)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "auto"])
     parser.add_argument("--batch", type=int, default=64)
@@ -188,13 +188,23 @@ def main() -> None:
     parser.add_argument("--slides", default="her2st", help="'her2st' (B4, C2-C5) or 'demo:N' (no data needed)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    return parser
+
+
+def report(name: str, args: argparse.Namespace, run: Any, table: Any) -> None:
+    """Run, write ``results/<name>_<device>.json`` (or ``--out``) and print the table."""
     st.settings.progress = False
-    record = header("throughput", "timm")
+    record = header(name, "timm")
     record.update(run(args))
-    write(record, args.out or RESULTS / f"throughput_{args.device.split(':')[0]}.json")
+    write(record, args.out or RESULTS / f"{name}_{args.device.split(':')[0]}.json")
     print()
     print(table(record))
+
+
+def main() -> None:
+    parser = pipeline_parser(__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["tiny", "small"])
+    report("throughput", parser.parse_args(), run, table)
 
 
 if __name__ == "__main__":
