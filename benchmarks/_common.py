@@ -16,7 +16,7 @@ import storm as st
 from storm._compute import cpu_name
 from storm.tl._metrics import pearson_per_gene
 from storm.train import Corpus
-from storm.train._corpus import log1p_cp10k
+from storm.data._corpus import log1p_cp10k
 
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

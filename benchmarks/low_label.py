@@ -71,7 +71,7 @@ def restrict_to_shared_genes(slides: list) -> None:
 
 def slide_arrays(sdata, label: str, net) -> dict:
     slide = resolve(sdata)
-    x, used = spot_features(slide, net, "expression", None, None)
+    x, used = spot_features(slide, net, "expression", None)
     labels = sdata["table"].obs[label].iloc[slide.rows].astype(object).to_numpy()
     keep = np.array([v is not None and v == v and str(v) not in DROP for v in labels])
     table = sdata["table"]

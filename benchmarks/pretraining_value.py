@@ -43,8 +43,8 @@ from storm.tl._metrics import pearson_per_gene
 
 
 def model_readouts(model: StormModel, held, train, genes: list[str]) -> dict[str, np.ndarray]:
-    held_out = encode(held, model, modalities="image", genes=genes)
-    train_out = [encode(s, model, modalities="image") for s in train]
+    held_out = encode(held, model, modality="image", genes=genes)
+    train_out = [encode(s, model, modality="image") for s in train]
     return {
         "zero_shot": held_out.predicted_expression,
         "ridge": (held_out.embedding, [o.embedding for o in train_out]),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-NAMESPACES = ["io", "pp", "tl", "pl", "datasets", "models", "train"]
+NAMESPACES = ["io", "pp", "tl", "pl", "datasets", "models", "data", "train"]
 
 
 @pytest.mark.parametrize("namespace", NAMESPACES)

@@ -1,23 +1,41 @@
-"""``storm embed | predict | domains STORE.zarr``: run one tool on a SpatialData store and write its table back safely."""
+"""``storm embed | predict | domains STORE.zarr ...``: run one tool on SpatialData stores and write each table back safely.
+
+One store behaves as it always has: its errors stop the command. A cohort (several stores, a folder of them, or any run
+under ``torchrun``) is split into shards, one per process (rank ``r`` of ``N`` takes stores ``r, r + N, ...`` of the
+sorted list); a store that fails is reported and the others still finish, and the exit code is 1 when any failed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 #: The subcommands, and what each one does.
 COMMANDS = {
-    "embed": "embed every spot (obsm X_storm ...) and write the table back into the store",
-    "predict": "predict expression from the H&E (layers storm_predicted) and write the table back into the store",
-    "domains": "find tissue domains (obs storm_domain; embeds first if needed) and write the table back into the store",
+    "embed": "embed every spot (obsm X_storm ...) and write the table back into each store",
+    "predict": "predict expression from the H&E (layers storm_predicted) and write the table back into each store",
+    "domains": "find tissue domains per store (obs storm_domain; embeds first if needed) and write each table back",
 }
+
+#: How long ranks that finished their shard wait for the slowest one before the summary (shards differ in size).
+GATHER_TIMEOUT = timedelta(hours=24)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add the ``embed``, ``predict`` and ``domains`` subcommands to the ``storm`` parser."""
     for name, help_text in COMMANDS.items():
         parser = sub.add_parser(name, help=help_text)
-        parser.add_argument("store", type=Path, help="a SpatialData .zarr store (changed in place, all or nothing)")
+        parser.add_argument(
+            "stores",
+            nargs="+",
+            type=Path,
+            metavar="STORE",
+            help="SpatialData .zarr stores, or folders holding *.zarr stores (each changed in place, all or nothing); "
+            "under torchrun each process takes its share",
+        )
         parser.add_argument("--table-key", default=None)
         parser.add_argument("--model", default=None, help="checkpoint folder or name (default: the bundled one)")
         if name in ("embed", "domains"):
@@ -31,21 +49,105 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
             parser.add_argument("--resolution", type=float, default=None, help="Leiden resolution")
 
 
+def expand_stores(paths: list[Path]) -> list[Path]:
+    """The stores named by ``paths`` (stores, or folders whose ``*.zarr`` stores are taken), sorted and deduplicated.
+
+    Raises :class:`FileNotFoundError` naming the first path that does not exist, is not a zarr store (a folder with
+    ``zarr.json`` or ``.zgroup``), or is a folder holding no ``*.zarr`` store.
+    """
+    fix = "pass a SpatialData .zarr store written by SpatialData.write, or a folder holding such stores"
+    stores = []
+    for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist; {fix}.")
+        if _is_store(path):
+            stores.append(path)
+            continue
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path} is not a zarr store (a folder with zarr.json or .zgroup); {fix}.")
+        inside = sorted(p for p in path.glob("*.zarr") if not p.name.startswith("."))
+        if not inside:
+            raise FileNotFoundError(f"{path} is not a zarr store and holds no *.zarr store; {fix}.")
+        for store in inside:
+            if not _is_store(store):
+                raise FileNotFoundError(f"{store} (in {path}) is not a zarr store (no zarr.json or .zgroup); {fix}.")
+        stores.extend(inside)
+    unique = {store.resolve(): store for store in reversed(stores)}  # the first spelling of each store wins
+    return sorted(unique.values(), key=str)
+
+
+def _is_store(path: Path) -> bool:
+    return (path / "zarr.json").is_file() or (path / ".zgroup").is_file()
+
+
 def run(args: argparse.Namespace) -> int:
-    """Read the store, compute in memory, then replace its table (the store is untouched until results exist)."""
+    """Check every path, then run the tool on this process's shard of the stores and print one line per store."""
+    stores = expand_stores(args.stores)  # every path checked before anything is imported, loaded or computed
+    import torch
+
+    from ._settings import settings
+    from .tl._model_arg import get_model
+    from .train._distributed import setup, teardown
+
+    model = get_model(args.model)
+    joined_before = torch.distributed.is_available() and torch.distributed.is_initialized()
+    dist = setup(settings.device)  # rank and world size from torchrun's variables; CUDA device from LOCAL_RANK
+    try:
+        if len(stores) == 1 and dist.world_size == 1:
+            print(_run_one(args, stores[0], model, ""))
+            return 0
+        return _run_shard(args, stores, model, dist)
+    finally:
+        if not joined_before:
+            teardown()
+
+
+def _run_shard(args: argparse.Namespace, stores: list[Path], model: Any, dist: Any) -> int:
+    """Run this rank's stores, isolating failures; summarise on rank 0 (on every rank without a process group)."""
+    import torch
+
+    grouped = dist.world_size > 1 and torch.distributed.is_initialized()
+    # a CPU group of its own, so that ranks done early can wait out NCCL's (or gloo's) default timeout for the others
+    group = torch.distributed.new_group(backend="gloo", timeout=GATHER_TIMEOUT) if grouped else None
+    tag = f" [rank {dist.rank}/{dist.world_size}]" if dist.world_size > 1 else ""
+    failed = []
+    mine = stores[dist.rank :: dist.world_size]
+    for store in mine:
+        try:
+            line = _run_one(args, store, model, tag)
+        except Exception as err:  # noqa: BLE001 - one bad store must not stop the cohort; reported and counted below
+            reason = " ".join(f"{type(err).__name__}: {err}".split())
+            failed.append(f"{store} ({reason})")
+            print(f"storm {args.command}{tag}: failed {store}: {reason}", file=sys.stderr, flush=True)
+        else:
+            print(line, flush=True)
+    if grouped:
+        shards: list[Any] = [None] * dist.world_size
+        torch.distributed.all_gather_object(shards, failed, group=group)
+        failed = [f for shard in shards for f in shard]
+        if dist.is_main:
+            print(_summary(args.command, len(stores), failed, f" on {dist.world_size} processes"), flush=True)
+        torch.distributed.barrier(group=group)  # no rank exits (and has torchrun stop the others) before the summary
+    else:
+        scope = " of this rank's shard (no process group)" if dist.world_size > 1 else ""
+        print(_summary(args.command + tag, len(mine), failed, scope), flush=True)
+    return 1 if failed else 0
+
+
+def _summary(command: str, n: int, failed: list[str], scope: str) -> str:
+    done = f"storm {command}: {n - len(failed)} of {n} stores done{scope}"
+    return done + (f"; {len(failed)} failed: {', '.join(failed)}" if failed else "")
+
+
+def _run_one(args: argparse.Namespace, store: Path, model: Any, tag: str) -> str:
+    """Read one store, compute in memory, then replace its table (the store is untouched until results exist)."""
     import spatialdata
 
     from . import io, tl
     from ._constants import OBSM_EMBEDDING
-    from .tl._model_arg import get_model
 
-    if not args.store.is_dir():
-        raise FileNotFoundError(
-            f"{args.store} is not a folder; pass a SpatialData .zarr store written by SpatialData.write."
-        )
-    sdata = spatialdata.read_zarr(args.store)
+    sdata = spatialdata.read_zarr(store)
     key = io.resolve(sdata, table_key=args.table_key).keys["table_key"]
-    model = get_model(args.model)
     if args.command == "embed":
         tl.embed(sdata, model, modality=args.modality, table_key=key, image_key=args.image_key)
         table = sdata.tables[key]
@@ -60,6 +162,5 @@ def run(args: argparse.Namespace) -> int:
         tl.domains(sdata, args.n_domains, resolution=args.resolution, table_key=key)
         table = sdata.tables[key]
         done = f"obs['storm_domain'] with {len(table.obs['storm_domain'].cat.categories)} domains"
-    io.write_table(args.store, table, key)
-    print(f"storm {args.command}: wrote {done} for {table.n_obs} spots to table {key!r} of {args.store}")
-    return 0
+    io.write_table(store, table, key)
+    return f"storm {args.command}{tag}: wrote {done} for {table.n_obs} spots to table {key!r} of {store}"

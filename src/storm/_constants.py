@@ -41,4 +41,6 @@ PLATFORMS: dict[str, dict[str, float]] = {
     "visium_hd_008um": {"pitch_um": 8.0, "spot_um": 8.0},
     "visium_hd_016um": {"pitch_um": 16.0, "spot_um": 16.0},
     "xenium": {"um_per_unit": 0.2125},
+    #: NanoString CosMx SMI: 0.12028 µm per pixel of the FOV images (``CenterX_local_px`` etc.).
+    "cosmx": {"um_per_unit": 0.12028},
 }

@@ -77,6 +77,39 @@ def test_151510(dlpfc_dir):
     assert table.obs["layer"].value_counts()["L1"] == 1180
 
 
-def test_unknown_sample(dlpfc_dir):
-    with pytest.raises(ValueError, match=r"`sample='151674'` is not a DLPFC sample"):
+def test_unknown_sample_lists_the_samples_found(dlpfc_dir):
+    with pytest.raises(
+        ValueError, match=r"`sample='151674'` is not in .*samples found there: \['151507', .*'151673'\]"
+    ):
         storm.datasets.dlpfc("151674", dlpfc_dir)
+    with pytest.raises(ValueError, match=r"`sample='1516'` is not a spatialLIBD DLPFC sample id"):
+        storm.datasets.dlpfc("1516", dlpfc_dir)
+
+
+def test_available_samples(dlpfc_dir):
+    from storm.datasets._dlpfc import SAMPLES, available_samples
+
+    assert available_samples(dlpfc_dir) == sorted(SAMPLES)
+
+
+def test_any_spatiallibd_sample_whose_files_are_present(dlpfc_dir, tmp_path):
+    """151676 is a spatialLIBD sample absent from the shared data: lay out its Space Ranger files and it loads."""
+    import shutil
+
+    from storm.datasets._dlpfc import SPACERANGER_FILES, available_samples
+
+    folder = tmp_path / "dlpfc" / "HumanPilot" / "10X" / "151676"
+    folder.mkdir(parents=True)
+    for name in SPACERANGER_FILES:  # 151672's files under the new id (the files, not the section, are the point)
+        shutil.copyfile(dlpfc_dir / "HumanPilot" / "10X" / "151672" / name, folder / name)
+    (tmp_path / "dlpfc" / "HumanPilot" / "10X" / "151675").mkdir()  # incomplete: not a sample
+    assert available_samples(tmp_path / "dlpfc") == ["151676"]
+    sdata = storm.datasets.dlpfc("151676", tmp_path)  # a folder holding dlpfc/
+    table = sdata["table"]
+    assert table.n_vars == 0 and table.n_obs > 3000
+    assert table.obs_names[0].startswith("151676_") and (table.obs["section"] == "151676").all()
+    assert table.obs["layer"].isna().all()  # no layer map in this folder
+    slide = storm.io.resolve(sdata)
+    assert slide.um_per_px * LOWRES_SCALEF == pytest.approx(0.725, abs=0.01)
+    with pytest.raises(ValueError, match=r"samples found there: \['151676'\]"):
+        storm.datasets.dlpfc("151673", tmp_path / "dlpfc")

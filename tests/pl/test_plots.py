@@ -72,7 +72,7 @@ def test_plot_arguments(demo, tmp_path):
     with pytest.raises(KeyError, match="NOT_A_GENE"):
         st.pl.genes(demo, ["NOT_A_GENE"])
     with pytest.raises(KeyError, match="predict_expression"):
-        st.pl.genes(demo, ["ERBB2"], layer="nope")
+        st.pl.genes(demo, ["ERBB2"], key="nope")
     with pytest.raises(ValueError, match="leave `ax=None`"):
         st.pl.genes(demo, ["ERBB2", "KRT19"], ax=ax)
 

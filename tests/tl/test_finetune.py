@@ -5,6 +5,7 @@ import pytest
 from spatialdata import SpatialData
 
 import storm as st
+from storm.data import log1p_cp10k
 from storm.io import resolve
 from storm.tl._finetune import spot_features
 from storm.tl._metrics import balanced_accuracy, pearson_per_gene
@@ -27,7 +28,7 @@ def planted():
     sdata = st.datasets.demo()
     net = get_model(None)
     slides = halves(sdata)
-    features = [spot_features(resolve(s), net, "image", None, None)[0] for s in slides]
+    features = [spot_features(resolve(s), net, "image", None)[0] for s in slides]
     stacked = np.concatenate(features)
     stacked = (stacked - stacked.mean(0)) / (stacked.std(0) + 1e-6)
     direction = np.linalg.svd(stacked, full_matrices=False)[2][:2].sum(0)  # along the main axes of variation
@@ -75,7 +76,7 @@ def test_expression_head_predicts_held_out_half_and_round_trips(tmp_path):
     columns = table.var_names.get_indexer(genes)
     predicted = table.layers["storm_predicted"][:, columns]
     assert np.isfinite(predicted).all() and table.var["storm_predicted"].sum() == len(genes)
-    measured = st.train.log1p_cp10k(table.X).toarray()[:, columns]
+    measured = log1p_cp10k(table.X).toarray()[:, columns]
     assert pearson_per_gene(predicted, measured).mean() > 0.05  # trained on the other half of the crop
     head.save(tmp_path / "expr")
     again = st.tl.predict_expression(test, head=tmp_path / "expr", copy=True)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import storm as st
+from storm.data import log1p_cp10k
 from storm.tl._fit import cox_loss, folds
 from storm.tl._metrics import concordance_index
 
@@ -15,7 +16,7 @@ def embedded():
     sdata = st.datasets.demo()
     st.tl.embed(sdata)
     table = sdata["table"]
-    erbb2 = st.train.log1p_cp10k(table.X)[:, table.var_names.get_loc("ERBB2")].toarray().ravel()
+    erbb2 = log1p_cp10k(table.X)[:, table.var_names.get_loc("ERBB2")].toarray().ravel()
     return table, np.argsort(erbb2, kind="stable")[len(erbb2) // 2 :]
 
 

@@ -57,7 +57,7 @@ def test_predict_expression_on_a_table_with_genes(model, caplog):
     assert "1 of 3 genes are not in the model's vocabulary" in caplog.text and genes[2] in caplog.text
     table = sdata["table"]
     layer = table.layers["storm_predicted"]
-    expected = encode(sdata, model, modalities="image", genes=genes[:2]).predicted_expression
+    expected = encode(sdata, model, modality="image", genes=genes[:2]).predicted_expression
     np.testing.assert_allclose(layer[:, table.var_names.get_indexer(genes[:2])], expected, rtol=1e-5, atol=1e-6)
     assert np.isnan(layer[:, table.var_names.get_loc(genes[2])]).all()
     assert int(table.var["storm_predicted"].sum()) == 2

@@ -7,8 +7,8 @@ import pytest
 from scipy import sparse
 
 import storm as st
+from storm.data import Corpus, NicheDataset, log1p_cp10k, niche_neighbours
 from storm.models import GeneVocab
-from storm.train import Corpus, NicheDataset, collate_niches, log1p_cp10k, niche_neighbours
 
 SYNTH = {"um_per_px": 0.5, "pitch_um": 40.0, "spot_um": 20.0}  # 42 spots on a 512 x 512 px (256 µm) image
 
@@ -73,16 +73,16 @@ def test_niche_neighbours_pads_small_slides_and_puts_the_centre_first():
 def test_offsets_and_padding_in_items():
     sdata = synthetic(n_spots=4, n_genes=3)
     corpus = Corpus.from_sources(sdata, tile_px=16, tile_um=16.0, niche_size=6)
-    item = NicheDataset(corpus)[2]
+    batch = NicheDataset(corpus)[2]
     cs = corpus.slides[0]
     xy = cs.slide.spot_xy_um
     nb = cs.neighbours[2]
-    assert item["spot_mask"].tolist() == [True] * 4 + [False] * 3
-    np.testing.assert_allclose(item["offsets_um"][:4], xy[nb[:4]] - xy[2], atol=1e-4)
-    assert (item["offsets_um"][0] == 0).all() and (item["offsets_um"][4:] == 0).all()
-    assert (item["tiles"][4:] == 0).all() and item["tiles"][:4].any(axis=(1, 2, 3)).all()
-    assert item["image_mask"].tolist() == item["spot_mask"].tolist()
-    np.testing.assert_array_equal(item["tiles"][1], cs.tiles.read([nb[1]])[0])
+    assert batch["spot_mask"][0].tolist() == [True] * 4 + [False] * 3
+    np.testing.assert_allclose(batch["offsets_um"][0, :4], xy[nb[:4]] - xy[2], atol=1e-4)
+    assert (batch["offsets_um"][0, 0] == 0).all() and (batch["offsets_um"][0, 4:] == 0).all()
+    assert batch["tile_index"][0, 4:].tolist() == [-1] * 3 and batch["tiles"].shape[0] == 4
+    assert batch["image_mask"][0].tolist() == batch["spot_mask"][0].tolist()
+    np.testing.assert_array_equal(batch["tiles"][batch["tile_index"][0, 1]], cs.tiles.read([nb[1]])[0])
 
 
 def test_log1p_cp10k_on_a_hand_made_matrix():
@@ -107,9 +107,9 @@ def test_expression_is_normalised_over_all_genes_and_aligned_to_the_vocab():
     counts = sdata["table"].X.toarray()
     expected = np.log1p(counts / counts.sum(1, keepdims=True) * 1e4)[:, [0, 3]]
     np.testing.assert_allclose(cs.expression.toarray(), expected, rtol=1e-5)
-    item = NicheDataset(corpus)[5]
-    np.testing.assert_allclose(item["expression"], expected[cs.neighbours[5]], rtol=1e-5)
-    assert item["gene_index"].tolist() == [2, 0]
+    batch = NicheDataset(corpus)[5]
+    np.testing.assert_allclose(batch["expression"][0], expected[cs.neighbours[5]], rtol=1e-5)
+    assert batch["gene_index"].tolist() == [2, 0]
     stats = corpus.stats()["slides"][0]
     assert (stats["genes"], stats["genes_in_vocab"]) == (6, 2)
 
@@ -122,21 +122,21 @@ def test_mixed_corpus_masks_and_batches(mixed_corpus):
     assert corpus.offsets.tolist() == [0, 42, 84, 89]
     assert len(corpus.vocab) == 30  # union of GENE0..GENE19 and GENE0..GENE29
     dataset = NicheDataset(corpus)
-    both, genes, he = dataset.get_batch([3, 42 + 3, 84 + 3])
+    both, genes, he = (dataset.get_batch([i]) for i in (3, 42 + 3, 84 + 3))
     assert "tiles" not in genes and not genes["image_mask"].any() and genes["expression_mask"].all()
-    assert genes["expression"].shape == (7, 30)
-    assert he["tiles"].shape == (7, 32, 32, 3) and he["image_mask"][:5].all() and not he["image_mask"][5:].any()
-    assert he["expression"].shape == (7, 0) and not he["expression_mask"].any() and he["spot_mask"].sum() == 5
+    assert genes["expression"].shape == (1, 7, 30)
+    assert he["tiles"].shape == (5, 32, 32, 3) and he["image_mask"][0, :5].all() and not he["image_mask"][0, 5:].any()
+    assert "expression" not in he and not he["expression_mask"].any() and he["spot_mask"].sum() == 5
     assert both["image_mask"].all() and both["expression_mask"].all() and both["tiles"].shape == (7, 32, 32, 3)
-    assert [x["slide"] for x in (both, genes, he)] == [0, 1, 2]
+    assert [x.slide for x in (both, genes, he)] == [0, 1, 2]
 
-    b = collate_niches(dataset.get_batch([42, 43]))
-    assert "images" not in b and b["expression"].shape == (2, 7, 30) and b["gene_index"].shape == (30,)
-    b = collate_niches(dataset.get_batch([85, 86]))
-    assert "expression" not in b and "gene_index" not in b and b["images"].shape == (2, 7, 32, 32, 3)
+    b = dataset.get_batch([42, 43])
+    assert "tiles" not in b and b["expression"].shape == (2, 7, 30) and b["gene_index"].shape == (30,)
+    b = dataset.get_batch([85, 86])
+    assert "expression" not in b and "gene_index" not in b and b["tile_index"].shape == (2, 7)
     assert b["spot_mask"].sum().item() == 10 and not b["expression_mask"].any()
-    with pytest.raises(ValueError, match="different genes"):
-        collate_niches(dataset.get_batch([0, 42]))
+    with pytest.raises(ValueError, match="one slide at a time"):
+        dataset.get_batch([0, 42])
 
 
 def test_stats_and_repr(mixed_corpus):
@@ -209,6 +209,6 @@ def test_images_much_coarser_than_the_tiles_are_left_out(caplog):
         dropped = Corpus.from_sources([st.datasets.demo()], tile_px=64, tile_um=16.0, niche_size=2, max_upsample=1.5)
     assert not dropped.slides[0].has_image and dropped.slides[0].has_expression
     assert "2.8x coarser" in caplog.text and "expression only" in caplog.text
-    assert collate_niches(NicheDataset(dropped).get_batch([0, 1])).get("images") is None
+    assert NicheDataset(dropped).get_batch([0, 1]).get("tiles") is None
     with pytest.raises(ValueError, match="max_upsample"):
         Corpus.from_sources([st.datasets.demo()], max_upsample=0.5)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import storm as st
-from storm.train import Augment, Corpus, NicheBatchSampler, NicheDataset, collate_niches
-from storm.train._augment import flip_rotate_offsets, jitter_colours
+from storm.data import Augment, Corpus, NicheBatchSampler, NicheDataset
+from storm.data._augment import flip_rotate_offsets, jitter_colours
 
 SIZES = [37, 50, 0, 13]  # spots per slide (one slide without spots)
 
@@ -133,8 +133,8 @@ def test_sampler_validates_arguments():
 # -- dataset, collate, DataLoader, model -----------------------------------------------------------------------------
 def test_dataloader_reads_tiles_once_per_batch_and_feeds_the_model(demo_corpus):
     import torch
-    from torch.utils.data import DataLoader
 
+    from storm.data import NicheLoader
     from storm.models import StormConfig, StormModel
 
     dataset = NicheDataset(demo_corpus)
@@ -144,7 +144,7 @@ def test_dataloader_reads_tiles_once_per_batch_and_feeds_the_model(demo_corpus):
     original = tiles.read
     tiles.read = lambda index: calls.append(np.asarray(index)) or original(index)
     try:
-        batch = next(iter(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_niches, num_workers=0)))
+        batch = next(iter(NicheLoader(dataset, sampler, device=torch.device("cpu"))))
     finally:
         del tiles.read
     centres = next(iter(sampler))
@@ -152,15 +152,17 @@ def test_dataloader_reads_tiles_once_per_batch_and_feeds_the_model(demo_corpus):
     assert len(calls) == 1 and calls[0].tolist() == np.unique(niches).tolist()  # each spot read once
     assert set(batch) == {
         "offsets_um",
-        "images",
+        "tiles",
+        "tile_index",
         "image_mask",
         "expression",
         "gene_index",
         "expression_mask",
         "spot_mask",
     }
-    assert batch["images"].shape == (4, 7, 64, 64, 3) and batch["images"].dtype == torch.uint8
-    assert torch.equal(batch["images"][2, 3], torch.from_numpy(tiles.read([niches[2, 3]])[0]))
+    assert batch["tiles"].shape == (len(np.unique(niches)), 64, 64, 3) and batch["tiles"].dtype == torch.uint8
+    assert batch["tile_index"].shape == (4, 7)
+    assert torch.equal(batch["tiles"][batch["tile_index"][2, 3]], torch.from_numpy(tiles.read([niches[2, 3]])[0]))
     assert batch["expression"].shape == (4, 7, 1000) and batch["expression"].dtype == torch.float32
     var_names = demo_corpus.slides[0].slide.table.var_names
     assert demo_corpus.vocab.symbols[batch["gene_index"].numpy()].tolist() == var_names.tolist()
@@ -173,22 +175,28 @@ def test_dataloader_reads_tiles_once_per_batch_and_feeds_the_model(demo_corpus):
     assert torch.isfinite(out.embedding).all() and torch.isfinite(out.gene_reconstruction).all()
 
 
-def test_augmented_items_are_deterministic_and_change_with_the_epoch(demo_corpus):
+def test_augmented_batches_are_deterministic_and_change_with_the_epoch(demo_corpus):
     plain = NicheDataset(demo_corpus)
     dataset = NicheDataset(demo_corpus, augment=Augment(), seed=1)
-    a, b = dataset[10], dataset[10]
+    a, b = dataset.get_batch([10, 11]), dataset.get_batch([10, 11])
     assert all(np.array_equal(a[k], b[k]) for k in ("tiles", "offsets_um", "expression"))
-    ref = plain[10]
-    np.testing.assert_allclose(np.linalg.norm(a["offsets_um"], axis=1), np.linalg.norm(ref["offsets_um"], axis=1))
+    ref = plain.get_batch([10, 11])
+    np.testing.assert_allclose(a["offsets_um"].norm(dim=-1), ref["offsets_um"].norm(dim=-1), atol=1e-4)
     np.testing.assert_array_equal(a["expression"], ref["expression"])
+    np.testing.assert_array_equal(a["tile_index"], ref["tile_index"])
+    # one flip/rotation for the whole batch: offsets and every distinct tile are transformed alike
+    flips = [(f, k) for f in (False, True) for k in range(4)]
+    dx, dy = ref["offsets_um"][0, 1].tolist()
+    expected = {(f, k): flip_rotate_offsets(np.array([[dx, dy]]), flip=f, k=k)[0].tolist() for f, k in flips}
+    chosen = [fk for fk in flips if np.allclose(expected[fk], a["offsets_um"][0, 1].tolist(), atol=1e-4)]
+    assert chosen
     sampler = NicheBatchSampler(dataset, 4)
     changed = []
     for epoch in range(1, 5):
         sampler.set_epoch(epoch)  # also moves the dataset's augmentation to that epoch
         assert dataset.epoch == epoch
-        changed.append(not np.array_equal(dataset[10]["tiles"], a["tiles"]))
+        changed.append(not np.array_equal(dataset.get_batch([10, 11])["tiles"], a["tiles"]))
     assert any(changed)
-    assert dataset.get_batch([10, 11])[0]["tiles"].tobytes() == dataset[10]["tiles"].tobytes()
     with pytest.raises(IndexError):
         dataset[len(dataset)]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,10 @@ _SOURCE = (
     "spatialLIBD / github.com/LieberInstitute/HumanPilot; Maynard et al., Nat Neurosci 24, 425-436 (2021), "
     "doi:10.1038/s41593-020-00787-0"
 )
+#: Samples of the shared data folder; any other spatialLIBD sample whose files are present loads too.
 SAMPLES = ("151507", "151508", "151509", "151510", "151669", "151670", "151671", "151672", "151673")
+#: Space Ranger files a sample folder ``HumanPilot/10X/<sample>/`` needs when there is no ``derived/`` h5ad.
+SPACERANGER_FILES = ("tissue_positions_list.txt", "scalefactors_json.json", "tissue_lowres_image.png")
 LAYERS = ["L1", "L2", "L3", "L4", "L5", "L6", "WM"]
 #: Space Ranger scale factors kept next to storm's (``spot_diameter_fullres`` is replaced by the true 55 µm spot).
 _SPACERANGER_KEYS = ("tissue_hires_scalef", "tissue_lowres_scalef", "fiducial_diameter_fullres")
@@ -31,9 +35,12 @@ _SPACERANGER_KEYS = ("tissue_hires_scalef", "tissue_lowres_scalef", "fiducial_di
 def dlpfc(sample: str = "151673", path: str | Path | None = None) -> SpatialData:
     """Load one section of the spatialLIBD human DLPFC Visium data set with its manual layer labels.
 
-    Samples ``"151673"`` (raw counts of 5,000 highly variable genes) and ``"151510"`` (500 genes) come with
-    expression (``derived/dlpfc_<sample>.h5ad``); the other samples (151507–151509, 151669–151672) give positions,
-    layers and the image only, with an expression table of 0 genes. The image is Space Ranger's 600-px lowres PNG
+    Any spatialLIBD sample whose files are in the folder loads: with expression when ``derived/dlpfc_<sample>.h5ad``
+    exists (in the shared data: ``"151673"``, raw counts of 5,000 highly variable genes, and ``"151510"``, 500 genes),
+    otherwise positions, layers and the image only (``HumanPilot/10X/<sample>/`` with ``tissue_positions_list.txt``,
+    ``scalefactors_json.json`` and ``tissue_lowres_image.png``; in the shared data 151507–151509 and 151669–151672),
+    with an expression table of 0 genes. Layers come from ``HumanPilot/10X/barcode_level_layer_map.tsv`` when it lists
+    the sample. The image is Space Ranger's 600-px lowres PNG
     (~16 µm/px), placed in the full-resolution frame with ``Scale(1 / tissue_lowres_scalef)``: enough for plots and
     spatial domains, too coarse for H&E tiling. Microns per pixel are fitted from the spot positions against the
     hexagonal Visium array (100 µm pitch).
@@ -41,7 +48,7 @@ def dlpfc(sample: str = "151673", path: str | Path | None = None) -> SpatialData
     Parameters
     ----------
     sample
-        Sample id, one of 151507–151510, 151669–151673.
+        spatialLIBD sample id (six digits, e.g. ``"151673"``) whose files are in the folder.
     path
         The dlpfc folder (containing ``HumanPilot/`` and ``derived/``), or a folder holding ``dlpfc/``. By default
         ``storm.settings.data_dir / "dlpfc"`` (``storm.settings.data_dir`` defaults to ``$STORM_DATA_DIR``).
@@ -63,15 +70,23 @@ def dlpfc(sample: str = "151673", path: str | Path | None = None) -> SpatialData
     (3639, 5000)
     """
     sample = str(sample)
-    if sample not in SAMPLES:
-        raise ValueError(f"`sample={sample!r}` is not a DLPFC sample; choose one of {list(SAMPLES)}.")
+    if not re.fullmatch(r"\d{6}", sample):
+        raise ValueError(
+            f"`sample={sample!r}` is not a spatialLIBD DLPFC sample id: use six digits, e.g. '151673' "
+            f"(the shared data holds {list(SAMPLES)})."
+        )
     root = dataset_dir("dlpfc", path, markers=["HumanPilot/10X", "derived"], hint=_HINT)
+    found = available_samples(root)
+    if sample not in found:
+        raise ValueError(
+            f"`sample={sample!r}` is not in {root}: samples found there: {found or 'none'}. A sample needs "
+            f"derived/dlpfc_<sample>.h5ad or HumanPilot/10X/<sample>/ with {list(SPACERANGER_FILES)}."
+        )
     h5ad = root / "derived" / f"dlpfc_{sample}.h5ad"
     if h5ad.exists():
         parts = _from_h5ad(h5ad, sample)
     else:
-        if sample in ("151673", "151510"):
-            logger.warning("dlpfc %s: %s not found; loading positions and layers without expression.", sample, h5ad)
+        logger.info("dlpfc %s: no %s; loading positions and layers without expression.", sample, h5ad.name)
         parts = _from_spaceranger(root, sample)
     counts, obs, var, xy, scalefactors, lowres, source = parts
 
@@ -100,6 +115,32 @@ def dlpfc(sample: str = "151673", path: str | Path | None = None) -> SpatialData
         image=image,
         extra_scalefactors=extra,
     )
+
+
+def available_samples(root: str | Path) -> list[str]:
+    """Sample ids loadable from a dlpfc folder: a ``derived/dlpfc_<id>.h5ad``, or a complete Space Ranger folder.
+
+    Parameters
+    ----------
+    root
+        The dlpfc folder (containing ``HumanPilot/`` and/or ``derived/``).
+
+    Returns
+    -------
+    Sorted sample ids.
+
+    Examples
+    --------
+    >>> from storm.datasets._dlpfc import available_samples
+    >>> available_samples("/nonexistent")
+    []
+    """
+    root = Path(root)
+    found = {f.stem.removeprefix("dlpfc_") for f in (root / "derived").glob("dlpfc_*.h5ad")}
+    tenx = root / "HumanPilot" / "10X"
+    if tenx.is_dir():
+        found |= {d.name for d in tenx.iterdir() if d.is_dir() and all((d / f).exists() for f in SPACERANGER_FILES)}
+    return sorted(s for s in found if re.fullmatch(r"\d{6}", s))
 
 
 def _obs(sample: str, barcodes: Any, array_row: Any, array_col: Any, layer: Any) -> pd.DataFrame:

@@ -112,8 +112,15 @@ def image_levels(image: Any) -> list[Any]:
 def choose_image(
     sdata: SpatialData, shapes_key: str, image_key: str | None, coordinate_system: str | None
 ) -> tuple[str | None, str]:
-    """Key of the image and name of the coordinate system shared by image and spots."""
-    shapes_cs = coordinate_systems(sdata.shapes[shapes_key])
+    """Key of the image and name of the coordinate system shared by image and spots.
+
+    Without ``image_key``: among images sharing a coordinate system with the spots, RGB images are preferred, then the
+    one with the most pixels per spot-coordinate unit (the finest). The coordinate system is chosen by
+    :func:`choose_coordinate_system`; only real ambiguity (two equally fine images, or spots that fall on different
+    pixels depending on the coordinate system) is refused.
+    """
+    shapes = sdata.shapes[shapes_key]
+    shapes_cs = coordinate_systems(shapes)
     if coordinate_system is not None and coordinate_system not in shapes_cs:
         raise ValueError(
             f"Spots {shapes_key!r} are not in `coordinate_system={coordinate_system!r}`; they are in {sorted(shapes_cs)}."
@@ -131,9 +138,10 @@ def choose_image(
                 f"spots {shapes_key!r} ({sorted(shapes_cs)}) share no coordinate system; register both in one with "
                 "`spatialdata.transformations.set_transformation`."
             )
-        return image_key, pick_coordinate_system(shared)
+        level0 = image_levels(sdata.images[image_key])[0]
+        return image_key, choose_coordinate_system(shapes, level0, shared, image_key, shapes_key)
     if not sdata.images:
-        return None, pick_coordinate_system(wanted_cs)
+        return None, native_coordinate_system(shapes, wanted_cs)
     candidates = {k: coordinate_systems(im) & wanted_cs for k, im in sdata.images.items()}
     candidates = {k: cs for k, cs in candidates.items() if cs}
     if not candidates:
@@ -144,30 +152,53 @@ def choose_image(
         )
     rgb = [k for k in candidates if image_is_rgb_candidate(sdata.images[k])]
     pool = rgb or list(candidates)
-    finest = _finest(sdata, pool, candidates)
+    systems, density = {}, {}
+    for k in pool:
+        level0 = image_levels(sdata.images[k])[0]
+        systems[k] = choose_coordinate_system(shapes, level0, candidates[k], k, shapes_key)
+        density[k] = round(affine_scale(spots_to_pixels(shapes, level0, systems[k])), 9)
+    best = max(density.values())
+    finest = [k for k in pool if density[k] == best]
     if len(finest) > 1:
         raise ValueError(f"Several images fit the spots equally well {finest}; pass `image_key=` to choose one.")
-    key = finest[0]
-    return key, pick_coordinate_system(candidates[key])
+    return finest[0], systems[finest[0]]
 
 
-def _finest(sdata: SpatialData, keys: list[str], candidates: dict[str, set[str]]) -> list[str]:
-    sizes = {}
-    for k in keys:
-        cs = pick_coordinate_system(candidates[k])
-        level0 = image_levels(sdata.images[k])[0]
-        sizes[k] = round(affine_scale(affine_xy(level0, cs)), 9)
-    best = min(sizes.values())
-    return [k for k in keys if sizes[k] == best]
+def spots_to_pixels(shapes: Any, level0: Any, coordinate_system: str) -> np.ndarray:
+    """3x3 affine from the spots' intrinsic ``(x, y)`` to pixels of image level 0, through ``coordinate_system``."""
+    return np.linalg.inv(affine_xy(level0, coordinate_system)) @ affine_xy(shapes, coordinate_system)
 
 
-def pick_coordinate_system(systems: set[str], what: str = "Image and spots share several coordinate systems") -> str:
-    """The only coordinate system, else ``"global"``, else an error starting with ``what`` asking for one."""
-    if len(systems) == 1:
-        return next(iter(systems))
-    if "global" in systems:
-        return "global"
-    raise ValueError(f"{what} {sorted(systems)}; pass `coordinate_system=`.")
+def choose_coordinate_system(shapes: Any, level0: Any, systems: set[str], image_key: str, shapes_key: str) -> str:
+    """The coordinate system, among ``systems`` (all shared by spots and image), to place the spots on the image.
+
+    Readers often register one slide in several systems (spatialdata-io's Visium reader: ``<id>`` in full-resolution
+    pixels and ``<id>_downscaled_hires`` / ``_lowres`` in the pixels of each PNG). When the spots land on the same
+    image pixels in all of them, the choice changes nothing, and storm takes the one in which the image is native
+    (identity transform), else ``"global"``, else the first by name. When they land on different pixels the slide is
+    really ambiguous, and the error asks for ``coordinate_system=``.
+    """
+    ordered = sorted(systems)
+    if len(ordered) == 1:
+        return ordered[0]
+    maps = {cs: spots_to_pixels(shapes, level0, cs) for cs in ordered}
+    first = maps[ordered[0]]
+    differ = [cs for cs in ordered[1:] if not np.allclose(maps[cs], first, rtol=1e-6, atol=1e-3)]
+    if differ:
+        raise ValueError(
+            f"Spots {shapes_key!r} fall on different pixels of image {image_key!r} in coordinate systems "
+            f"{[ordered[0], *differ]}; pass `coordinate_system=` to say which alignment is right."
+        )
+    return native_coordinate_system(level0, systems)
+
+
+def native_coordinate_system(element: Any, systems: set[str]) -> str:
+    """Among ``systems``, the one where ``element`` has the identity transform, else ``"global"``, else the first."""
+    ordered = sorted(systems)
+    native = [cs for cs in ordered if np.allclose(affine_xy(element, cs), np.eye(3))]
+    if native:
+        return native[0]
+    return "global" if "global" in systems else ordered[0]
 
 
 def affine_scale(affine: np.ndarray) -> float:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._docs import doc_params
 from .._logging import logger
 from ._elements import (
     affine_scale,
@@ -14,7 +15,9 @@ from ._elements import (
     choose_image,
     choose_shapes,
     choose_table,
+    coordinate_systems,
     image_levels,
+    native_coordinate_system,
     table_link,
 )
 from ._scale import resolve_um_per_px, spatial_metadata
@@ -25,8 +28,9 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
+@doc_params
 def resolve(
-    data: SpatialData | AnnData,
+    data: SpatialData | AnnData | Slide,
     *,
     table_key: str | None = None,
     image_key: str | None = None,
@@ -34,25 +38,27 @@ def resolve(
     coordinate_system: str | None = None,
     um_per_px: float | None = None,
     platform: str | None = None,
+    layer: str | None = None,
     library_id: str | None = None,
+    image: bool = True,
 ) -> Slide:
-    """Resolve the table, image, spots, coordinate system and physical scale of a slide.
+    """Resolve the table, image, spots, coordinate system, counts layer and physical scale of a slide.
+
+    Every storm tool and plot resolves its input with this function, once, and records the result in
+    ``uns["storm"][key]["resolved"]``.
 
     Parameters
     ----------
     data
         A :class:`~spatialdata.SpatialData` (from spatialdata-io's readers, :func:`spatialdata.read_zarr`, or storm's
-        datasets) or an AnnData with squidpy-style ``uns["spatial"][library_id]`` and ``obsm["spatial"]``.
-    table_key, image_key, shapes_key, coordinate_system
-        Elements to use; each is inferred when unambiguous. Among several images sharing the spots' coordinate
-        system, RGB images are preferred, then the finest resolution.
-    um_per_px
-        Microns per pixel of the full-resolution image (level 0). Overrides metadata.
-    platform
-        Platform whose spot pitch (or unit size) gives the scale when metadata has none, e.g. ``"visium"`` or
-        ``"st"``; see ``storm._constants.PLATFORMS``.
+        datasets), an AnnData with squidpy-style ``uns["spatial"][library_id]`` and ``obsm["spatial"]`` (as
+        :func:`scanpy.read_visium` writes it), or an already resolved :class:`~storm.io.Slide` (returned as it is).
+    {resolve_params}
     library_id
         For AnnData input: the key in ``uns["spatial"]``.
+    image
+        Whether the caller uses the image. With ``False`` (tools that work on stored embeddings), an image that cannot
+        be chosen unambiguously is left out instead of raising.
 
     Returns
     -------
@@ -68,6 +74,8 @@ def resolve(
     from anndata import AnnData
     from spatialdata import SpatialData
 
+    if isinstance(data, Slide):
+        return data
     if isinstance(data, AnnData):
         from ._anndata import from_anndata
 
@@ -100,7 +108,15 @@ def resolve(
     xy_shape = np.column_stack([geoms.geometry.centroid.x.to_numpy(), geoms.geometry.centroid.y.to_numpy()])
     diameter_shape = _diameters(geoms)
 
-    image_key, cs = choose_image(data, shapes_key, image_key, coordinate_system)
+    try:
+        image_key, cs = choose_image(data, shapes_key, image_key, coordinate_system)
+        hint_key = image_key
+    except ValueError as error:
+        if image or image_key is not None:
+            raise
+        logger.info("no image used (%s)", error)
+        cs = coordinate_system or native_coordinate_system(shapes, coordinate_systems(shapes))
+        hint_key, image_key = sorted(data.images)[0], None
     shape_to_cs = affine_xy(shapes, cs)
     if image_key is not None:
         level_arrays = image_levels(data.images[image_key])
@@ -120,7 +136,7 @@ def resolve(
         um_per_px=um_per_px,
         platform=platform,
         meta=meta,
-        image_key=image_key,
+        image_key=hint_key,
         shapes_key=shapes_key,
         spot_xy_px=xy_px,
         px_per_shape_unit=px_per_shape_unit,
@@ -139,9 +155,20 @@ def resolve(
         um_per_px=scale,
         um_per_px_source=source,
         keys={"table_key": table_key, "image_key": image_key, "shapes_key": shapes_key, "coordinate_system": cs},
+        layer=check_layer(table, layer),
     )
     logger.info("resolved slide: %s", slide.summary())
     return slide
+
+
+def check_layer(table: AnnData, layer: str | None) -> str | None:
+    """``layer`` when it is a layer of ``table`` (``None``: ``X``); otherwise an error listing the layers."""
+    if layer is not None and layer not in table.layers:
+        raise KeyError(
+            f"`layer={layer!r}` is not a layer of the table (layers: {list(table.layers)}); pass the layer holding raw "
+            "counts, or layer=None to use X."
+        )
+    return layer
 
 
 def _check_unique(obs_names: np.ndarray, table_key: str) -> None:

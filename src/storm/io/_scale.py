@@ -48,14 +48,18 @@ def detect_platform(meta: dict[str, Any], image_key: str | None, shapes_key: str
     hd = re.search(r"square_(\d{3})um", shapes_key)
     if hd:
         return f"visium_hd_{hd.group(1)}um"
+    if re.search(r"_(cell|nucleus)_segmentations$", shapes_key):
+        return None  # Visium HD cells: not on a grid, and the reader keeps no µm per pixel; ask for um_per_px
     if "fiducial_diameter_fullres" in meta.get("scalefactors", {}):
         return "visium"
     if image_key is not None and re.search(r"_(hires|lowres|full)_image$", image_key):
         return "visium"
-    if shapes_key in {"cell_circles", "cell_boundaries", "nucleus_boundaries"} or (
+    if shapes_key in {"cell_circles", "cell_boundaries", "nucleus_boundaries", "cell_labels", "nucleus_labels"} or (
         image_key is not None and image_key.startswith("morphology")
     ):
         return "xenium"
+    if re.fullmatch(r"\d+_labels", shapes_key) or (image_key is not None and re.fullmatch(r"\d+_image", image_key)):
+        return "cosmx"  # spatialdata-io's cosmx reader: one "<fov>_image" and "<fov>_labels" per field of view
     return None
 
 

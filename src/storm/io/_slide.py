@@ -63,6 +63,8 @@ class Slide:
         How ``um_per_px`` was found (argument, metadata or spot pitch).
     keys
         Element keys chosen: ``table_key``, ``image_key``, ``shapes_key``, ``coordinate_system``.
+    layer
+        Layer of ``table`` holding raw counts (``None``: ``X``).
     """
 
     table: AnnData
@@ -75,6 +77,7 @@ class Slide:
     um_per_px: float
     um_per_px_source: str
     keys: dict[str, Any] = field(default_factory=dict)
+    layer: str | None = None
 
     @property
     def n_spots(self) -> int:
@@ -90,6 +93,11 @@ class Slide:
     def has_expression(self) -> bool:
         """Whether the table carries any genes."""
         return self.table.n_vars > 0
+
+    def counts(self) -> Any:
+        """Raw counts of the resolved spots (``layer``, else ``X``), rows in the order of ``obs_names``."""
+        matrix = self.table.X if self.layer is None else self.table.layers[self.layer]
+        return matrix[self.rows]
 
     def level_um_per_px(self, level: int) -> tuple[float, float]:
         """Microns per pixel ``(y, x)`` of pyramid ``level``."""
@@ -114,6 +122,7 @@ class Slide:
         """Plain-data description stored in ``uns`` next to results."""
         out = dict(self.keys)
         out.update(
+            layer=self.layer,
             n_spots=self.n_spots,
             um_per_px=float(self.um_per_px),
             um_per_px_source=self.um_per_px_source,

@@ -1,5 +1,6 @@
 """The storm network (``storm.models``): nn.Modules, configs, the gene vocabulary and checkpoint I/O; no AnnData here."""
 
+from ._batch import NicheBatch
 from ._config import PRESETS, StormConfig
 from ._heads import AttentionMILHead, SpotHead
 from ._model import StormModel, StormOutput
@@ -9,6 +10,7 @@ __all__ = [
     "PRESETS",
     "AttentionMILHead",
     "GeneVocab",
+    "NicheBatch",
     "SpotHead",
     "StormConfig",
     "StormModel",

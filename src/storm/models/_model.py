@@ -156,6 +156,8 @@ class StormModel(nn.Module):
         *,
         offsets_um: torch.Tensor,
         images: torch.Tensor | None = None,
+        tiles: torch.Tensor | None = None,
+        tile_index: torch.Tensor | None = None,
         image_features: torch.Tensor | None = None,
         image_mask: torch.Tensor | None = None,
         expression: torch.Tensor | None = None,
@@ -174,6 +176,9 @@ class StormModel(nn.Module):
             (B, S, 2) spot offsets from the centre in µm.
         images
             (B, S, H, W, 3) uint8 tiles (or (B, S, 3, H, W) normalised floats).
+        tiles, tile_index
+            (N, H, W, 3) distinct uint8 tiles and the (B, S) row of each niche slot in them (-1: none), as in a
+            :class:`~storm.models.NicheBatch`: the backbone runs once per distinct tile.
         image_features
             (B, S, C) or (B, S, T, C) precomputed backbone features, instead of ``images``.
         image_mask
@@ -197,6 +202,10 @@ class StormModel(nn.Module):
         -------
         :class:`StormOutput`
         """
+        if tiles is not None:
+            if tile_index is None:
+                raise ValueError("`tile_index` is needed with `tiles`: it says which tile fills each niche slot.")
+            image_features = self.niche_features(tiles, tile_index)
         if images is None and image_features is None and expression is None:
             raise ValueError("Pass `images`, `image_features` or `expression`: a niche needs at least one modality.")
         b, s = offsets_um.shape[:2]
@@ -266,6 +275,18 @@ class StormModel(nn.Module):
             image_token_reconstruction=token_recon,
             image_token_targets=token_targets,
         )
+
+    def niche_features(self, tiles: torch.Tensor, tile_index: torch.Tensor) -> torch.Tensor:
+        """(B, S, T, C) backbone tokens of every niche slot, running the backbone once per distinct tile.
+
+        ``tiles`` (N, H, W, 3) uint8 are a batch's distinct tiles and ``tile_index`` (B, S) the row of each slot in
+        them; slots without a tile (-1) get zeros.
+        """
+        tokens, _ = self.image.backbone_tokens(tiles)
+        has = tile_index >= 0
+        features = tokens.new_zeros((*tile_index.shape, *tokens.shape[1:]))
+        features[has] = tokens[tile_index[has]]
+        return features
 
     def _encode_images(
         self,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._constants import LAYER_PREDICTED, OBS_DOMAIN, OBSM_EMBEDDING
+from .._docs import doc_params
 from ._base import background, finish, new_axes, spots
 
 if TYPE_CHECKING:
@@ -17,12 +18,18 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
+@doc_params
 def domains(
     sdata: SpatialData | AnnData,
     *,
     key: str = OBS_DOMAIN,
     table_key: str | None = None,
     image_key: str | None = None,
+    shapes_key: str | None = None,
+    coordinate_system: str | None = None,
+    um_per_px: float | None = None,
+    platform: str | None = None,
+    layer: str | None = None,
     palette: str | list[Any] | None = None,
     title: str | None = None,
     ax: Axes | None = None,
@@ -38,8 +45,7 @@ def domains(
         A slide after :func:`storm.tl.domains` (or with any categorical ``obs`` column).
     key
         Categorical ``obs`` column to draw.
-    table_key, image_key
-        Element choice, as in :func:`storm.io.resolve`.
+    {resolve_params}
     palette
         A matplotlib colormap name or a list of colours, one per category (default ``tab20``).
     title
@@ -63,7 +69,16 @@ def domains(
 
     from ..io import resolve
 
-    slide = resolve(sdata, table_key=table_key, image_key=image_key)
+    slide = resolve(
+        sdata,
+        table_key=table_key,
+        image_key=image_key,
+        shapes_key=shapes_key,
+        coordinate_system=coordinate_system,
+        um_per_px=um_per_px,
+        platform=platform,
+        layer=layer,
+    )
     obs = slide.table.obs
     if key not in obs:
         raise KeyError(f"obs[{key!r}] not found; run st.tl.domains first, or pass `key=` naming a categorical column.")
@@ -81,21 +96,27 @@ def domains(
     return finish(fig, owned=ax is None, show=show, save=save, return_fig=return_fig)
 
 
+@doc_params
 def genes(
     sdata: SpatialData | AnnData,
     genes: str | list[str],
     *,
-    layer: str = LAYER_PREDICTED,
+    key: str = LAYER_PREDICTED,
     compare: bool = True,
     table_key: str | None = None,
     image_key: str | None = None,
+    shapes_key: str | None = None,
+    coordinate_system: str | None = None,
+    um_per_px: float | None = None,
+    platform: str | None = None,
+    layer: str | None = None,
     cmap: str = "viridis",
     ax: Axes | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
     return_fig: bool = False,
 ) -> Figure | None:
-    """Predicted expression (``layers[layer]``) over the H&E; with ``compare``, the measured beside it on one scale.
+    """Predicted expression (``layers[key]``) over the H&E; with ``compare``, the measured beside it on one scale.
 
     Measured values are log1p(CP10k) of ``X`` (raw counts), the unit of storm's predictions; each gene's two panels
     share one colour scale (1st–99th percentile of both).
@@ -106,12 +127,12 @@ def genes(
         A slide after :func:`storm.tl.predict_expression`.
     genes
         One gene or a list (one row of panels each).
-    layer
+    key
         Layer with the predictions (for an H&E-only table, ``X`` holds them too).
     compare
-        Draw the measured expression beside the prediction (when the table has counts).
-    table_key, image_key
-        Element choice, as in :func:`storm.io.resolve`.
+        Draw the measured expression (log1p(CP10k) of the counts in ``layer``) beside the prediction, when the table
+        has counts.
+    {resolve_params}
     cmap
         Colormap.
     ax, show, save, return_fig
@@ -124,7 +145,7 @@ def genes(
     Examples
     --------
     >>> import storm as st
-    >>> from storm.train import log1p_cp10k
+    >>> from storm.data import log1p_cp10k
     >>> sdata = st.datasets.demo()
     >>> table = sdata["table"]
     >>> table.layers["storm_predicted"] = 0.5 * log1p_cp10k(table.X).toarray()  # a stand-in for the predictions
@@ -132,21 +153,30 @@ def genes(
     >>> len(fig.axes)  # 2 genes x (measured, predicted) + 2 colour bars
     6
     """
+    from ..data import log1p_cp10k
     from ..io import resolve
-    from ..train import log1p_cp10k
 
-    slide = resolve(sdata, table_key=table_key, image_key=image_key)
+    slide = resolve(
+        sdata,
+        table_key=table_key,
+        image_key=image_key,
+        shapes_key=shapes_key,
+        coordinate_system=coordinate_system,
+        um_per_px=um_per_px,
+        platform=platform,
+        layer=layer,
+    )
     table = slide.table
     names = [genes] if isinstance(genes, str) else list(genes)
     missing = [g for g in names if g not in table.var_names]
     if missing:
         raise KeyError(f"`genes`: {missing} are not in the table; choose among its var_names.")
-    if layer not in table.layers:
-        raise KeyError(f"layers[{layer!r}] not found; run st.tl.predict_expression first, or pass `layer=`.")
+    if key not in table.layers:
+        raise KeyError(f"layers[{key!r}] not found; run st.tl.predict_expression first, or pass `key=`.")
     columns = table.var_names.get_indexer(names)
-    predicted = np.asarray(table.layers[layer][slide.rows][:, columns], dtype=float)
+    predicted = np.asarray(table.layers[key][slide.rows][:, columns], dtype=float)
     measured = None
-    counts = table.X[slide.rows]
+    counts = slide.counts()
     if compare and not np.array_equal(_dense(counts[:, columns]), predicted, equal_nan=True):  # H&E-only: X = predicted
         measured = np.asarray(_dense(log1p_cp10k(counts)[:, columns]), dtype=float)
     n_cols = 1 if measured is None else 2
@@ -174,12 +204,19 @@ def genes(
     return finish(fig, owned=ax is None, show=show, save=save, return_fig=return_fig)
 
 
+@doc_params
 def embedding(
     sdata: SpatialData | AnnData,
     color: str | None = None,
     *,
     basis: str = OBSM_EMBEDDING,
     table_key: str | None = None,
+    image_key: str | None = None,
+    shapes_key: str | None = None,
+    coordinate_system: str | None = None,
+    um_per_px: float | None = None,
+    platform: str | None = None,
+    layer: str | None = None,
     ax: Axes | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
@@ -197,8 +234,7 @@ def embedding(
         ``obs`` column or gene of the table (default: ``storm_domain`` when present).
     basis
         ``obsm`` key of the embedding.
-    table_key
-        Table, as in :func:`storm.io.resolve`.
+    {resolve_params}
     ax, show, save, return_fig
         Draw into ``ax``; show; save to a file; return the figure.
 
@@ -219,7 +255,17 @@ def embedding(
     from .._settings import settings
     from ..io import resolve
 
-    table = resolve(sdata, table_key=table_key).table
+    table = resolve(
+        sdata,
+        table_key=table_key,
+        image_key=image_key,
+        shapes_key=shapes_key,
+        coordinate_system=coordinate_system,
+        um_per_px=um_per_px,
+        platform=platform,
+        layer=layer,
+        image=False,
+    ).table
     if basis not in table.obsm:
         raise KeyError(f"obsm[{basis!r}] not found; run st.tl.embed first, or pass `basis=`.")
     x = np.asarray(table.obsm[basis], dtype=np.float32)

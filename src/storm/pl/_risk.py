@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._constants import OBS_RISK, UNS_KEY
+from .._docs import doc_params
 from ._base import background, finish, new_axes, spots
 
 if TYPE_CHECKING:
@@ -17,12 +18,18 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
+@doc_params
 def risk(
     sdata: SpatialData | AnnData,
     *,
     key: str = OBS_RISK,
     table_key: str | None = None,
     image_key: str | None = None,
+    shapes_key: str | None = None,
+    coordinate_system: str | None = None,
+    um_per_px: float | None = None,
+    platform: str | None = None,
+    layer: str | None = None,
     cmap: str = "RdBu_r",
     title: str | None = None,
     ax: Axes | None = None,
@@ -41,8 +48,7 @@ def risk(
         A slide after :func:`storm.tl.risk`.
     key
         ``obs`` column of the contributions.
-    table_key, image_key
-        Element choice, as in :func:`storm.io.resolve`.
+    {resolve_params}
     cmap
         Diverging colormap.
     title
@@ -66,7 +72,16 @@ def risk(
     """
     from ..io import resolve
 
-    slide = resolve(sdata, table_key=table_key, image_key=image_key)
+    slide = resolve(
+        sdata,
+        table_key=table_key,
+        image_key=image_key,
+        shapes_key=shapes_key,
+        coordinate_system=coordinate_system,
+        um_per_px=um_per_px,
+        platform=platform,
+        layer=layer,
+    )
     obs = slide.table.obs
     if key not in obs:
         raise KeyError(f"obs[{key!r}] not found; run st.tl.risk(sdata, head) first, or pass `key=`.")

@@ -294,7 +294,7 @@ def _choose_image(sdata: SpatialData, image_key: str | None) -> str:
 
 
 def _choose_coordinate_system(level0: Any, image_key: str, coordinate_system: str | None) -> str:
-    from ..io._elements import coordinate_systems, pick_coordinate_system
+    from ..io._elements import coordinate_systems, native_coordinate_system
 
     systems = coordinate_systems(level0)
     if coordinate_system is not None:
@@ -303,7 +303,7 @@ def _choose_coordinate_system(level0: Any, image_key: str, coordinate_system: st
                 f"Image {image_key!r} is not in `coordinate_system={coordinate_system!r}`; it is in {sorted(systems)}."
             )
         return coordinate_system
-    return pick_coordinate_system(systems, f"Image {image_key!r} is in several coordinate systems")
+    return native_coordinate_system(level0, systems)
 
 
 def _um_per_px(sdata: SpatialData, level0: Any, image_key: str, cs: str, um_per_px: float | None) -> tuple[float, str]:

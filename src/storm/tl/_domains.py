@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._constants import OBS_DOMAIN, OBSM_EMBEDDING, UNS_KEY
-from .._logging import logger
+from .._constants import OBS_DOMAIN, OBSM_EMBEDDING
+from .._docs import doc_params
+from ._results import Results, target_of, write_results
 from ._slides import as_slides, embedding_rows
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 SMOOTHING_NEIGHBOURS = 6
 
 
+@doc_params
 def domains(
     sdata: SpatialData | AnnData | Sequence[SpatialData | AnnData],
     n_domains: int | None = None,
@@ -28,9 +30,16 @@ def domains(
     use_rep: str = OBSM_EMBEDDING,
     model: Any = None,
     table_key: str | None = None,
+    image_key: str | None = None,
+    shapes_key: str | None = None,
+    coordinate_system: str | None = None,
+    um_per_px: float | None = None,
+    platform: str | None = None,
+    layer: str | None = None,
     seed: int | None = None,
     key_added: str = OBS_DOMAIN,
-) -> None:
+    copy: bool = False,
+) -> SpatialData | AnnData | list[SpatialData | AnnData] | None:
     """Cluster spots into tissue domains; several slides get one joint clustering, so labels agree across slides.
 
     Each spot's embedding (``obsm[use_rep]``, computed with :func:`storm.tl.embed` first when missing) is mixed with
@@ -41,7 +50,7 @@ def domains(
     Parameters
     ----------
     sdata
-        One slide or a list of slides (SpatialData or squidpy-style AnnData).
+        One slide or a list of slides (SpatialData, squidpy-style AnnData or resolved :class:`~storm.io.Slide`).
     n_domains
         Number of domains (k-means); ``None`` for Leiden.
     resolution
@@ -53,12 +62,18 @@ def domains(
     model
         Model for :func:`storm.tl.embed` when ``use_rep`` is a storm key (``X_storm...``) that is missing (default: the
         bundled checkpoint); any other missing key is an error.
-    table_key
-        Table of each slide, as in :func:`storm.io.resolve`.
+    {resolve_params}
+        The image is not needed: a slide whose image is ambiguous is clustered without it.
     seed
         Random seed (default ``storm.settings.seed``).
     key_added
         Categorical ``obs`` column written to every slide's table (and ``uns["storm"]`` key of the parameters).
+    copy
+        Return copies with the results (a list for a list of slides) instead of writing into ``sdata``.
+
+    Returns
+    -------
+    ``None``, or with ``copy=True`` the copy (or list of copies).
 
     Examples
     --------
@@ -71,7 +86,8 @@ def domains(
     from .._settings import settings
     from ..io import resolve
 
-    slides_in = as_slides(sdata, "sdata")
+    single = not isinstance(sdata, list | tuple)
+    slides_in = [target_of(s, copy) for s in as_slides(sdata, "sdata")]
     weight = _smoothing_weight(spatial_smoothing)
     if n_domains is not None and (isinstance(n_domains, bool) or int(n_domains) != n_domains or n_domains < 1):
         raise ValueError(f"`n_domains` must be a positive integer or None, got {n_domains!r}.")
@@ -79,10 +95,19 @@ def domains(
         raise ValueError("Pass `n_domains` (k-means) or `resolution` (Leiden), not both.")
     seed = settings.seed if seed is None else int(seed)
 
-    resolved = [resolve(s, table_key=table_key) for s in slides_in]
+    where = {
+        "table_key": table_key,
+        "image_key": image_key,
+        "shapes_key": shapes_key,
+        "coordinate_system": coordinate_system,
+        "um_per_px": um_per_px,
+        "platform": platform,
+        "layer": layer,
+    }
+    resolved = [resolve(s, **where, image=False) for s in slides_in]
     features = []
-    for data, slide in zip(slides_in, resolved, strict=True):
-        x = embedding_rows(data, slide, use_rep, model, table_key)
+    for slide in resolved:
+        x = embedding_rows(slide, use_rep, model)
         features.append(_smooth(x, slide.spot_xy_um, weight))
     sizes = [len(f) for f in features]
     total = sum(sizes)
@@ -106,19 +131,12 @@ def domains(
     }
     start = 0
     for slide, size in zip(resolved, sizes, strict=True):
-        column = np.full(slide.table.n_obs, None, dtype=object)
-        column[slide.rows] = labels[start : start + size].astype(str)
+        labels_here = pd.Categorical(labels[start : start + size].astype(str), categories=categories)
         start += size
-        slide.table.obs[key_added] = pd.Categorical(column, categories=categories)
-        slide.table.uns.setdefault(UNS_KEY, {})[key_added] = params
-    logger.info(
-        "found %d domains over %d slides: added obs[%r], uns[%r][%r]",
-        len(categories),
-        len(resolved),
-        key_added,
-        UNS_KEY,
-        key_added,
-    )
+        write_results(slide, Results(key_added, dict(params), obs={key_added: labels_here}))
+    if not copy:
+        return None
+    return slides_in[0] if single else slides_in
 
 
 def _smoothing_weight(value: bool | float) -> float:

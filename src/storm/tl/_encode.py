@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
-
     import torch
 
+    from ..data import Corpus
     from ..models import StormModel
-    from ..train import Corpus
 
 _OUTPUTS = ("embedding", "niche_embedding", "image_embedding", "gene_embedding", "predicted_expression")
-#: Below this many tiles per thread, splitting a batch's reading costs more than it saves.
-_MIN_TILES_PER_THREAD = 16
-
-
-class NicheTiles(NamedTuple):
-    """A batch's niches (``valid``: which slots hold a spot), each slot's row in ``tiles``, and the distinct tiles."""
-
-    valid: np.ndarray
-    inverse: np.ndarray
-    tiles: np.ndarray
-
 
 #: Which modalities the model sees: the image, the expression, or both (``"auto"``: whatever the slide has).
 MODALITIES = ("auto", "image", "expression", "both")
@@ -70,12 +55,16 @@ def encode(
     source: Any,
     model: StormModel,
     *,
-    modalities: str = "auto",
+    modality: str = "auto",
     genes: list[str] | np.ndarray | None = None,
     batch_size: int | None = None,
     **resolve_kwargs: Any,
 ) -> Encoded:
     """Encode every spot of a slide with its niche, tiled at the geometry the model was trained on.
+
+    Niches come from the one loader of storm (:class:`~storm.data.NicheLoader`): batches follow the image's chunk
+    rows (each batch reads few chunks, so memory stays bounded on large slides), each distinct tile of a batch is
+    read and run through the backbone once, and outputs go into arrays allocated once for the whole slide.
 
     Parameters
     ----------
@@ -83,15 +72,14 @@ def encode(
         A SpatialData object, squidpy-style AnnData, resolved :class:`~storm.io.Slide` or ``.zarr`` path.
     model
         The model (in eval mode, on any device; it is moved to ``storm.settings.device``).
-    modalities
+    modality
         ``"image"``, ``"expression"``, ``"both"`` or ``"auto"`` (both when the slide has both).
     genes
         Gene symbols to predict from the image (default: none); each must be in ``model.vocab``.
     batch_size
         Niches per forward pass (default ``storm.settings.batch_size``).
     **resolve_kwargs
-        ``table_key``, ``image_key``, ``shapes_key``, ``um_per_px``, ``platform`` or ``layer`` for
-        :meth:`~storm.train.Corpus.from_sources`.
+        Element choice, scale and counts layer for :func:`storm.io.resolve` (``table_key``, ``layer``, ...).
 
     Returns
     -------
@@ -100,13 +88,12 @@ def encode(
     Examples
     --------
     >>> import storm as st
-    >>> from storm.models import StormConfig, StormModel
+    >>> from storm.models import GeneVocab, StormConfig, StormModel
     >>> from storm.tl._encode import encode
     >>> sdata = st.datasets.demo()
-    >>> from storm.models import GeneVocab
     >>> vocab = GeneVocab.from_genes(sdata["table"].var_names)
     >>> model = StormModel(StormConfig.from_preset("tiny", image_size=32), vocab=vocab)
-    >>> out = encode(sdata, model.eval(), modalities="image", genes=["ERBB2", "KRT19"])
+    >>> out = encode(sdata, model.eval(), modality="image", genes=["ERBB2", "KRT19"])
     >>> out.embedding.shape, out.predicted_expression.shape
     ((151, 64), (151, 2))
     """
@@ -114,59 +101,56 @@ def encode(
 
     from .._compute import autocast, torch_device
     from .._settings import settings
-    from ..train import Corpus, NicheDataset, collate_niches
+    from ..data import Corpus, NicheDataset, NicheLoader
 
-    if modalities not in MODALITIES:
-        raise ValueError(f"`modalities` must be one of {MODALITIES}, got {modalities!r}.")
-    config = model.config
-    corpus = Corpus.from_sources(
-        source,
-        vocab=model.vocab,
-        tile_px=config.image_size,
-        tile_um=config.tile_um,
-        niche_size=config.niche_size,
-        **resolve_kwargs,
-    )
-    use = _modalities(corpus, modalities)
+    if modality not in MODALITIES:
+        raise ValueError(f"`modality` must be one of {MODALITIES}, got {modality!r}.")
+    size = settings.batch_size if batch_size is None else batch_size
+    if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    corpus = Corpus.for_model(source, model, **resolve_kwargs)
+    use = _modalities(corpus, modality)
     symbols, gene_index = _genes(model, genes)
     device = torch_device(settings.device)
     model = model.to(device).eval()
-    dataset = NicheDataset(corpus, read_tiles=False)
-    size = settings.batch_size if batch_size is None else int(batch_size)
-    if size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
-    # With images, batches follow the image's chunk rows, so each batch reads few chunks and memory stays bounded
-    # on large slides; the outputs are put back in table order.
-    order = corpus.slides[0].tiles.raster_order() if use != "expression" else np.arange(corpus.n_spots)
-    batches = [order[start : start + size] for start in range(0, corpus.n_spots, size)]
-    tiles = _batch_tiles(corpus.slides[0], batches, device, settings.num_workers) if use != "expression" else None
-    parts: dict[str, list[np.ndarray]] = {}
-    try:
-        with torch.inference_mode(), autocast(settings.precision, device):
-            for spots in batches:
-                inputs = _inputs(collate_niches(dataset.get_batch(spots)), use, device)
-                if tiles is not None:
-                    inputs["image_features"] = _image_features(model, next(tiles), device)
-                out = model(**inputs, genes=gene_index.to(device))
-                for name in _OUTPUTS:
-                    value = getattr(out, name)
-                    if value is not None:
-                        parts.setdefault(name, []).append(value.float().cpu().numpy())
-    finally:
-        if tiles is not None:
-            tiles.close()  # stops the reader threads, also when the model fails
-    rows = np.argsort(order)
-    arrays = {k: np.concatenate(v)[rows] for k, v in parts.items()}
+    slide = corpus.slides[0]
+    order = slide.tiles.raster_order() if use != "expression" else np.arange(corpus.n_spots)
+    batches = [order[start : start + size].tolist() for start in range(0, corpus.n_spots, size)]
+    loader = NicheLoader(NicheDataset(corpus, read_tiles=use != "expression"), batches, device=device)
+    outputs: dict[str, np.ndarray] = {}
+    rows = 0
+    with torch.inference_mode(), autocast(settings.precision, device), _progress(corpus.n_spots) as bar:
+        for batch in loader:
+            out = model(**batch.select(use), genes=gene_index.to(device))
+            n = batch.n_niches
+            for name in _OUTPUTS:
+                value = getattr(out, name)
+                if value is None:
+                    continue
+                if name not in outputs:  # allocated once: memory stays flat with the number of spots
+                    outputs[name] = np.empty((corpus.n_spots, *value.shape[1:]), dtype=np.float32)
+                outputs[name][order[rows : rows + n]] = value.float().cpu().numpy()
+            rows += n
+            bar.update(n)
     return Encoded(
-        obs_names=np.asarray(corpus.slides[0].slide.obs_names),
-        embedding=arrays["embedding"],
-        niche_embedding=arrays["niche_embedding"],
-        image_embedding=arrays.get("image_embedding"),
-        gene_embedding=arrays.get("gene_embedding"),
-        predicted_expression=arrays["predicted_expression"][:, : len(symbols)] if len(symbols) else None,
+        obs_names=np.asarray(slide.slide.obs_names),
+        embedding=outputs["embedding"],
+        niche_embedding=outputs["niche_embedding"],
+        image_embedding=outputs.get("image_embedding"),
+        gene_embedding=outputs.get("gene_embedding"),
+        predicted_expression=outputs["predicted_expression"][:, : len(symbols)] if len(symbols) else None,
         genes=symbols,
         modalities=use,
     )
+
+
+def _progress(total: int) -> Any:
+    """A progress bar over spots (``storm.settings.progress``; hidden for a few spots)."""
+    from tqdm.auto import tqdm
+
+    from .._settings import settings
+
+    return tqdm(total=total, desc="embed", unit="spot", disable=not settings.progress or total < 2, leave=False)
 
 
 def _modalities(corpus: Corpus, requested: str) -> str:
@@ -184,8 +168,8 @@ def _modalities(corpus: Corpus, requested: str) -> str:
             "expression": "genes in the model's vocabulary",
         }
         raise ValueError(
-            f"`modalities={requested!r}` needs {' and '.join(what[m] for m in missing)}, which this slide lacks; "
-            "use modalities='auto' to encode what it has."
+            f"`modality={requested!r}` needs {' and '.join(what[m] for m in missing)}, which this slide lacks; "
+            "use modality='auto' to encode what it has."
         )
     return requested
 
@@ -206,71 +190,3 @@ def _genes(model: StormModel, genes: Any) -> tuple[np.ndarray, torch.Tensor]:
             f"(e.g. {unknown[:5]}); check the symbols or drop them."
         )
     return np.asarray(names, dtype=object), torch.from_numpy(index)
-
-
-def _inputs(batch: dict[str, Any], use: str, device: torch.device) -> dict[str, Any]:
-    keep = {"offsets_um", "spot_mask"}
-    if use in ("image", "both"):
-        keep |= {"image_mask"}
-    if use in ("expression", "both"):
-        keep |= {"expression", "gene_index", "expression_mask"}
-    return {k: v.to(device) for k, v in batch.items() if k in keep}
-
-
-def _batch_tiles(slide: Any, batches: list[np.ndarray], device: torch.device, workers: int) -> Iterator[NicheTiles]:
-    """Each batch's niche tiles: read ahead in threads when the model runs on an accelerator, in line on the CPU.
-
-    On the CPU the model's kernels already use every core; reader threads beside them slow both down (tiny preset on
-    2 cores, her2st: 63 spots/s reading in line, 50 with 2 reader threads; ``docs/benchmarks.md``).
-    """
-    if device.type == "cpu":
-        return _read_in_line(slide, batches)
-    return _read_ahead(slide, batches, workers)
-
-
-def _niche_index(slide: Any, spots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Which niche slots of ``spots`` hold a spot, each slot's row among the distinct spots, and those spots."""
-    niches = slide.neighbours[spots]
-    valid = niches >= 0
-    unique, inverse = np.unique(niches[valid], return_inverse=True)
-    return valid, inverse, unique
-
-
-def _read_in_line(slide: Any, batches: list[np.ndarray]) -> Iterator[NicheTiles]:
-    """The niche tiles of each batch, read when the batch is asked for."""
-    for spots in batches:
-        valid, inverse, unique = _niche_index(slide, spots)
-        yield NicheTiles(valid, inverse, slide.tiles.read(unique))
-
-
-def _read_ahead(slide: Any, batches: list[np.ndarray], workers: int, ahead: int = 2) -> Iterator[NicheTiles]:
-    """The niche tiles of each batch, read by ``workers`` threads up to ``ahead`` batches in advance.
-
-    Reading (decoding, cropping, resampling) runs on the CPU while an accelerator works on the batch before, and each
-    batch's tiles are split between the threads, so the accelerator is not left waiting for the tiler.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    def submit(spots: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Future]]:
-        valid, inverse, unique = _niche_index(slide, spots)
-        n_parts = max(1, min(workers, len(unique) // _MIN_TILES_PER_THREAD))
-        return valid, inverse, [pool.submit(slide.tiles.read, part) for part in np.array_split(unique, n_parts)]
-
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="storm-encode") as pool:
-        pending = deque(submit(spots) for spots in batches[: ahead + 1])
-        for k in range(len(batches)):
-            valid, inverse, futures = pending.popleft()
-            if k + ahead + 1 < len(batches):
-                pending.append(submit(batches[k + ahead + 1]))
-            yield NicheTiles(valid, inverse, np.concatenate([f.result() for f in futures]))
-
-
-def _image_features(model: StormModel, niche_tiles: NicheTiles, device: torch.device) -> torch.Tensor:
-    """(B, S, T, C) backbone tokens of a batch's niches, running the backbone once per distinct tile."""
-    import torch
-
-    valid, inverse, tiles = niche_tiles
-    tokens, _ = model.image.backbone_tokens(torch.from_numpy(tiles).to(device))
-    features = tokens.new_zeros((*valid.shape, *tokens.shape[1:]))
-    features[torch.from_numpy(valid).to(device)] = tokens[torch.from_numpy(inverse).to(device)]
-    return features

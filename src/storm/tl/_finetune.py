@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._constants import UNS_KEY
+from .._docs import doc_params
 from .._logging import logger
 from ._head import StormHead, as_head, model_for_head
+from ._results import Results, target_of, write_results
 from ._slides import as_slides
 
 if TYPE_CHECKING:
@@ -22,8 +23,11 @@ if TYPE_CHECKING:
 
 #: The ``target`` meaning "the measured expression of ``genes``".
 EXPRESSION = "expression"
+#: How storm turns raw counts into what the model and the heads see (recorded with every head).
+PREPROCESSING = "log1p_cp10k"
 
 
+@doc_params
 def finetune(
     sdatas: SpatialData | AnnData | Sequence[SpatialData | AnnData],
     target: str = EXPRESSION,
@@ -35,6 +39,10 @@ def finetune(
     hidden: int | None = None,
     table_key: str | None = None,
     image_key: str | None = None,
+    shapes_key: str | None = None,
+    coordinate_system: str | None = None,
+    um_per_px: float | None = None,
+    platform: str | None = None,
     layer: str | None = None,
     batch_size: int | None = None,
     n_folds: int = 5,
@@ -60,19 +68,15 @@ def finetune(
     genes
         Genes to learn for ``target="expression"`` (default: every gene measured on all slides). They need not be in
         the model's vocabulary.
-    model
-        ``None`` for the bundled default checkpoint, a checkpoint name or path, or a
-        :class:`~storm.models.StormModel`.
+    {model_param}
     modality
         Modalities the embeddings use: ``"image"`` (default for expression, so that the head works on H&E-only
         slides), ``"expression"``, ``"both"`` or ``"auto"`` (default for ``obs`` targets). The head is applied with
-        the same modalities.
+        the same modalities, and with expression, on counts from the same ``layer``.
     hidden
         Width of a hidden layer (``None``: linear head).
-    table_key, image_key, layer
-        Element choice and layer of raw counts.
-    batch_size
-        Niches per forward pass.
+    {resolve_params}
+    {batch_size_param}
     n_folds
         Cross-validation folds for the penalty.
     seed
@@ -100,11 +104,20 @@ def finetune(
     if modality is None:
         modality = "image" if target == EXPRESSION else "auto"
     net = get_model(model)
-    resolved = [resolve(s, table_key=table_key, image_key=image_key) for s in slides_in]
-    outputs, targets, kind = _targets(resolved, target, task, genes, layer)
+    where = {
+        "table_key": table_key,
+        "image_key": image_key,
+        "shapes_key": shapes_key,
+        "coordinate_system": coordinate_system,
+        "um_per_px": um_per_px,
+        "platform": platform,
+        "layer": layer,
+    }
+    resolved = [resolve(s, **where, image=modality != "expression") for s in slides_in]
+    outputs, targets, kind = _targets(resolved, target, task, genes)
     features, groups, kept, used = [], [], [], set()
     for index, (slide, y) in enumerate(zip(resolved, targets, strict=True)):
-        x, modalities = spot_features(slide, net, modality, batch_size, layer)
+        x, modalities = spot_features(slide, net, modality, batch_size)
         used.add(modalities)
         keep = _labelled(y)
         features.append(x[keep])
@@ -128,6 +141,7 @@ def finetune(
         "target": target,
         "outputs": outputs,
         "modality": used.pop(),
+        "input": {"layer": layer, "preprocessing": PREPROCESSING},
         "model": model_record(net),
         "metrics": metrics,
         "init": {"n_features": int(x.shape[1]), "n_outputs": len(outputs), "hidden": hidden},
@@ -146,6 +160,7 @@ def finetune(
     return StormHead(module, meta)
 
 
+@doc_params
 def annotate(
     sdata: SpatialData | AnnData,
     head: StormHead | str | Path,
@@ -153,6 +168,11 @@ def annotate(
     model: StormModel | str | Path | None = None,
     table_key: str | None = None,
     image_key: str | None = None,
+    shapes_key: str | None = None,
+    coordinate_system: str | None = None,
+    um_per_px: float | None = None,
+    platform: str | None = None,
+    layer: str | None = None,
     batch_size: int | None = None,
     key_added: str | None = None,
     copy: bool = False,
@@ -166,19 +186,16 @@ def annotate(
     Parameters
     ----------
     sdata
-        The slide (SpatialData or squidpy-style AnnData).
+        The slide (SpatialData, squidpy-style AnnData or a resolved :class:`~storm.io.Slide`).
     head
         A :class:`StormHead` or the folder of a saved one.
     model
         The storm model (default: the one the head was trained on; another model is refused).
-    table_key, image_key
-        Element choice, as in :func:`storm.io.resolve`.
-    batch_size
-        Niches per forward pass.
+    {resolve_params}
+    {batch_size_param}
     key_added
         ``obs`` key written (default ``"storm_" + head.target``).
-    copy
-        Return a copy with the results instead of writing into ``sdata``.
+    {copy_param}
 
     Returns
     -------
@@ -194,12 +211,20 @@ def annotate(
     import torch
 
     from ..io import resolve
-    from ._embed import copy_data, full_rows
     from ._model_arg import model_record
 
     head = as_head(head)
     if head.task == "risk":
         raise ValueError("this is a risk head from st.tl.fit_risk; apply it with st.tl.risk(sdata, head).")
+    where = {
+        "table_key": table_key,
+        "image_key": image_key,
+        "shapes_key": shapes_key,
+        "coordinate_system": coordinate_system,
+        "um_per_px": um_per_px,
+        "platform": platform,
+        "layer": layer,
+    }
     if head.target == EXPRESSION:
         from ._predict import predict_expression
 
@@ -207,54 +232,59 @@ def annotate(
             sdata,
             model=model,
             head=head,
-            table_key=table_key,
-            image_key=image_key,
             batch_size=batch_size,
             copy=copy,
+            **where,
             **({"key_added": key_added} if key_added else {}),
         )
     net = model_for_head(head, model)
     key = key_added or f"storm_{head.target}"
-    target = copy_data(sdata) if copy else sdata
-    slide = resolve(target, table_key=table_key, image_key=image_key)
-    x, _ = spot_features(slide, net, head.modality, batch_size, None)
-    table = slide.table
+    target = target_of(sdata, copy)
+    slide = resolve(target, **where, image=head.modality != "expression")
+    check_head_input(head, slide)
+    x, _ = spot_features(slide, net, head.modality, batch_size)
     with torch.no_grad():
         out = head.module(torch.as_tensor(x, dtype=torch.float32))
-    if head.task == "classification":
-        proba = torch.softmax(out, dim=1).numpy()
-        column = np.full(table.n_obs, None, dtype=object)
-        column[slide.rows] = np.asarray(head.outputs, dtype=object)[proba.argmax(1)]
-        table.obs[key] = pd.Categorical(column, categories=head.outputs)
-        table.obsm[f"{key}_proba"] = full_rows(proba, slide.rows, table.n_obs)
-        written = f"obs[{key!r}], obsm[{key + '_proba'!r}]"
-    else:
-        values = (out * head.module.target_std + head.module.target_mean).numpy()[:, 0]
-        table.obs[key] = full_rows(values, slide.rows, table.n_obs)
-        written = f"obs[{key!r}]"
-    table.uns.setdefault(UNS_KEY, {})[key] = {
+    record = {
         "head_target": head.target,
         "head_task": head.task,
         "outputs": head.outputs,
         "modality": head.modality,
         **model_record(net),
     }
-    logger.info("annotated %d spots with the %s head for %r: added %s", len(x), head.task, head.target, written)
+    if head.task == "classification":
+        proba = torch.softmax(out, dim=1).numpy()
+        labels = pd.Categorical(np.asarray(head.outputs, dtype=object)[proba.argmax(1)], categories=head.outputs)
+        results = Results(key, record, obs={key: labels}, obsm={f"{key}_proba": proba})
+    else:
+        values = (out * head.module.target_std + head.module.target_mean).numpy()[:, 0]
+        results = Results(key, record, obs={key: values})
+    write_results(slide, results)
     return target if copy else None
 
 
-def spot_features(
-    slide: Slide, net: StormModel, modality: str, batch_size: int | None, layer: str | None
-) -> tuple[np.ndarray, str]:
+def check_head_input(head: StormHead, slide: Slide) -> None:
+    """Raise when a head that reads expression was trained on another counts layer than the slide's."""
+    if head.modality == "image":
+        return
+    trained = (head.meta.get("input") or {}).get("layer")
+    if trained != slide.layer:
+        raise ValueError(
+            f"The head was trained on counts from layer={trained!r} (log1p CP10k), but this slide resolved "
+            f"layer={slide.layer!r}; pass `layer={trained!r}` (or the layer holding the same raw counts)."
+        )
+
+
+def spot_features(slide: Slide, net: StormModel, modality: str, batch_size: int | None) -> tuple[np.ndarray, str]:
     """Features a head sees for every resolved spot: joint and niche embeddings side by side, and modalities used."""
     from ._encode import encode
 
-    out = encode(slide, net, modalities=modality, batch_size=batch_size, layer=layer)
+    out = encode(slide, net, modality=modality, batch_size=batch_size)
     return np.concatenate([out.embedding, out.niche_embedding], axis=1), out.modalities
 
 
 def _targets(
-    slides: list[Slide], target: str, task: str | None, genes: Sequence[str] | None, layer: str | None
+    slides: list[Slide], target: str, task: str | None, genes: Sequence[str] | None
 ) -> tuple[list[str], list[np.ndarray], str]:
     """Output names, per-slide target arrays (rows of the resolved spots) and the task."""
     if task not in (None, "regression", "classification"):
@@ -263,7 +293,7 @@ def _targets(
         if task == "classification":
             raise ValueError("`target='expression'` is a regression; pass task='regression' or an obs column.")
         names = _shared_genes(slides, genes)
-        return names, [_log_expression(s, names, layer) for s in slides], "regression"
+        return names, [_log_expression(s, names) for s in slides], "regression"
     missing = [i for i, s in enumerate(slides) if target not in s.table.obs]
     if missing:
         raise KeyError(
@@ -302,14 +332,12 @@ def _shared_genes(slides: list[Slide], genes: Sequence[str] | None) -> list[str]
     return names
 
 
-def _log_expression(slide: Slide, genes: list[str], layer: str | None) -> np.ndarray:
+def _log_expression(slide: Slide, genes: list[str]) -> np.ndarray:
     from scipy import sparse
 
-    from ..train import log1p_cp10k
+    from ..data import log1p_cp10k
 
-    table = slide.table
-    counts = table.layers[layer] if layer is not None else table.X
-    values = log1p_cp10k(counts[slide.rows])[:, table.var_names.get_indexer(genes)]
+    values = log1p_cp10k(slide.counts())[:, slide.table.var_names.get_indexer(genes)]
     return np.asarray(values.toarray() if sparse.issparse(values) else values, dtype=np.float64)
 
 

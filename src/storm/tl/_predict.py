@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._constants import LAYER_PREDICTED, UNS_KEY
+from .._docs import doc_params
 from .._logging import logger
 from ._encode import encode
 from ._head import StormHead, as_head, model_for_head
+from ._results import Results, full_rows, target_of, write_results
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
     from ..models import StormModel
 
 
+@doc_params
 def predict_expression(
     sdata: SpatialData | AnnData,
     genes: list[str] | None = None,
@@ -27,7 +30,10 @@ def predict_expression(
     table_key: str | None = None,
     image_key: str | None = None,
     shapes_key: str | None = None,
+    coordinate_system: str | None = None,
     um_per_px: float | None = None,
+    platform: str | None = None,
+    layer: str | None = None,
     batch_size: int | None = None,
     head: StormHead | str | Path | None = None,
     key_added: str = LAYER_PREDICTED,
@@ -48,20 +54,17 @@ def predict_expression(
     genes
         Genes to predict (default: the table's genes, or every gene the model (or ``head``) predicts for an H&E-only
         table).
-    model
-        ``None`` for the bundled default checkpoint (or, with ``head``, the model the head was trained on), a checkpoint
-        name or path, or a :class:`~storm.models.StormModel`.
-    table_key, image_key, shapes_key, um_per_px
-        Element choice and scale, as in :func:`storm.io.resolve`.
-    batch_size
-        Niches per forward pass (default ``storm.settings.batch_size``).
+    {model_param}
+        With ``head``, the default is the model the head was trained on.
+    {resolve_params}
+        The counts are never read: predictions come from the H&E alone.
+    {batch_size_param}
     head
         An expression head from :func:`storm.tl.finetune` (or its folder): predictions come from it instead of the
         model's decoder, for the genes it was trained on.
     key_added
         Layer (and ``var`` flag, and ``uns["storm"]`` key) written.
-    copy
-        Return a copy with the results instead of writing into ``sdata``.
+    {copy_param}
 
     Returns
     -------
@@ -76,13 +79,21 @@ def predict_expression(
     (151, 2)
     """
     from ..io import resolve
-    from ._embed import copy_data, full_rows
     from ._model_arg import get_model, model_record
 
     head = None if head is None else _expression_head(head)
     net = get_model(model) if head is None else model_for_head(head, model)
-    target = copy_data(sdata) if copy else sdata
-    slide = resolve(target, table_key=table_key, image_key=image_key, shapes_key=shapes_key, um_per_px=um_per_px)
+    target = target_of(sdata, copy)
+    slide = resolve(
+        target,
+        table_key=table_key,
+        image_key=image_key,
+        shapes_key=shapes_key,
+        coordinate_system=coordinate_system,
+        um_per_px=um_per_px,
+        platform=platform,
+        layer=layer,
+    )
     if not slide.has_image:
         raise ValueError(
             "predict_expression needs an H&E image, and this slide resolved none; pass `image_key=` naming it."
@@ -113,13 +124,12 @@ def predict_expression(
             f"{'model vocabulary' if head is None else 'head'}); nothing to predict."
         )
     values = _predictions(slide, net, known, head, batch_size)
-    predicted = full_rows(values, slide.rows, table.n_obs)
     record = {"n_spots": int(len(values)), "n_genes": len(known), "not_predicted": unknown, **model_record(net)}
     if head is not None:
         record["head"] = {"target": head.target, "metrics": head.metrics}
     if he_only:
-        new = _table_of_predictions(table, known, predicted, key_added)
-        new.uns.setdefault(UNS_KEY, {})[key_added] = record
+        new = _table_of_predictions(table, known, full_rows(values, slide.rows, table.n_obs), key_added)
+        new.uns.setdefault(UNS_KEY, {})[key_added] = {**record, "resolved": slide.summary()}
         key = slide.keys.get("table_key") if _is_spatialdata(target) else None
         if key is None:
             target = new
@@ -132,23 +142,12 @@ def predict_expression(
             key_added,
         )
         return target if copy else None
-    layer = np.full((table.n_obs, table.n_vars), np.nan, dtype=np.float32)
+    layer_values = np.full((len(values), table.n_vars), np.nan, dtype=np.float32)
     columns = table.var_names.get_indexer(known)
-    layer[:, columns] = predicted
+    layer_values[:, columns] = values
     flag = np.zeros(table.n_vars, dtype=bool)
     flag[columns] = True
-    table.layers[key_added] = layer
-    table.var[key_added] = flag
-    table.uns.setdefault(UNS_KEY, {})[key_added] = record
-    logger.info(
-        "predicted %d genes for %d spots: added layers[%r], var[%r], uns[%r][%r]",
-        len(known),
-        len(values),
-        key_added,
-        key_added,
-        UNS_KEY,
-        key_added,
-    )
+    write_results(slide, Results(key_added, record, layers={key_added: layer_values}, var={key_added: flag}))
     return target if copy else None
 
 
@@ -171,12 +170,12 @@ def _predictions(
 ) -> np.ndarray:
     """``(n_spots, len(genes))`` predictions from the model's decoder, or from ``head`` on the image embeddings."""
     if head is None:
-        return encode(slide, net, modalities="image", genes=genes, batch_size=batch_size).predicted_expression
+        return encode(slide, net, modality="image", genes=genes, batch_size=batch_size).predicted_expression
     import torch
 
     from ._finetune import spot_features
 
-    features, _ = spot_features(slide, net, "image", batch_size, None)
+    features, _ = spot_features(slide, net, "image", batch_size)
     with torch.no_grad():
         out = head.module.predict(torch.as_tensor(features, dtype=torch.float32)).numpy()
     return out[:, [head.outputs.index(g) for g in genes]]

@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._constants import OBS_RISK, OBSM_EMBEDDING, UNS_KEY
+from .._docs import doc_params
 from .._logging import logger
 from ._head import StormHead, as_head, model_for_head
+from ._results import Results, target_of, write_results
 from ._slides import as_slides, embedding_rows
 
 if TYPE_CHECKING:
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from ..models import StormModel
 
 
+@doc_params
 def fit_risk(
     sdatas: Sequence[SpatialData | AnnData],
     time: Sequence[float] | str,
@@ -30,6 +33,12 @@ def fit_risk(
     use_rep: str = OBSM_EMBEDDING,
     model: StormModel | str | Path | None = None,
     table_key: str | None = None,
+    image_key: str | None = None,
+    shapes_key: str | None = None,
+    coordinate_system: str | None = None,
+    um_per_px: float | None = None,
+    platform: str | None = None,
+    layer: str | None = None,
     hidden: int = 64,
     epochs: int = 150,
     max_spots: int = 512,
@@ -58,8 +67,7 @@ def fit_risk(
         ``obsm`` key of the spot embeddings.
     model
         Model for :func:`storm.tl.embed` when ``use_rep`` is missing (default: the bundled checkpoint).
-    table_key
-        Table of each slide, as in :func:`storm.io.resolve`.
+    {resolve_params}
     hidden
         Width of the head's projection and attention layers.
     epochs
@@ -89,7 +97,16 @@ def fit_risk(
     if len(slides_in) < 2:
         raise ValueError("`sdatas` needs at least two slides: a survival model ranks patients against each other.")
     seed = settings.seed if seed is None else int(seed)
-    resolved = [resolve(s, table_key=table_key) for s in slides_in]
+    where = {
+        "table_key": table_key,
+        "image_key": image_key,
+        "shapes_key": shapes_key,
+        "coordinate_system": coordinate_system,
+        "um_per_px": um_per_px,
+        "platform": platform,
+        "layer": layer,
+    }
+    resolved = [resolve(s, **where, image=False) for s in slides_in]
     t = _per_slide(time, resolved, "time").astype(np.float64)
     e = _per_slide(event, resolved, "event").astype(np.float64)
     if not np.isfinite(t).all() or not np.isin(e, (0.0, 1.0)).all():
@@ -100,8 +117,8 @@ def fit_risk(
     if len(group) != len(resolved):
         raise ValueError(f"`groups` has {len(group)} entries for {len(resolved)} slides; give one per slide.")
     bags, records = [], []
-    for data, slide in zip(slides_in, resolved, strict=True):
-        bags.append(embedding_rows(data, slide, use_rep, model, table_key))
+    for slide in resolved:
+        bags.append(embedding_rows(slide, use_rep, model))
         records.append(slide.table.uns.get(UNS_KEY, {}).get(use_rep, {}))
     record = _embedding_record(records, model)
     codes = np.unique(group.astype(str), return_inverse=True)[1]
@@ -129,12 +146,19 @@ def fit_risk(
     return StormHead(module, meta)
 
 
+@doc_params
 def risk(
     sdata: SpatialData | AnnData,
     head: StormHead | str | Path,
     *,
     model: StormModel | str | Path | None = None,
     table_key: str | None = None,
+    image_key: str | None = None,
+    shapes_key: str | None = None,
+    coordinate_system: str | None = None,
+    um_per_px: float | None = None,
+    platform: str | None = None,
+    layer: str | None = None,
     key_added: str = OBS_RISK,
     copy: bool = False,
 ) -> SpatialData | AnnData | None:
@@ -152,12 +176,10 @@ def risk(
         A risk :class:`StormHead` or the folder of a saved one.
     model
         Model for :func:`storm.tl.embed` when the head's ``use_rep`` is missing (default: the head's model).
-    table_key
-        Table, as in :func:`storm.io.resolve`.
+    {resolve_params}
     key_added
         ``obs`` and ``uns["storm"]`` key written.
-    copy
-        Return a copy with the results instead of writing into ``sdata``.
+    {copy_param}
 
     Returns
     -------
@@ -172,39 +194,38 @@ def risk(
     import torch
 
     from ..io import resolve
-    from ._embed import copy_data, full_rows
 
     head = as_head(head)
     if head.task != "risk":
         raise ValueError(f"this is a {head.task} head; apply it with st.tl.annotate or st.tl.predict_expression.")
     use_rep = head.meta["use_rep"]
-    target = copy_data(sdata) if copy else sdata
-    slide = resolve(target, table_key=table_key)
+    where = {
+        "table_key": table_key,
+        "image_key": image_key,
+        "shapes_key": shapes_key,
+        "coordinate_system": coordinate_system,
+        "um_per_px": um_per_px,
+        "platform": platform,
+        "layer": layer,
+    }
+    target = target_of(sdata, copy)
+    slide = resolve(target, **where, image=False)
     net = None if use_rep in slide.table.obsm else model_for_head(head, model)
     modality = head.modality if head.modality in ("image", "expression", "both") else "auto"
-    bag = embedding_rows(target, slide, use_rep, net, table_key, modality)
+    bag = embedding_rows(slide, use_rep, net, modality)
     _check_embedding(slide, use_rep, head)
     with torch.no_grad():
         score, attention, risks = head.module(torch.as_tensor(bag, dtype=torch.float32))
     attention, risks = attention.numpy(), risks.numpy()
-    table = slide.table
-    table.obs[key_added] = full_rows(attention * risks * len(risks), slide.rows, table.n_obs)
-    table.obs[f"{key_added}_attention"] = full_rows(attention, slide.rows, table.n_obs)
-    table.uns.setdefault(UNS_KEY, {})[key_added] = {
+    record = {
         "score": float(score),
         "use_rep": use_rep,
         "head_metrics": head.metrics,
         "model": head.meta["model"].get("model"),
     }
-    logger.info(
-        "slide risk %.3f over %d spots: added obs[%r], obs[%r], uns[%r][%r]",
-        float(score),
-        len(risks),
-        key_added,
-        f"{key_added}_attention",
-        UNS_KEY,
-        key_added,
-    )
+    spots = {key_added: attention * risks * len(risks), f"{key_added}_attention": attention}
+    write_results(slide, Results(key_added, record, obs=spots))
+    logger.info("slide risk %.3f over %d spots", float(score), len(risks))
     return target if copy else None
 
 

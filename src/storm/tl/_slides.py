@@ -18,9 +18,7 @@ def as_slides(data: Any, name: str) -> list[Any]:
     return slides
 
 
-def embedding_rows(
-    data: Any, slide: Any, use_rep: str, model: Any, table_key: str | None, modality: str = "auto"
-) -> np.ndarray:
+def embedding_rows(slide: Any, use_rep: str, model: Any, modality: str = "auto") -> np.ndarray:
     """``obsm[use_rep]`` of the resolved spots, running :func:`storm.tl.embed` with ``model`` first when it is missing.
 
     Only a storm key (``X_storm`` or one starting with it) is computed on demand; any other missing key is an error, so
@@ -35,7 +33,7 @@ def embedding_rows(
         from ._embed import embed
 
         logger.info("obsm[%r] missing: running st.tl.embed first", use_rep)
-        embed(data, model, modality=modality, table_key=table_key, key_added=use_rep)
+        embed(slide, model, modality=modality, key_added=use_rep)
     x = np.asarray(slide.table.obsm[use_rep], dtype=np.float64)[slide.rows]
     if not np.isfinite(x).all():
         raise ValueError(f"obsm[{use_rep!r}] has NaN or infinite rows for resolved spots; recompute the embedding.")

@@ -1,26 +1,18 @@
-"""Pretraining (``storm.train``): the corpus, niche batches, augmentation, objectives and the training loop."""
+"""Pretraining (``storm.train``): objectives, masking and the training loop.
 
-from ._augment import Augment
+The corpus, niches, augmentation and loader live in :mod:`storm.data`; their names are importable from here too.
+"""
+
+from ..data import Augment as Augment
+from ..data import Corpus as Corpus
+from ..data import CorpusSlide as CorpusSlide
+from ..data import NicheBatchSampler as NicheBatchSampler
+from ..data import NicheDataset as NicheDataset
+from ..data import log1p_cp10k as log1p_cp10k
+from ..data import niche_neighbours as niche_neighbours
 from ._config import TrainConfig
-from ._corpus import Corpus, CorpusSlide, log1p_cp10k, niche_neighbours
 from ._masking import make_masks
-from ._niches import NicheBatchSampler, NicheDataset, collate_niches
 from ._objectives import ObjectiveWeights, StormObjectives, info_nce
 from ._trainer import Trainer
 
-__all__ = [
-    "Augment",
-    "Corpus",
-    "CorpusSlide",
-    "NicheBatchSampler",
-    "NicheDataset",
-    "ObjectiveWeights",
-    "StormObjectives",
-    "TrainConfig",
-    "Trainer",
-    "collate_niches",
-    "info_nce",
-    "log1p_cp10k",
-    "make_masks",
-    "niche_neighbours",
-]
+__all__ = ["ObjectiveWeights", "StormObjectives", "TrainConfig", "Trainer", "info_nce", "make_masks"]

@@ -48,6 +48,10 @@ class TrainConfig:
         Use deterministic kernels on CPU, so that two runs with the same seed, and a run resumed after an
         interruption, give identical weights at any thread count. On GPUs, results agree only up to the rounding of
         cuDNN and cuBLAS kernels, whose summation order may vary.
+    num_workers
+        Reader processes of the niche loader (:class:`~storm.data.NicheLoader`); ``None``: none on the CPU (reading in
+        line is faster there), ``storm.settings.num_workers`` on GPUs. The batches, and so the weights, do not depend
+        on it.
     """
 
     model: str | dict[str, Any] = "small"
@@ -72,6 +76,7 @@ class TrainConfig:
     augment: dict[str, Any] | None = field(default_factory=dict)
     max_grad_norm: float = 1.0
     deterministic: bool = True
+    num_workers: int | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -89,6 +94,10 @@ class TrainConfig:
         for name in ("warmup_stage_steps", "lr_warmup_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be non-negative, got {getattr(self, name)!r}.")
+        if self.num_workers is not None and (
+            isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0
+        ):
+            raise ValueError(f"`num_workers` must be a non-negative integer or None, got {self.num_workers!r}.")
         if not self.lr > 0:
             raise ValueError(f"`lr` must be positive, got {self.lr!r}.")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):

@@ -113,7 +113,9 @@ class _Niches:
         spot_mask = batch.get("spot_mask")
         self.spot_mask = None if spot_mask is None else spot_mask.bool()
         self.features: torch.Tensor | None = None
-        if batch.get("image_features") is not None:
+        if batch.get("tiles") is not None:
+            self.features = model.niche_features(batch["tiles"], batch["tile_index"])
+        elif batch.get("image_features") is not None:
             features = batch["image_features"]
             self.features = features[:, :, None] if features.ndim == 3 else features
         elif batch.get("images") is not None:

@@ -39,14 +39,15 @@ class Trainer:
     """
 
     def __init__(self, corpus: Any, config: TrainConfig, *, model: StormModel | None = None) -> None:
-        from ._augment import Augment
-        from ._niches import NicheBatchSampler, NicheDataset
+        from ..data import Augment, NicheBatchSampler, NicheDataset
         from ._objectives import ObjectiveWeights, StormObjectives
 
         self.config = config
         self.corpus = corpus
         self.dist: DistInfo = setup(settings.device)
         torch.manual_seed(config.seed)
+        if model is not None:
+            corpus.check_model(model)
         self.model = model if model is not None else StormModel(self._model_config(), vocab=corpus.vocab)
         self.model.to(self.dist.device)
         augment = None if config.augment is None else Augment(**config.augment)
@@ -72,6 +73,7 @@ class Trainer:
         )
         self.generator = np.random.default_rng(config.seed)
         self.step = 0
+        self._consumed = 0
         self.epoch = 0
         self.elapsed = 0.0
         self.output_dir = Path(config.output_dir)
@@ -136,8 +138,6 @@ class Trainer:
             return self._fit(resume, until)
 
     def _fit(self, resume: bool, until: int | None) -> StormModel:
-        from ._niches import collate_niches
-
         cfg = self.config
         if resume:
             self.resume()
@@ -154,7 +154,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             sums: dict[str, list[float]] = {}
             for _ in range(cfg.grad_accum):
-                batch = _to_device(collate_niches(next(batches)), self.dist.device)
+                batch = next(batches)
                 gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
                 with self._autocast():
                     loss, parts = self._net(batch, stage, gen)
@@ -188,12 +188,23 @@ class Trainer:
         self.model.eval()
         return self.model
 
-    def _batches(self):
-        """Endless micro-batches: epochs of the sampler, reshuffled per epoch, resumable mid-epoch."""
+    def _batches(self) -> Iterator[Any]:
+        """Endless micro-batches on the device: epochs of the sampler, reshuffled per epoch, resumable mid-epoch.
+
+        ``self._consumed`` counts the batches of the epoch used so far (reader processes run ahead of it), so a resume
+        point restarts at the next batch not yet trained on.
+        """
+        from ..data import NicheLoader
+
         while True:
             self.sampler.set_epoch(self.epoch)
-            for indices in self.sampler:
-                yield self.dataset.get_batch(indices)
+            self._consumed = int(self.sampler.state_dict()["position"])
+            loader = NicheLoader(
+                self.dataset, self.sampler, device=self.dist.device, num_workers=self.config.num_workers
+            )
+            for batch in loader:
+                self._consumed += 1
+                yield batch
             self.epoch += 1
 
     def _training_seconds(self) -> float:
@@ -210,7 +221,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "objectives": self.objectives.state_dict(),
-            "sampler": self.sampler.state_dict(),
+            "sampler": self.sampler.state_dict(consumed=self._consumed),
             "rng": rng_state(self.generator),
             "config": self.config.to_dict(),
         }
@@ -320,7 +331,3 @@ def _progress(total: int, start: int, show: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=start, desc="pretrain", unit="step")
-
-
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

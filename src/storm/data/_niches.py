@@ -1,18 +1,14 @@
-"""Niche batches for pretraining and inference: a map-style dataset, a one-slide-per-batch sampler and the collate.
+"""Niche batches for pretraining and inference: a map-style dataset and a one-slide-per-batch sampler.
 
-Use them together with a :class:`torch.utils.data.DataLoader`::
+:class:`NicheLoader` (``storm.data``) puts them together for the trainer and for every ``st.tl`` tool::
 
     dataset = NicheDataset(corpus, augment=Augment())
     sampler = NicheBatchSampler(dataset, batch_size=16, seed=0)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_niches, num_workers=0)
-    for epoch in range(n_epochs):
-        sampler.set_epoch(epoch)
-        for batch in loader:
-            out = model(**batch)
+    for batch in NicheLoader(dataset, sampler, device=device):
+        out = model(**batch)
 
-The loader hands each batch's indices to :meth:`NicheDataset.__getitems__`, which reads the tiles of all spots of the
-batch's niches once (neighbours overlap a lot), so the same code is efficient with ``num_workers=0`` and with worker
-processes. Without a DataLoader, ``collate_niches(dataset.get_batch(indices))`` does the same in the calling process.
+Each batch is one :class:`~storm.models.NicheBatch`: the tiles of all spots of the batch's niches are read once
+(neighbours overlap a lot) and the backbone runs once per distinct tile.
 """
 
 from __future__ import annotations
@@ -24,58 +20,47 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from ..models import NicheBatch
+
 if TYPE_CHECKING:
     from ._augment import Augment
     from ._corpus import Corpus
-
-#: Keys of :func:`collate_niches`'s output, all keyword arguments of :meth:`storm.models.StormModel.forward`.
-BATCH_KEYS = ("offsets_um", "images", "image_mask", "expression", "gene_index", "expression_mask", "spot_mask")
 
 
 class NicheDataset(Dataset):
     """The niche of every spot of a corpus: a map-style torch ``Dataset`` over global spot indices.
 
-    Item ``i`` is the niche of spot ``i`` (numbered slide after slide, see :attr:`Corpus.offsets`): the spot and its
-    ``niche_size`` nearest spots in µm, as a dict of numpy arrays with S = ``niche_size + 1`` rows, the centre first:
+    The niche of spot ``i`` (numbered slide after slide, see :attr:`Corpus.offsets`) is the spot and its
+    ``niche_size`` nearest spots in µm, S = ``niche_size + 1`` slots with the centre first. :meth:`get_batch` turns
+    the indices of one batch (all of one slide, as :class:`NicheBatchSampler` makes them) into a
+    :class:`~storm.models.NicheBatch` holding each distinct tile once; ``dataset[i]`` is the batch of one niche.
 
-    * ``offsets_um`` (S, 2) float32: ``(dx, dy)`` from the centre in µm, ``(0, 0)`` for the centre and padding;
-    * ``tiles`` (S, H, W, 3) uint8 H&E tiles (absent for slides without an image);
-    * ``image_mask`` (S,) bool: the spot is real and has a tile;
-    * ``expression`` (S, G) float32 log1p(CP10k) over the slide's G genes in the vocabulary (zeros where missing);
-    * ``expression_mask`` (S,) bool: the spot is real and has expression;
-    * ``spot_mask`` (S,) bool: ``False`` pads niches of slides with fewer than S spots;
-    * ``gene_index`` (G,) int64 vocabulary index of each expression column;
-    * ``slide`` and ``index``: the slide number and the centre's global index.
-
-    With ``augment``, each niche gets its own random flip/rotation and colour jitter, drawn from a generator seeded
-    by ``(seed, epoch, index)``: the same item is the same in every run, worker and resume, and changes with
-    :meth:`set_epoch` (which :meth:`NicheBatchSampler.set_epoch` calls).
+    With ``augment``, each batch gets one random flip/rotation and colour jitter for all its tiles and offsets (so a
+    tile shared by two niches is augmented once, and neighbouring tiles keep looking like parts of one slide), drawn
+    from a generator seeded by ``(seed, epoch, first index)``: the same batch is the same in every run, worker and
+    resume, and changes with :meth:`set_epoch` (which :meth:`NicheBatchSampler.set_epoch` calls).
 
     Parameters
     ----------
     corpus
         The slides (:meth:`Corpus.from_sources`).
     augment
-        Augmentation applied to each niche (:class:`~storm.train.Augment`); ``None`` for none.
+        Augmentation of each batch (:class:`~storm.data.Augment`); ``None`` for none.
     seed
         Seed of the augmentation.
     read_tiles
-        Read the tiles into the items (default). ``False`` leaves ``tiles`` out (``image_mask`` still says which spots
-        have one), for callers that read each tile once and run the backbone on unique tiles, as inference does.
+        Read the tiles (default). ``False`` leaves ``tiles`` out (``image_mask`` still says which spots have one),
+        for expression-only passes.
 
     Examples
     --------
     >>> import storm as st
-    >>> from torch.utils.data import DataLoader
-    >>> from storm.train import Augment, Corpus, NicheBatchSampler, NicheDataset, collate_niches
+    >>> from storm.data import Augment, Corpus, NicheBatchSampler, NicheDataset
     >>> corpus = Corpus.from_sources([st.datasets.demo()], tile_px=32, niche_size=4)
     >>> dataset = NicheDataset(corpus, augment=Augment())
-    >>> sampler = NicheBatchSampler(dataset, batch_size=8, seed=0)
-    >>> loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_niches, num_workers=0)
-    >>> sampler.set_epoch(0)
-    >>> batch = next(iter(loader))  # model(**batch) runs on it
-    >>> tuple(batch["images"].shape), tuple(batch["expression"].shape)
-    ((8, 5, 32, 32, 3), (8, 5, 1000))
+    >>> batch = dataset.get_batch(NicheBatchSampler(dataset, batch_size=8, seed=0).batches()[0])
+    >>> tuple(batch.tile_index.shape), batch.tiles.shape[0] <= 8 * 5, tuple(batch.expression.shape)
+    ((8, 5), True, (8, 5, 1000))
     """
 
     def __init__(
@@ -94,126 +79,72 @@ class NicheDataset(Dataset):
         """Draw this epoch's augmentations (also called by :meth:`NicheBatchSampler.set_epoch`)."""
         self.epoch = int(epoch)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> NicheBatch:
         n = len(self)
         if not -n <= int(index) < n:
             raise IndexError(f"Niche index {index} out of range for a corpus of {n} spots.")
-        return self.get_batch([int(index) % n])[0]
+        return self.get_batch([int(index) % n])
 
-    def get_batch(self, indices: Sequence[int] | np.ndarray) -> list[dict[str, Any]]:
-        """The niches of ``indices``, reading each slide's tiles once for all unique spots of these niches.
+    def get_batch(self, indices: Sequence[int] | np.ndarray) -> NicheBatch:
+        """The niches of ``indices`` (all of one slide), each distinct tile read once.
 
         Parameters
         ----------
         indices
-            Global spot indices (centres), e.g. one batch of :class:`NicheBatchSampler`.
+            Global spot indices (centres) of one slide, e.g. one batch of :class:`NicheBatchSampler`.
 
         Returns
         -------
-        One item dict per index (see the class description); pass the list to :func:`collate_niches`.
+        The batch; ``model(**batch)`` runs on it.
         """
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(indices) == 0:
+            raise ValueError("Cannot build a batch of 0 niches.")
         slide_of, spot_of = self.corpus.locate(indices)
-        items: list[dict[str, Any] | None] = [None] * len(indices)
-        for s in np.unique(slide_of):
-            rows = np.flatnonzero(slide_of == s)
-            for row, item in zip(rows, self._slide_items(int(s), spot_of[rows], indices[rows]), strict=True):
-                items[row] = item
-        return items  # type: ignore[return-value]
+        if (slide_of != slide_of[0]).any():
+            raise ValueError(
+                f"The niches of one batch come from slides {sorted(set(slide_of.tolist()))}; slides have different "
+                "genes, so batch niches of one slide at a time (NicheBatchSampler does)."
+            )
+        return self._slide_batch(int(slide_of[0]), spot_of, indices)
 
     __getitems__ = get_batch  # DataLoader calls this with a whole batch of indices (torch >= 2.0)
 
-    def _slide_items(self, s: int, spots: np.ndarray, indices: np.ndarray) -> list[dict[str, Any]]:
+    def _slide_batch(self, s: int, spots: np.ndarray, indices: np.ndarray) -> NicheBatch:
         cs = self.corpus.slides[s]
         niches = cs.neighbours[spots]  # (b, S)
         valid = niches >= 0
-        safe = np.maximum(niches, 0)
         offsets = cs.niche_offsets_um(spots)
         unique, inverse = np.unique(niches[valid], return_inverse=True)  # each spot of these niches once
-        tiles = None
+        tiles = tile_index = None
         if cs.tiles is not None and self.read_tiles:
-            read = cs.tiles.read(unique)
-            tiles = np.zeros((*niches.shape, *read.shape[1:]), dtype=np.uint8)
-            tiles[valid] = read[inverse]
-        n_genes = len(cs.gene_index)
+            tiles = cs.tiles.read(unique)
+            tile_index = np.full(niches.shape, -1, dtype=np.int64)
+            tile_index[valid] = inverse
+        if self.augment is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, int(indices[0])])
+            out = self.augment({"offsets_um": offsets, **({} if tiles is None else {"tiles": tiles})}, rng)
+            offsets, tiles = out["offsets_um"], out.get("tiles")
+        expression = gene_index = None
+        has_expression = np.zeros(niches.shape, dtype=bool)
         if cs.expression is not None:
             dense = cs.expression[unique].toarray()
-            expression = np.zeros((*niches.shape, n_genes), dtype=np.float32)
+            expression = np.zeros((*niches.shape, dense.shape[1]), dtype=np.float32)
             expression[valid] = dense[inverse]
-            has_expression = cs.expression_mask[safe] & valid
-        else:
-            expression = np.zeros((*niches.shape, 0), dtype=np.float32)
-            has_expression = np.zeros(niches.shape, dtype=bool)
-        items = []
-        for k, index in enumerate(indices):
-            item: dict[str, Any] = {
-                "offsets_um": offsets[k],
-                "image_mask": valid[k] & cs.has_image,
-                "expression": expression[k],
-                "expression_mask": has_expression[k],
-                "spot_mask": valid[k],
-                "gene_index": cs.gene_index,
-                "slide": s,
-                "index": int(index),
-            }
-            if tiles is not None:
-                item["tiles"] = tiles[k]
-            if self.augment is not None:
-                rng = np.random.default_rng([self.seed, self.epoch, int(index)])
-                item = self.augment(item, rng)
-            items.append(item)
-        return items
-
-
-def collate_niches(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stack niche items of one slide into the keyword arguments of :meth:`storm.models.StormModel.forward`.
-
-    Parameters
-    ----------
-    items
-        Items of :class:`NicheDataset` (e.g. ``dataset.get_batch(indices)``), all from one slide, as
-        :class:`NicheBatchSampler` makes them.
-
-    Returns
-    -------
-    ``offsets_um`` (B, S, 2) float32, ``image_mask``, ``expression_mask``, ``spot_mask`` (B, S) bool; ``images``
-    (B, S, H, W, 3) uint8 when the slide has an image; ``expression`` (B, S, G) float32 and ``gene_index`` (G,) int64
-    when it has genes in the vocabulary. ``model(**batch)`` runs on it directly.
-
-    Raises
-    ------
-    ValueError
-        If the items come from slides with different genes, or only some have tiles.
-    """
-    if len(items) == 0:
-        raise ValueError("Cannot collate an empty list of niches.")
-    first = items[0]
-    genes = first["gene_index"]
-    for item in items[1:]:
-        if not np.array_equal(item["gene_index"], genes):
-            raise ValueError(
-                f"Niches of one batch have different genes (slides {first.get('slide')} and {item.get('slide')}); "
-                "batch niches of one slide at a time with NicheBatchSampler."
-            )
-    with_tiles = ["tiles" in item for item in items]
-    if any(with_tiles) and not all(with_tiles):
-        raise ValueError(
-            "Only some niches of the batch have tiles; batch niches of one slide at a time with NicheBatchSampler."
+            has_expression = cs.expression_mask[np.maximum(niches, 0)] & valid
+            gene_index = torch.as_tensor(np.asarray(cs.gene_index, dtype=np.int64))
+        return NicheBatch(
+            offsets_um=torch.from_numpy(np.ascontiguousarray(offsets, dtype=np.float32)),
+            spot_mask=torch.from_numpy(valid),
+            image_mask=torch.from_numpy(valid & cs.has_image),
+            expression_mask=torch.from_numpy(has_expression),
+            tiles=None if tiles is None else torch.from_numpy(np.ascontiguousarray(tiles)),
+            tile_index=None if tile_index is None else torch.from_numpy(tile_index),
+            expression=None if expression is None else torch.from_numpy(expression),
+            gene_index=gene_index,
+            index=torch.from_numpy(indices.copy()),
+            slide=s,
         )
-
-    def stack(key: str) -> torch.Tensor:
-        return torch.from_numpy(np.stack([np.asarray(item[key]) for item in items]))
-
-    batch = {"offsets_um": stack("offsets_um").float()}
-    if all(with_tiles):
-        batch["images"] = stack("tiles")
-    batch["image_mask"] = stack("image_mask").bool()
-    if len(genes):
-        batch["expression"] = stack("expression").float()
-        batch["gene_index"] = torch.as_tensor(np.asarray(genes, dtype=np.int64))
-    batch["expression_mask"] = stack("expression_mask").bool()
-    batch["spot_mask"] = stack("spot_mask").bool()
-    return batch
 
 
 class NicheBatchSampler(Sampler[list[int]]):

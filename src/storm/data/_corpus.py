@@ -130,7 +130,8 @@ class Corpus:
         shapes_key: str | Sequence[str | None] | None = None,
         um_per_px: float | Sequence[float | None] | None = None,
         platform: str | Sequence[str | None] | None = None,
-        layer: str | None = None,
+        coordinate_system: str | Sequence[str | None] | None = None,
+        layer: str | Sequence[str | None] | None = None,
         names: Sequence[str] | None = None,
         require_images: bool = False,
         require_expression: bool = False,
@@ -155,10 +156,9 @@ class Corpus:
             Tile side in pixels and in µm (default 224 px / 112 µm, 0.5 µm/px).
         niche_size
             Neighbours K around each centre spot.
-        table_key, image_key, shapes_key, um_per_px, platform
-            Passed to :func:`storm.io.resolve`: one value for all slides, or a list with one per source.
-        layer
-            Layer of raw counts in each table; default ``X``.
+        table_key, image_key, shapes_key, um_per_px, platform, coordinate_system, layer
+            Passed to :func:`storm.io.resolve`: one value for all slides, or a list with one per source (``layer``:
+            the layer of raw counts, default ``X``; a resolved :class:`~storm.io.Slide` keeps its own).
         names
             Slide names (default: file stem of a path, the table's library id, or ``slide<i>``).
         require_images
@@ -177,7 +177,7 @@ class Corpus:
         Examples
         --------
         >>> import storm as st
-        >>> from storm.train import Corpus
+        >>> from storm.data import Corpus
         >>> corpus = Corpus.from_sources([st.datasets.demo()], tile_px=64, niche_size=6)
         >>> corpus.stats()["n_spots"], corpus.slides[0].neighbours.shape
         (151, (151, 7))
@@ -195,6 +195,8 @@ class Corpus:
             "shapes_key": _per_slide(shapes_key, "shapes_key", n),
             "um_per_px": _per_slide(um_per_px, "um_per_px", n),
             "platform": _per_slide(platform, "platform", n),
+            "coordinate_system": _per_slide(coordinate_system, "coordinate_system", n),
+            "layer": _per_slide(layer, "layer", n),
         }
         if not max_upsample >= 1:
             raise ValueError(f"`max_upsample` must be at least 1, got {max_upsample!r}.")
@@ -211,7 +213,7 @@ class Corpus:
             resolved.append((label, slide))
         labels = _unique([label for label, _ in resolved])
 
-        var_names = [_var_names(slide, layer) for _, slide in resolved]
+        var_names = [np.asarray(slide.table.var_names, dtype=str) for _, slide in resolved]
         if vocab is None:
             with_genes = [v for v in var_names if len(v)]
             vocab = GeneVocab.from_genes(*with_genes) if with_genes else GeneVocab(["<none>"])
@@ -219,15 +221,58 @@ class Corpus:
         slides = []
         for i, ((_, slide), name, genes) in enumerate(zip(resolved, labels, var_names, strict=True)):
             try:
-                slides.append(
-                    _build_slide(name, slide, genes, vocab, layer, tile_px, tile_um, niche_size, max_upsample)
-                )
+                slides.append(_build_slide(name, slide, genes, vocab, tile_px, tile_um, niche_size, max_upsample))
             except (ValueError, TypeError, KeyError, OSError) as error:
                 raise _in_slide(error, i, name) from error
         corpus = cls(slides, vocab=vocab, tile_px=int(tile_px), tile_um=float(tile_um), niche_size=int(niche_size))
         corpus._check(require_images=require_images, require_expression=require_expression)
         logger.info("pretraining corpus:\n%r", corpus)
         return corpus
+
+    @classmethod
+    def for_model(cls, sources: Source | Sequence[Source], model: Any, **kwargs: Any) -> Corpus:
+        """:meth:`from_sources` at the model's geometry (tile px, tile µm, niche size) and on its gene vocabulary.
+
+        Every ``st.tl`` tool builds its niches this way, so geometry and genes come from the model's config only.
+
+        Examples
+        --------
+        >>> import storm as st
+        >>> from storm.models import GeneVocab, StormConfig, StormModel
+        >>> sdata = st.datasets.demo()
+        >>> model = StormModel(StormConfig.from_preset("tiny", image_size=32), GeneVocab.from_genes(sdata["table"].var_names))
+        >>> Corpus.for_model(sdata, model).tile_px
+        32
+        """
+        config = model.config
+        return cls.from_sources(
+            sources,
+            vocab=model.vocab,
+            tile_px=config.image_size,
+            tile_um=config.tile_um,
+            niche_size=config.niche_size,
+            **kwargs,
+        )
+
+    def check_model(self, model: Any) -> None:
+        """Raise unless ``model`` was built for this corpus's tile geometry, niche size and gene vocabulary."""
+        config = model.config
+        wrong = [
+            f"{name} {mine!r} (model: {theirs!r})"
+            for name, mine, theirs in (
+                ("tile_px", self.tile_px, config.image_size),
+                ("tile_um", self.tile_um, config.tile_um),
+                ("niche_size", self.niche_size, config.niche_size),
+            )
+            if mine != theirs
+        ]
+        if model.vocab is not None and list(model.vocab.symbols) != list(self.vocab.symbols):
+            wrong.append(f"a {len(self.vocab)}-gene vocabulary (model: {len(model.vocab)} genes)")
+        if wrong:
+            raise ValueError(
+                "The model does not fit the corpus: the corpus has " + ", ".join(wrong) + ". Build the corpus with "
+                "`Corpus.for_model(sources, model)`, or train a new model on this corpus (model=None)."
+            )
 
     def _check(self, *, require_images: bool, require_expression: bool) -> None:
         with_genes = [s for s in self.slides if s.n_genes > 0]
@@ -236,7 +281,7 @@ class Corpus:
             raise ValueError(
                 f"None of the {total} genes of the {len(with_genes)} slide(s) with expression is in the "
                 f"{len(self.vocab)}-gene vocabulary (0 of {total} = 0.0% overlap; e.g. "
-                f"{_var_names(with_genes[0].slide, None)[:3].tolist()} vs {self.vocab.symbols[:3].tolist()}). Use gene "
+                f"{with_genes[0].slide.table.var_names[:3].tolist()} vs {self.vocab.symbols[:3].tolist()}). Use gene "
                 "symbols or Ensembl IDs as var_names, or build the vocabulary from the corpus (vocab=None)."
             )
         if require_images and not any(s.has_image for s in self.slides):
@@ -398,7 +443,6 @@ def _build_slide(
     slide: Slide,
     var_names: np.ndarray,
     vocab: GeneVocab,
-    layer: str | None,
     tile_px: int,
     tile_um: float,
     niche_size: int,
@@ -432,9 +476,7 @@ def _build_slide(
         else:
             if len(columns) < 0.5 * len(known):
                 logger.warning("slide %r: only %d of %d genes are in the vocabulary", name, len(columns), len(known))
-            table = slide.table
-            counts = table.X if layer is None else table.layers[layer]
-            normalised = log1p_cp10k(counts[slide.rows])
+            normalised = log1p_cp10k(slide.counts())
             expression = normalised[:, columns].tocsr()
             gene_index = known[columns].astype(np.int64)
             mask = np.asarray(expression.getnnz(axis=1) > 0)
@@ -463,16 +505,6 @@ def _resolve(source: Any, **keys: Any) -> Slide:
             raise FileNotFoundError(f"No SpatialData store at {str(path)!r}.")
         source = spatialdata.read_zarr(path)
     return resolve(source, **keys)
-
-
-def _var_names(slide: Slide, layer: str | None) -> np.ndarray:
-    table = slide.table
-    if layer is not None and layer not in table.layers:
-        raise KeyError(
-            f"`layer={layer!r}` is not a layer of the table (layers: {list(table.layers)}); pass the layer holding raw "
-            "counts, or layer=None to use X."
-        )
-    return np.asarray(table.var_names, dtype=str)
 
 
 def _as_list(sources: Any) -> list[Any]:

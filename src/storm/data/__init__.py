@@ -1,0 +1,22 @@
+"""The data layer (``storm.data``): corpora of slides, niches, augmentation and the one loader of tools and trainer.
+
+Between :mod:`storm.io` / :mod:`storm.pp` (resolved slides, tiles) and the model: tile geometry (pixels, µm), niche
+size and gene vocabulary come from the model's config; every batch is a :class:`~storm.models.NicheBatch`.
+"""
+
+from ._augment import Augment
+from ._corpus import Corpus, CorpusSlide, log1p_cp10k, niche_neighbours
+from ._loader import NicheLoader, loader_workers
+from ._niches import NicheBatchSampler, NicheDataset
+
+__all__ = [
+    "Augment",
+    "Corpus",
+    "CorpusSlide",
+    "NicheBatchSampler",
+    "NicheDataset",
+    "NicheLoader",
+    "loader_workers",
+    "log1p_cp10k",
+    "niche_neighbours",
+]

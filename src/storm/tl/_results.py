@@ -1,0 +1,109 @@
+"""How every tool hands results back: one ``copy=`` rule, then all keys written together, recorded and logged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._constants import UNS_KEY
+from .._logging import logger
+
+if TYPE_CHECKING:
+    from ..io import Slide
+
+
+def target_of(data: Any, copy: bool) -> Any:
+    """The object a tool writes into: ``data`` itself, or with ``copy=True`` a copy sharing all but the tables."""
+    from anndata import AnnData
+
+    from ..io import Slide
+
+    if not copy:
+        return data
+    if isinstance(data, Slide):
+        raise TypeError("`copy=True` needs the SpatialData or AnnData, not a resolved Slide; pass the data itself.")
+    if isinstance(data, AnnData):
+        return data.copy()
+    from spatialdata import SpatialData
+
+    return SpatialData(
+        images=dict(data.images),
+        labels=dict(data.labels),
+        points=dict(data.points),
+        shapes=dict(data.shapes),
+        tables={k: v.copy() for k, v in data.tables.items()},
+    )
+
+
+def full_rows(values: np.ndarray, rows: np.ndarray, n_obs: int, fill: Any = np.nan) -> np.ndarray:
+    """``values`` of the resolved spots placed at their rows of the table; ``fill`` elsewhere."""
+    dtype = np.float32 if fill is np.nan or isinstance(fill, float) else object
+    full = np.full((n_obs, *np.shape(values)[1:]), fill, dtype=dtype)
+    full[rows] = values
+    return full
+
+
+@dataclass
+class Results:
+    """Everything one call of a tool writes into the resolved table, keyed by where it goes.
+
+    ``obsm``, ``obs`` and ``layers`` values cover the resolved spots only (``slide.rows``); other rows get NaN (or a
+    missing category). ``var`` values cover every gene of the table. ``record`` goes to ``uns["storm"][uns_key]``
+    together with what was resolved.
+    """
+
+    uns_key: str
+    record: dict[str, Any]
+    obsm: dict[str, np.ndarray] = field(default_factory=dict)
+    obs: dict[str, Any] = field(default_factory=dict)
+    layers: dict[str, np.ndarray] = field(default_factory=dict)
+    var: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def keys(self) -> list[str]:
+        """``"obsm['X_storm']"``-style names of everything written."""
+        return [f"{where}[{k!r}]" for where in ("obsm", "obs", "layers", "var") for k in getattr(self, where)]
+
+
+def write_results(slide: Slide, results: Results, *, stale: list[str] | None = None) -> None:
+    """Write ``results`` into ``slide.table`` (all keys, after all computing is done), record and log them.
+
+    ``stale`` names ``obsm`` keys a previous call of the same tool wrote under this ``uns_key`` that this call does
+    not write (e.g. a branch embedding of another modality); they are removed, so ``obsm`` and ``uns`` agree.
+    """
+    import pandas as pd
+
+    table = slide.table
+    n = table.n_obs
+    obsm = {k: full_rows(v, slide.rows, n) for k, v in results.obsm.items()}
+    layers = {k: full_rows(v, slide.rows, n) for k, v in results.layers.items()}
+    obs = {}
+    for k, v in results.obs.items():
+        if isinstance(v, pd.Categorical):
+            column = np.full(n, None, dtype=object)
+            column[slide.rows] = np.asarray(v, dtype=object)
+            obs[k] = pd.Categorical(column, categories=v.categories)
+        else:
+            obs[k] = full_rows(np.asarray(v, dtype=np.float32), slide.rows, n)
+    for key in stale or []:
+        table.obsm.pop(key, None)
+    for k, v in obsm.items():
+        table.obsm[k] = v
+    for k, v in layers.items():
+        table.layers[k] = v
+    for k, v in obs.items():
+        table.obs[k] = v
+    for k, v in results.var.items():
+        table.var[k] = v
+    record = {**results.record, "keys": results.keys(), "resolved": slide.summary()}
+    table.uns.setdefault(UNS_KEY, {})[results.uns_key] = record
+    logger.info("added %s, uns[%r][%r]", ", ".join(results.keys()), UNS_KEY, results.uns_key)
+
+
+def previous_keys(slide: Slide, uns_key: str, where: str = "obsm") -> list[str]:
+    """The ``where`` keys that the last call recorded under ``uns["storm"][uns_key]`` wrote."""
+    record = slide.table.uns.get(UNS_KEY, {}).get(uns_key, {})
+    keys = record.get("keys", []) if isinstance(record, dict) else []
+    prefix = f"{where}['"
+    return [k[len(prefix) : -2] for k in keys if isinstance(k, str) and k.startswith(prefix)]
