@@ -14,9 +14,9 @@ from _handcrafted import niche_features, tile_features
 
 import storm as st
 from storm._compute import cpu_name
+from storm.data._corpus import log1p_cp10k
 from storm.tl._metrics import pearson_per_gene
 from storm.train import Corpus
-from storm.data._corpus import log1p_cp10k
 
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

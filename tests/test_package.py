@@ -50,3 +50,47 @@ def test_cli_version_and_errors(tmp_path):
         main(["--version"])
     assert exc.value.code == 0
     assert main(["tile", str(tmp_path / "missing.zarr"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_declared_dependencies_are_what_the_package_imports():
+    """Every third-party module imported under src/storm is a core dependency, and every core one is imported."""
+    import ast
+    import re
+    import tomllib
+    from importlib.metadata import packages_distributions
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    declared = {
+        re.split(r"[<>=!~\[ ]", d)[0].lower().replace("_", "-")
+        for d in tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    }
+    modules = set()
+    for path in (root / "src" / "storm").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    dists = packages_distributions()
+    imported = {
+        d.lower().replace("_", "-")
+        for m in modules - set(sys.stdlib_module_names) - {"storm"}
+        for d in dists.get(m, [m])
+    }
+    assert imported - declared == set(), f"imported but not declared: {sorted(imported - declared)}"
+    # declared but never imported: only run-time needs of what is imported (scanpy's igraph Leiden, dask/zarr stores)
+    # and torchvision, pinned beside torch so that pip takes the matching wheel for timm
+    assert declared - imported <= {"igraph", "zarr", "dask", "torchvision"}, sorted(declared - imported)
+
+
+def test_storm_logs_are_visible_by_default_and_follow_verbosity():
+    code = (
+        "import storm as st; st.io.resolve(st.datasets.demo()); st.settings.verbosity = 'warning'; "
+        "st.io.resolve(st.datasets.demo())"
+    )
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    lines = [line for line in err.splitlines() if line.startswith("storm: resolved")]
+    assert len(lines) == 1 and "151 spots" in lines[0] and "µm/px" in lines[0]
+    with pytest.raises(ValueError, match="verbosity"):
+        st.settings.verbosity = "loud"

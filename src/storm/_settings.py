@@ -7,6 +7,7 @@ from pathlib import Path
 
 _DEVICES = ("auto", "cpu", "cuda", "mps")
 _PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_VERBOSITY = ("error", "warning", "info", "debug")
 
 
 class StormSettings:
@@ -26,6 +27,7 @@ class StormSettings:
         self._batch_size = 64
         self._num_workers = min(4, os.cpu_count() or 1)
         self._tile_cache_mb = 1024
+        #: Show progress bars (tqdm) for embedding, prediction and training.
         self.progress = True
         self.seed = 0
         self.cache_dir = Path(os.environ.get("STORM_CACHE_DIR", Path.home() / ".cache" / "storm"))
@@ -81,8 +83,37 @@ class StormSettings:
     def tile_cache_mb(self, value: int) -> None:
         self._tile_cache_mb = _positive_int("tile_cache_mb", value)
 
+    @property
+    def verbosity(self) -> str:
+        """What storm's log shows on stderr: ``"error"``, ``"warning"``, ``"info"`` (default) or ``"debug"``."""
+        import logging
+
+        from ._logging import logger
+
+        return logging.getLevelName(logger.level).lower()
+
+    @verbosity.setter
+    def verbosity(self, value: str) -> None:
+        import logging
+
+        from ._logging import logger
+
+        if value not in _VERBOSITY:
+            raise ValueError(f"`verbosity` must be one of {_VERBOSITY}, got {value!r}.")
+        logger.setLevel(getattr(logging, value.upper()))
+
     def __repr__(self) -> str:
-        fields = ["device", "precision", "batch_size", "num_workers", "tile_cache_mb", "progress", "seed", "cache_dir"]
+        fields = [
+            "device",
+            "precision",
+            "batch_size",
+            "num_workers",
+            "tile_cache_mb",
+            "progress",
+            "verbosity",
+            "seed",
+            "cache_dir",
+        ]
         return "StormSettings(" + ", ".join(f"{f}={getattr(self, f)!r}" for f in fields) + ")"
 
 
