@@ -1,13 +1,13 @@
-"""Reading tiles in line vs reader threads reading ahead: end-to-end ``st.tl.embed`` spots/s, side by side.
+"""Reading niches in line vs loader processes reading ahead: end-to-end ``st.tl.embed`` spots/s, side by side.
 
 Usage: python benchmarks/read_ahead.py [--preset tiny] [--device cpu] [--precision fp32] [--workers 1 2]
                                        [--repeats 2] [--slides her2st] [--data ../shared/data] [--out FILE]
 
-``st.tl.embed`` reads each batch's niche tiles in the calling thread when the model runs on the CPU, and with
-``storm.settings.num_workers`` threads reading two batches ahead when it runs on an accelerator. This script times both
-on the same device in one process (random weights of ``--preset``, the her2st sections of ``throughput.py``): the
-in-line reader, and the read-ahead reader with each ``--workers`` count, alternating, best of ``--repeats`` after one
-warm-up. Ratio = spots/s / in-line spots/s. Writes benchmarks/results/read_ahead_<device>.json and prints a table.
+``st.tl.embed`` builds each batch of niches in the calling process when the model runs on the CPU, and with
+``storm.settings.num_workers`` :class:`~storm.data.NicheLoader` worker processes reading ahead when it runs on an
+accelerator (``storm.data.loader_workers``). This script times both on the same device in one process (random weights
+of ``--preset``, the her2st sections of ``throughput.py``): in line, and each ``--workers`` count, alternating, best of
+``--repeats`` after one warm-up. Ratio = spots/s / in-line spots/s. Writes benchmarks/results/read_ahead_<device>.json and prints a table.
 """
 
 from __future__ import annotations
@@ -23,15 +23,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from throughput import pipeline_parser, preset_model, report, slides
 
 import storm as st
-from storm.tl import _encode
+from storm.data import _loader
 from storm.tl._model_arg import get_model
-
-
-def reader(mode: str, workers: int) -> Any:
-    """A ``_batch_tiles`` replacement that always reads in line, or always reads ahead with ``workers`` threads."""
-    if mode == "in line":
-        return lambda slide, batches, device, _: _encode._read_in_line(slide, batches)
-    return lambda slide, batches, device, _: _encode._read_ahead(slide, batches, workers)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -48,19 +41,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             st.tl.embed(sdata, model, modality="both", key_added="X_bench")
         return time.perf_counter() - t0
 
-    variants = {"in line": reader("in line", 0)} | {
-        f"read ahead, {w} thread{'s' * (w > 1)}": reader("ahead", w) for w in args.workers
-    }
-    default = _encode._batch_tiles
+    variants = {"in line": 0} | {f"read ahead, {w} process{'es' * (w > 1)}": w for w in args.workers}
+    default = _loader.loader_workers
     best = dict.fromkeys(variants, float("inf"))
     try:
         end_to_end()
         for _ in range(args.repeats):
-            for name, fn in variants.items():
-                _encode._batch_tiles = fn
+            for name, workers in variants.items():
+                _loader.loader_workers = lambda device, n=None, w=workers: w
                 best[name] = min(best[name], end_to_end())
     finally:
-        _encode._batch_tiles = default
+        _loader.loader_workers = default
     base = n_spots / best["in line"]
     rows = [
         {"reader": name, "spots_per_s": round(n_spots / s, 1), "ratio_to_in_line": round(n_spots / s / base, 3)}

@@ -194,3 +194,19 @@ def test_memory_bounded_on_40k_slide():
     assert result["n"] == 2000
     # 4.8 GB of pixels; bound = 256 MB cache + the chunks of the batches in flight (2 workers x ~65 chunks of 3 MB).
     assert result["peak_mb"] - result["before_mb"] < 900, result
+
+
+def test_each_image_is_decoded_once_per_process(monkeypatch):
+    from storm.pp import _reader
+
+    monkeypatch.setattr(_reader, "_DECODED", type(_reader._DECODED)())
+    calls = []
+    decode = _reader.LevelReader._decode_full
+    monkeypatch.setattr(_reader.LevelReader, "_decode_full", lambda self: calls.append(1) or decode(self))
+    sdata = st.datasets.demo()
+    first = st.pp.tile(sdata, tile_px=32, tile_um=64.0).read(np.arange(5))
+    again = st.pp.tile(st.io.resolve(sdata), tile_px=32, tile_um=60.0)  # another tile set and geometry, same level
+    assert again.level == st.pp.tile(sdata, tile_px=32, tile_um=64.0).level
+    assert again.read(np.arange(5)).shape == (5, 32, 32, 3)
+    np.testing.assert_array_equal(st.pp.tile(sdata, tile_px=32, tile_um=64.0).read(np.arange(5)), first)
+    assert len(calls) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,6 +15,31 @@ if TYPE_CHECKING:
     import dask.array as da
 
 Window = tuple[int, int, int, int]  # y0, y1, x0, x1 in pixels of the level; may reach past the borders
+
+
+#: Decoded whole levels shared by every reader of the process, keyed by the dask array's name (a hash of its graph),
+#: least recently used first; at most ``storm.settings.tile_cache_mb`` in all.
+_DECODED: OrderedDict[str, np.ndarray] = OrderedDict()
+_DECODED_LOCK = threading.Lock()
+
+
+def decoded_level(name: str, budget_bytes: int, decode: Callable[[], np.ndarray]) -> np.ndarray:
+    """The decoded pixels of level ``name``: from the process cache, else ``decode()`` and keep them within budget.
+
+    Each slide image is decoded once per process, however many tile sets, tools or calls read it (``st.tl.embed``
+    then ``st.tl.predict_expression`` on one slide decode its JPEG once).
+    """
+    with _DECODED_LOCK:
+        if name in _DECODED:
+            _DECODED.move_to_end(name)
+            return _DECODED[name]
+    pixels = decode()
+    with _DECODED_LOCK:
+        _DECODED[name] = pixels
+        _DECODED.move_to_end(name)
+        while sum(v.nbytes for v in _DECODED.values()) > budget_bytes and len(_DECODED) > 1:
+            _DECODED.popitem(last=False)
+    return pixels
 
 
 class LevelReader:
@@ -60,25 +86,27 @@ class LevelReader:
         return [self._assemble(w, chunks) for w in windows]
 
     def _load_full(self) -> np.ndarray:
-        """Decode the whole level once into a (y, x, 3) buffer, converting chunk by chunk (no whole-image copies)."""
+        """The whole level as a (y, x, 3) buffer, decoded once per process (:func:`decoded_level`)."""
+        if self._full is None:
+            self._full = decoded_level(self.data.name, self.budget_bytes, self._decode_full)
+        return self._full
+
+    def _decode_full(self) -> np.ndarray:
+        """Decode the whole level, converting chunk by chunk (no whole-image copies)."""
         import dask
 
-        with self._lock:
-            if self._full is None:
-                blocks = self.data.to_delayed().ravel()
-                if len(blocks) == 1:
-                    self._full = to_rgb_uint8(np.asarray(dask.compute(blocks[0], scheduler="threads")[0]))
-                else:
-                    full = np.empty((self.height, self.width, 3), dtype=np.uint8)
-                    keys = [(i, j) for i in range(len(self._y_edges) - 1) for j in range(len(self._x_edges) - 1)]
-                    computed = list(dask.compute(*blocks, scheduler="threads"))
-                    for k, (i, j) in enumerate(keys):
-                        y0, x0 = int(self._y_edges[i]), int(self._x_edges[j])
-                        rgb = to_rgb_uint8(np.asarray(computed[k]))
-                        full[y0 : y0 + rgb.shape[0], x0 : x0 + rgb.shape[1]] = rgb
-                        computed[k] = None
-                    self._full = full
-            return self._full
+        blocks = self.data.to_delayed().ravel()
+        if len(blocks) == 1:
+            return to_rgb_uint8(np.asarray(dask.compute(blocks[0], scheduler="threads")[0]))
+        full = np.empty((self.height, self.width, 3), dtype=np.uint8)
+        keys = [(i, j) for i in range(len(self._y_edges) - 1) for j in range(len(self._x_edges) - 1)]
+        computed = list(dask.compute(*blocks, scheduler="threads"))
+        for k, (i, j) in enumerate(keys):
+            y0, x0 = int(self._y_edges[i]), int(self._x_edges[j])
+            rgb = to_rgb_uint8(np.asarray(computed[k]))
+            full[y0 : y0 + rgb.shape[0], x0 : x0 + rgb.shape[1]] = rgb
+            computed[k] = None
+        return full
 
     def _crop(self, full: np.ndarray, window: Window) -> np.ndarray:
         y0, y1, x0, x1 = window
