@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -69,6 +71,8 @@ class TileSet:
         self.keys = dict(slide.keys)
         level = slide.levels[self.level]
         self._reader = LevelReader(level.data, settings.tile_cache_mb * 2**20)
+        self._recent: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._recent_lock = threading.Lock()
         sy, sx = level.px_to_level0
         # Pixel-edge coordinates of the level: level-0 pixel index p has its centre at p + 0.5.
         self.centers_level = np.column_stack([(slide.spot_xy_px[:, 0] + 0.5) / sx, (slide.spot_xy_px[:, 1] + 0.5) / sy])
@@ -81,6 +85,15 @@ class TileSet:
 
     def __len__(self) -> int:
         return len(self.obs_names)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.update(_recent=OrderedDict(), _recent_lock=None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._recent_lock = threading.Lock()
 
     def __getitem__(self, i: int) -> np.ndarray:
         n = len(self)
@@ -95,8 +108,31 @@ class TileSet:
         )
 
     def read(self, index: np.ndarray) -> np.ndarray:
-        """Tiles of the spots at positions ``index``, ``(len(index), tile_px, tile_px, 3)`` uint8."""
+        """Tiles of the spots at positions ``index``, ``(len(index), tile_px, tile_px, 3)`` uint8.
+
+        The most recent tiles (up to a sixteenth of ``storm.settings.tile_cache_mb``) are kept: batches of neighbouring
+        niches in raster order share many spots, and each is cut and resampled once.
+        """
         index = np.asarray(index, dtype=int)
+        out = np.empty((len(index), self.tile_px, self.tile_px, 3), dtype=np.uint8)
+        with self._recent_lock:
+            hits = [k for k, i in enumerate(index) if int(i) in self._recent]
+            for k in hits:
+                out[k] = self._recent[int(index[k])]
+                self._recent.move_to_end(int(index[k]))
+        todo = np.setdiff1d(np.arange(len(index)), hits, assume_unique=True)
+        if len(todo):
+            out[todo] = self._cut(index[todo])
+            with self._recent_lock:
+                for k in todo:
+                    self._recent[int(index[k])] = out[k]
+                limit = max(1, settings.tile_cache_mb * 2**20 // 16 // out[0].nbytes)
+                while len(self._recent) > limit:
+                    self._recent.popitem(last=False)
+        return out
+
+    def _cut(self, index: np.ndarray) -> np.ndarray:
+        """Read, crop and resample the tiles of ``index``."""
         windows = [self._window(i) for i in index]
         pixels = self._reader.read_many(windows)
         out = np.empty((len(index), self.tile_px, self.tile_px, 3), dtype=np.uint8)
