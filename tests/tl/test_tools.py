@@ -40,6 +40,20 @@ def test_embed_writes_the_runner_outputs_and_scanpy_clusters_them(model):
     np.testing.assert_allclose(image_only["table"].obsm["X_he_image"], table.obsm["X_storm_image"], atol=1e-6)
 
 
+def test_re_embedding_removes_the_stale_branch_and_records_what_it_resolved(model):
+    sdata = st.datasets.demo()
+    st.tl.embed(sdata, model)
+    table = sdata["table"]
+    assert table.uns["storm"]["X_storm"]["keys"] == {"obsm": ["X_storm", "X_storm_gene", "X_storm_image"]}
+    st.tl.embed(sdata, model, modality="expression")
+    record = table.uns["storm"]["X_storm"]
+    assert "X_storm_image" not in table.obsm and "X_storm_gene" in table.obsm
+    assert record["keys"] == {"obsm": ["X_storm", "X_storm_gene"]} and record["modality"] == "expression"
+    resolved = record["resolved"]
+    assert (resolved["table_key"], resolved["shapes_key"], resolved["layer"]) == ("table", "spots", None)
+    assert resolved["n_spots"] == 151 and round(resolved["um_per_px"], 2) == 0.69
+
+
 def test_embed_errors(model):
     sdata = st.datasets.demo()
     with pytest.raises(TypeError, match="`model`"):

@@ -182,6 +182,7 @@ class Corpus:
         >>> corpus.stats()["n_spots"], corpus.slides[0].neighbours.shape
         (151, (151, 7))
         """
+        from ..io._resolve import resolve_args
         from ..models import GeneVocab
 
         sources = _as_list(sources)
@@ -189,15 +190,8 @@ class Corpus:
             raise ValueError("The corpus is empty: pass at least one SpatialData or path to a SpatialData .zarr store.")
         _check_geometry(tile_px, tile_um, niche_size)
         n = len(sources)
-        per_slide = {
-            "table_key": _per_slide(table_key, "table_key", n),
-            "image_key": _per_slide(image_key, "image_key", n),
-            "shapes_key": _per_slide(shapes_key, "shapes_key", n),
-            "um_per_px": _per_slide(um_per_px, "um_per_px", n),
-            "platform": _per_slide(platform, "platform", n),
-            "coordinate_system": _per_slide(coordinate_system, "coordinate_system", n),
-            "layer": _per_slide(layer, "layer", n),
-        }
+        where = resolve_args(locals())
+        per_slide = {key: _per_slide(value, key, n) for key, value in where.items()}
         if not max_upsample >= 1:
             raise ValueError(f"`max_upsample` must be at least 1, got {max_upsample!r}.")
         if names is not None and (isinstance(names, str) or len(names) != n):

@@ -67,18 +67,9 @@ def domains(
     import matplotlib as mpl
     from matplotlib.patches import Patch
 
-    from ..io import resolve
+    from ..io._resolve import resolve, resolve_args
 
-    slide = resolve(
-        sdata,
-        table_key=table_key,
-        image_key=image_key,
-        shapes_key=shapes_key,
-        coordinate_system=coordinate_system,
-        um_per_px=um_per_px,
-        platform=platform,
-        layer=layer,
-    )
+    slide = resolve(sdata, **resolve_args(locals()))
     obs = slide.table.obs
     if key not in obs:
         raise KeyError(f"obs[{key!r}] not found; run st.tl.domains first, or pass `key=` naming a categorical column.")
@@ -154,18 +145,9 @@ def genes(
     6
     """
     from ..data import log1p_cp10k
-    from ..io import resolve
+    from ..io._resolve import resolve, resolve_args
 
-    slide = resolve(
-        sdata,
-        table_key=table_key,
-        image_key=image_key,
-        shapes_key=shapes_key,
-        coordinate_system=coordinate_system,
-        um_per_px=um_per_px,
-        platform=platform,
-        layer=layer,
-    )
+    slide = resolve(sdata, **resolve_args(locals()))
     table = slide.table
     names = [genes] if isinstance(genes, str) else list(genes)
     missing = [g for g in names if g not in table.var_names]
@@ -253,19 +235,9 @@ def embedding(
     import scanpy as sc
 
     from .._settings import settings
-    from ..io import resolve
+    from ..io._resolve import resolve, resolve_args
 
-    table = resolve(
-        sdata,
-        table_key=table_key,
-        image_key=image_key,
-        shapes_key=shapes_key,
-        coordinate_system=coordinate_system,
-        um_per_px=um_per_px,
-        platform=platform,
-        layer=layer,
-        image=False,
-    ).table
+    table = resolve(sdata, **resolve_args(locals()), image=False).table
     if basis not in table.obsm:
         raise KeyError(f"obsm[{basis!r}] not found; run st.tl.embed first, or pass `basis=`.")
     x = np.asarray(table.obsm[basis], dtype=np.float32)

@@ -70,18 +70,9 @@ def risk(
     >>> [round(v, 2) for v in fig.axes[0].collections[0].get_clim()]  # centred on 0
     [-1.97, 1.97]
     """
-    from ..io import resolve
+    from ..io._resolve import resolve, resolve_args
 
-    slide = resolve(
-        sdata,
-        table_key=table_key,
-        image_key=image_key,
-        shapes_key=shapes_key,
-        coordinate_system=coordinate_system,
-        um_per_px=um_per_px,
-        platform=platform,
-        layer=layer,
-    )
+    slide = resolve(sdata, **resolve_args(locals()))
     obs = slide.table.obs
     if key not in obs:
         raise KeyError(f"obs[{key!r}] not found; run st.tl.risk(sdata, head) first, or pass `key=`.")

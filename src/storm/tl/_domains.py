@@ -84,7 +84,7 @@ def domains(
     ['0', '1', '2', '3']
     """
     from .._settings import settings
-    from ..io import resolve
+    from ..io._resolve import resolve, resolve_args
 
     single = not isinstance(sdata, list | tuple)
     slides_in = [target_of(s, copy) for s in as_slides(sdata, "sdata")]
@@ -95,15 +95,7 @@ def domains(
         raise ValueError("Pass `n_domains` (k-means) or `resolution` (Leiden), not both.")
     seed = settings.seed if seed is None else int(seed)
 
-    where = {
-        "table_key": table_key,
-        "image_key": image_key,
-        "shapes_key": shapes_key,
-        "coordinate_system": coordinate_system,
-        "um_per_px": um_per_px,
-        "platform": platform,
-        "layer": layer,
-    }
+    where = resolve_args(locals())
     resolved = [resolve(s, **where, image=False) for s in slides_in]
     features = []
     for slide in resolved:

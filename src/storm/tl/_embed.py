@@ -72,7 +72,7 @@ def embed(
     >>> sdata["table"].obsm["X_storm"].shape  # doctest: +SKIP
     (151, 128)
     """
-    from ..io import resolve
+    from ..io._resolve import resolve, resolve_args
     from ._encode import MODALITIES, encode
     from ._model_arg import get_model, model_record
 
@@ -80,17 +80,7 @@ def embed(
         raise ValueError(f"`modality` must be one of {MODALITIES}, got {modality!r}.")
     net = get_model(model)
     target = target_of(sdata, copy)
-    slide = resolve(
-        target,
-        table_key=table_key,
-        image_key=image_key,
-        shapes_key=shapes_key,
-        coordinate_system=coordinate_system,
-        um_per_px=um_per_px,
-        platform=platform,
-        layer=layer,
-        image=modality != "expression",
-    )
+    slide = resolve(target, **resolve_args(locals()), image=modality != "expression")
     out = encode(slide, net, modality=modality, batch_size=batch_size)
     written = {key_added: out.embedding}
     if out.image_embedding is not None:

@@ -95,7 +95,7 @@ def finetune(
     True
     """
     from .._settings import settings
-    from ..io import resolve
+    from ..io._resolve import resolve, resolve_args
     from ._fit import fit_spot_head
     from ._model_arg import get_model, model_record
 
@@ -104,15 +104,7 @@ def finetune(
     if modality is None:
         modality = "image" if target == EXPRESSION else "auto"
     net = get_model(model)
-    where = {
-        "table_key": table_key,
-        "image_key": image_key,
-        "shapes_key": shapes_key,
-        "coordinate_system": coordinate_system,
-        "um_per_px": um_per_px,
-        "platform": platform,
-        "layer": layer,
-    }
+    where = resolve_args(locals())
     resolved = [resolve(s, **where, image=modality != "expression") for s in slides_in]
     outputs, targets, kind = _targets(resolved, target, task, genes)
     features, groups, kept, used = [], [], [], set()
@@ -210,21 +202,13 @@ def annotate(
     import pandas as pd
     import torch
 
-    from ..io import resolve
+    from ..io._resolve import resolve, resolve_args
     from ._model_arg import model_record
 
     head = as_head(head)
     if head.task == "risk":
         raise ValueError("this is a risk head from st.tl.fit_risk; apply it with st.tl.risk(sdata, head).")
-    where = {
-        "table_key": table_key,
-        "image_key": image_key,
-        "shapes_key": shapes_key,
-        "coordinate_system": coordinate_system,
-        "um_per_px": um_per_px,
-        "platform": platform,
-        "layer": layer,
-    }
+    where = resolve_args(locals())
     if head.target == EXPRESSION:
         from ._predict import predict_expression
 

@@ -78,22 +78,13 @@ def predict_expression(
     >>> sdata["table"][:, ["ERBB2", "KRT19"]].layers["storm_predicted"].shape  # doctest: +SKIP
     (151, 2)
     """
-    from ..io import resolve
+    from ..io._resolve import resolve, resolve_args
     from ._model_arg import get_model, model_record
 
     head = None if head is None else _expression_head(head)
     net = get_model(model) if head is None else model_for_head(head, model)
     target = target_of(sdata, copy)
-    slide = resolve(
-        target,
-        table_key=table_key,
-        image_key=image_key,
-        shapes_key=shapes_key,
-        coordinate_system=coordinate_system,
-        um_per_px=um_per_px,
-        platform=platform,
-        layer=layer,
-    )
+    slide = resolve(target, **resolve_args(locals()))
     if not slide.has_image:
         raise ValueError(
             "predict_expression needs an H&E image, and this slide resolved none; pass `image_key=` naming it."

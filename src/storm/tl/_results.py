@@ -37,12 +37,15 @@ def target_of(data: Any, copy: bool) -> Any:
     )
 
 
-def full_rows(values: np.ndarray, rows: np.ndarray, n_obs: int, fill: Any = np.nan) -> np.ndarray:
-    """``values`` of the resolved spots placed at their rows of the table; ``fill`` elsewhere."""
-    dtype = np.float32 if fill is np.nan or isinstance(fill, float) else object
-    full = np.full((n_obs, *np.shape(values)[1:]), fill, dtype=dtype)
+def full_rows(values: np.ndarray, rows: np.ndarray, n_obs: int) -> np.ndarray:
+    """``values`` of the resolved spots placed at their rows of the table; NaN elsewhere."""
+    full = np.full((n_obs, *np.shape(values)[1:]), np.nan, dtype=np.float32)
     full[rows] = values
     return full
+
+
+#: Where results go in a table, in the order they are written and recorded.
+_PLACES = ("obsm", "obs", "layers", "var")
 
 
 @dataclass
@@ -61,9 +64,9 @@ class Results:
     layers: dict[str, np.ndarray] = field(default_factory=dict)
     var: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def keys(self) -> list[str]:
-        """``"obsm['X_storm']"``-style names of everything written."""
-        return [f"{where}[{k!r}]" for where in ("obsm", "obs", "layers", "var") for k in getattr(self, where)]
+    def keys(self) -> dict[str, list[str]]:
+        """The keys written, by where they go (``{"obsm": ["X_storm", ...], ...}``; empty places left out)."""
+        return {where: sorted(getattr(self, where)) for where in _PLACES if getattr(self, where)}
 
 
 def write_results(slide: Slide, results: Results, *, stale: list[str] | None = None) -> None:
@@ -96,14 +99,15 @@ def write_results(slide: Slide, results: Results, *, stale: list[str] | None = N
         table.obs[k] = v
     for k, v in results.var.items():
         table.var[k] = v
-    record = {**results.record, "keys": results.keys(), "resolved": slide.summary()}
+    written = results.keys()
+    record = {**results.record, "keys": written, "resolved": slide.summary()}
     table.uns.setdefault(UNS_KEY, {})[results.uns_key] = record
-    logger.info("added %s, uns[%r][%r]", ", ".join(results.keys()), UNS_KEY, results.uns_key)
+    names = [f"{where}[{k!r}]" for where, keys in written.items() for k in keys]
+    logger.info("added %s, uns[%r][%r]", ", ".join(names), UNS_KEY, results.uns_key)
 
 
 def previous_keys(slide: Slide, uns_key: str, where: str = "obsm") -> list[str]:
     """The ``where`` keys that the last call recorded under ``uns["storm"][uns_key]`` wrote."""
     record = slide.table.uns.get(UNS_KEY, {}).get(uns_key, {})
-    keys = record.get("keys", []) if isinstance(record, dict) else []
-    prefix = f"{where}['"
-    return [k[len(prefix) : -2] for k in keys if isinstance(k, str) and k.startswith(prefix)]
+    keys = record.get("keys", {}) if isinstance(record, dict) else {}
+    return list(keys.get(where, [])) if isinstance(keys, dict) else []

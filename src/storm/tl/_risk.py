@@ -90,22 +90,14 @@ def fit_risk(
     >>> head.metrics["cv_c_index"]  # doctest: +SKIP
     """
     from .._settings import settings
-    from ..io import resolve
+    from ..io._resolve import resolve, resolve_args
     from ._fit import fit_mil_head
 
     slides_in = as_slides(sdatas, "sdatas")
     if len(slides_in) < 2:
         raise ValueError("`sdatas` needs at least two slides: a survival model ranks patients against each other.")
     seed = settings.seed if seed is None else int(seed)
-    where = {
-        "table_key": table_key,
-        "image_key": image_key,
-        "shapes_key": shapes_key,
-        "coordinate_system": coordinate_system,
-        "um_per_px": um_per_px,
-        "platform": platform,
-        "layer": layer,
-    }
+    where = resolve_args(locals())
     resolved = [resolve(s, **where, image=False) for s in slides_in]
     t = _per_slide(time, resolved, "time").astype(np.float64)
     e = _per_slide(event, resolved, "event").astype(np.float64)
@@ -193,21 +185,13 @@ def risk(
     """
     import torch
 
-    from ..io import resolve
+    from ..io._resolve import resolve, resolve_args
 
     head = as_head(head)
     if head.task != "risk":
         raise ValueError(f"this is a {head.task} head; apply it with st.tl.annotate or st.tl.predict_expression.")
     use_rep = head.meta["use_rep"]
-    where = {
-        "table_key": table_key,
-        "image_key": image_key,
-        "shapes_key": shapes_key,
-        "coordinate_system": coordinate_system,
-        "um_per_px": um_per_px,
-        "platform": platform,
-        "layer": layer,
-    }
+    where = resolve_args(locals())
     target = target_of(sdata, copy)
     slide = resolve(target, **where, image=False)
     net = None if use_rep in slide.table.obsm else model_for_head(head, model)
