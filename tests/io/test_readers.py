@@ -220,21 +220,20 @@ def xenium_bundle(dlpfc_dir, tmp_path_factory):
     return write_xenium(tmp_path_factory.mktemp("xenium") / "outs", dlpfc_dir, with_he=True)
 
 
-_LABELS_ONLY = (
-    "storm needs the table to annotate shapes; this reader's table annotates a labels raster (choose_shapes in "
-    "src/storm/io/_elements.py raises)"
-)
-
-
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=_LABELS_ONLY)
-def test_xenium_default_read_resolves(xenium_bundle):
-    """Default reader call: the table annotates the ``cell_labels`` raster; storm should find the cells anyway."""
+def test_xenium_default_read_resolves(xenium_bundle, tiny_model):
+    """Default reader call: the table annotates the ``cell_labels`` raster; storm finds the cells from it."""
     sdata = sio.xenium(xenium_bundle.path)
     assert "he_image" in sdata.images  # found next to the outputs and aligned
     slide = st.io.resolve(sdata)
     assert slide.n_spots == xenium_bundle.n_spots
     assert slide.keys["image_key"] == "he_image"
     assert slide.um_per_px == pytest.approx(xenium_bundle.um_per_px["he_image"], rel=1e-3)
+    # the cells' centroids from the labels land where the circles reader puts them
+    circles = st.io.resolve(sio.xenium(xenium_bundle.path, cells_as_circles=True), shapes_key="cell_circles")
+    order = np.argsort(circles.obs_names)
+    np.testing.assert_allclose(slide.spot_xy_um[np.argsort(slide.obs_names)], circles.spot_xy_um[order], atol=1.0)
+    assert "cell_labels" not in sdata.shapes  # nothing added to the user's object
+    _run_tools(sdata, sdata["table"], tiny_model)
 
 
 def test_xenium_cell_circles_with_aligned_he(xenium_bundle, tiny_model):
@@ -289,7 +288,6 @@ def test_reader_element_names_give_the_platform():
     assert detect_platform({}, "hd_hires_image", "hd_cell_segmentations") is None  # no grid: needs um_per_px
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=_LABELS_ONLY)
 def test_cosmx_resolves(dlpfc_dir, tmp_path):
     bundle = write_cosmx(tmp_path / "cosmx", dlpfc_dir, n_fovs=1)
     sdata = sio.cosmx(bundle.path, transcripts=False)
@@ -298,3 +296,4 @@ def test_cosmx_resolves(dlpfc_dir, tmp_path):
     assert slide.n_spots == bundle.n_spots
     assert slide.keys["image_key"] == "1_image"
     assert slide.um_per_px == pytest.approx(COSMX_PIXEL_UM)
+    assert np.isfinite(slide.spot_xy_um).all() and np.median(slide.spot_diameter_um) > 1

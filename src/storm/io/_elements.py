@@ -56,24 +56,44 @@ def table_link(table: Any, table_key: str) -> tuple[list[str], str, str]:
 
 
 def choose_shapes(sdata: SpatialData, regions: list[str], shapes_key: str | None, table_key: str) -> str:
-    """Key of the shapes (spots) annotated by the table."""
-    shape_regions = [r for r in regions if r in sdata.shapes]
+    """Key of the spots annotated by the table: a shapes element, else a labels raster of cells.
+
+    Readers such as spatialdata-io's ``xenium`` (by default) and ``cosmx`` link the table to a labels image of the
+    cells instead of shapes; :func:`spot_shapes` turns it into circles.
+    """
+    elements = {**dict.fromkeys(sdata.labels, "labels"), **dict.fromkeys(sdata.shapes, "shapes")}
     if shapes_key is not None:
-        if shapes_key not in sdata.shapes:
-            raise KeyError(f"`shapes_key={shapes_key!r}` is not a shapes element; available: {list(sdata.shapes)}.")
+        if shapes_key not in elements:
+            raise KeyError(
+                f"`shapes_key={shapes_key!r}` is not a shapes or labels element; available: {list(elements)}."
+            )
         if shapes_key not in regions:
             raise ValueError(
                 f"Table {table_key!r} annotates {regions}, not {shapes_key!r}; pass the matching `table_key=`."
             )
         return shapes_key
-    if not shape_regions:
+    found = [r for r in regions if elements.get(r) == "shapes"] or [r for r in regions if elements.get(r) == "labels"]
+    if not found:
         raise ValueError(
-            f"Table {table_key!r} annotates {regions}, but none of them is a shapes element of this SpatialData "
-            f"(shapes: {list(sdata.shapes)}). storm needs spots as shapes (circles or polygons)."
+            f"Table {table_key!r} annotates {regions}, but none of them is a shapes or labels element of this "
+            f"SpatialData (shapes: {list(sdata.shapes)}, labels: {list(sdata.labels)}). storm needs spots as shapes "
+            "(circles or polygons) or cells as a labels image."
         )
-    if len(shape_regions) > 1:
-        raise ValueError(f"Table {table_key!r} annotates several shapes {shape_regions}; pass `shapes_key=`.")
-    return shape_regions[0]
+    if len(found) > 1:
+        raise ValueError(f"Table {table_key!r} annotates several elements {found}; pass `shapes_key=`.")
+    return found[0]
+
+
+def spot_shapes(sdata: SpatialData, key: str) -> Any:
+    """The spots of element ``key``: its shapes, or circles of the labels' cells (centroid, area-equivalent radius)."""
+    if key in sdata.shapes:
+        return sdata.shapes[key]
+    from spatialdata import to_circles
+
+    from .._logging import logger
+
+    logger.info("spots from the cells of labels %r (circles at their centroids, of equal area)", key)
+    return to_circles(sdata.labels[key])
 
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "float32", "float64")
@@ -110,7 +130,7 @@ def image_levels(image: Any) -> list[Any]:
 
 
 def choose_image(
-    sdata: SpatialData, shapes_key: str, image_key: str | None, coordinate_system: str | None
+    sdata: SpatialData, shapes: Any, shapes_key: str, image_key: str | None, coordinate_system: str | None
 ) -> tuple[str | None, str]:
     """Key of the image and name of the coordinate system shared by image and spots.
 
@@ -119,7 +139,6 @@ def choose_image(
     :func:`choose_coordinate_system`; only real ambiguity (two equally fine images, or spots that fall on different
     pixels depending on the coordinate system) is refused.
     """
-    shapes = sdata.shapes[shapes_key]
     shapes_cs = coordinate_systems(shapes)
     if coordinate_system is not None and coordinate_system not in shapes_cs:
         raise ValueError(

@@ -19,6 +19,7 @@ from ._elements import (
     coordinate_systems,
     image_levels,
     native_coordinate_system,
+    spot_shapes,
     table_link,
 )
 from ._scale import resolve_um_per_px, spatial_metadata
@@ -115,7 +116,7 @@ def resolve(
     obs_names = np.asarray(table.obs_names[rows])
     _check_unique(obs_names, table_key)
 
-    shapes = data.shapes[shapes_key]
+    shapes = spot_shapes(data, shapes_key)
     ids = table.obs[instance_key].to_numpy()[rows]
     missing = ~np.isin(ids, shapes.index.to_numpy())
     if missing.any():
@@ -128,7 +129,7 @@ def resolve(
     diameter_shape = _diameters(geoms)
 
     try:
-        image_key, cs = choose_image(data, shapes_key, image_key, coordinate_system)
+        image_key, cs = choose_image(data, shapes, shapes_key, image_key, coordinate_system)
         hint_key = image_key
     except ValueError as error:
         if image or image_key is not None:
