@@ -220,7 +220,7 @@ class Corpus:
                 raise _in_slide(error, i, name) from error
         corpus = cls(slides, vocab=vocab, tile_px=int(tile_px), tile_um=float(tile_um), niche_size=int(niche_size))
         corpus._check(require_images=require_images, require_expression=require_expression)
-        logger.info("pretraining corpus:\n%r", corpus)
+        logger.debug("corpus:\n%r", corpus)
         return corpus
 
     @classmethod

@@ -46,6 +46,7 @@ class Trainer:
         self.corpus = corpus
         self.dist: DistInfo = setup(settings.device)
         torch.manual_seed(config.seed)
+        logger.info("pretraining corpus:\n%r", corpus)
         if model is not None:
             corpus.check_model(model)
         self.model = model if model is not None else StormModel(self._model_config(), vocab=corpus.vocab)
