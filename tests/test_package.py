@@ -86,11 +86,14 @@ def test_declared_dependencies_are_what_the_package_imports():
 
 def test_storm_logs_are_visible_by_default_and_follow_verbosity():
     code = (
-        "import storm as st; st.io.resolve(st.datasets.demo()); st.settings.verbosity = 'warning'; "
-        "st.io.resolve(st.datasets.demo())"
+        "import storm as st; sdata = st.datasets.demo(); st.pp.tile(sdata, tile_px=32); "
+        "st.settings.verbosity = 'warning'; st.pp.tile(sdata, tile_px=32); "
+        "st.settings.verbosity = 'debug'; st.io.resolve(sdata)"
     )
     err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
-    lines = [line for line in err.splitlines() if line.startswith("storm: resolved")]
-    assert len(lines) == 1 and "151 spots" in lines[0] and "µm/px" in lines[0]
+    tiled = [line for line in err.splitlines() if line.startswith("storm: tiled")]
+    assert len(tiled) == 1 and "151 spots" in tiled[0] and "obs['storm_tile_padded']" in tiled[0]
+    resolved = [line for line in err.splitlines() if line.startswith("storm: resolved")]  # debug: only at the end
+    assert len(resolved) == 1 and "µm/px" in resolved[0]
     with pytest.raises(ValueError, match="verbosity"):
         st.settings.verbosity = "loud"

@@ -79,9 +79,9 @@ def _analyze(args: argparse.Namespace) -> int:
     import numpy as np
 
     from . import io, pl, tl
+    from .data import log1p_cp10k
     from .tl._metrics import pearson_per_gene
     from .tl._model_arg import get_model
-    from .train import log1p_cp10k
 
     sdata = _read(args.source)
     keys = {"table_key": args.table_key, "image_key": args.image_key}
@@ -92,11 +92,13 @@ def _analyze(args: argparse.Namespace) -> int:
     table = slide.table
     he_only = table.n_vars == 0
     tl.predict_expression(sdata, args.genes, model, **keys)
-    table = io.resolve(sdata, **keys).table  # a new table on H&E-only slides
-    predicted = (
-        table.var["storm_predicted"].to_numpy() if "storm_predicted" in table.var else np.ones(table.n_vars, bool)
-    )
-    genes = args.genes or _most_variable(table, predicted, he_only, 4)
+    if he_only:  # the predictions are a DataFrame of genes in obsm
+        frame = table.obsm["storm_predicted"]
+        values, names, predicted = frame.to_numpy(), frame.columns, np.ones(frame.shape[1], bool)
+    else:
+        values, names = log1p_cp10k(table.X).toarray(), table.var_names
+        predicted = table.var["storm_predicted"].to_numpy()
+    genes = args.genes or _most_variable(values, names, predicted, 4)
     args.out.mkdir(parents=True, exist_ok=True)
     pl.domains(sdata, save=args.out / "domains.png", show=False, **keys)
     pl.genes(sdata, genes, save=args.out / "genes.png", show=False, **keys)
@@ -110,7 +112,7 @@ def _analyze(args: argparse.Namespace) -> int:
         "genes_predicted": int(predicted.sum()),
     }
     if not he_only:
-        measured = log1p_cp10k(table.X).toarray()[:, predicted]
+        measured = values[:, predicted]
         pearson = pearson_per_gene(np.asarray(table.layers["storm_predicted"])[:, predicted], measured)
         summary["pearson_measured_vs_predicted"] = {
             "mean_over_genes": round(float(np.nanmean(pearson)), 4),
@@ -123,15 +125,12 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _most_variable(table, predicted, he_only: bool, n: int) -> list[str]:
-    """The ``n`` predicted genes whose measured (or, on H&E-only slides, predicted) expression varies most."""
+def _most_variable(values, names, predicted, n: int) -> list[str]:
+    """The ``n`` predicted genes whose ``values`` (measured, or on H&E-only slides predicted) vary most."""
     import numpy as np
 
-    from .train import log1p_cp10k
-
-    values = np.asarray(table.X) if he_only else log1p_cp10k(table.X).toarray()
-    variance = np.where(predicted, values.var(0), -1)
-    return [str(table.var_names[i]) for i in np.argsort(-variance)[:n]]
+    variance = np.where(predicted, np.nanvar(values, axis=0), -1)
+    return [str(names[i]) for i in np.argsort(-variance)[:n]]
 
 
 def _tile(args: argparse.Namespace) -> int:

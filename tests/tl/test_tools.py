@@ -80,16 +80,32 @@ def test_predict_expression_on_a_table_with_genes(model, caplog):
         st.tl.predict_expression(sdata, ["NOT_ON_THE_PANEL"], model)
 
 
-def test_predict_expression_on_an_he_only_slide(model):
+def test_predict_expression_on_an_he_only_slide_keeps_the_users_table(model):
     sdata = st.datasets.demo()
     st.pp.tissue_grid(sdata, spot_um=100.0, pitch_um=200.0, um_per_px=0.689, key_added="grid")
-    grid, key = sdata, "grid"
-    out = st.tl.predict_expression(grid, ["ERBB2", "NOT_ON_THE_PANEL"], model, table_key=key, copy=True)
-    new = out.tables[key]
-    assert list(new.var_names) == ["ERBB2", "NOT_ON_THE_PANEL"]
-    assert new.n_obs == grid.tables[key].n_obs and grid.tables[key].n_vars == 0
-    np.testing.assert_array_equal(new.X, new.layers["storm_predicted"])
-    assert np.isfinite(new.X).all() and new.X[:, 0].std() > 0
+    grid = sdata.tables["grid"]
+    out = st.tl.predict_expression(sdata, ["ERBB2", "NOT_ON_THE_PANEL"], model, table_key="grid", copy=True)
+    assert "storm_predicted" not in grid.obsm  # copy=True left the original alone
+    st.tl.predict_expression(sdata, ["ERBB2", "KRT19"], model, table_key="grid")
+    assert sdata.tables["grid"] is grid and grid.n_vars == 0  # the same object, still without genes
+    frame = grid.obsm["storm_predicted"]
+    assert list(frame.columns) == ["ERBB2", "KRT19"] and frame.index.equals(grid.obs_names)
+    assert np.isfinite(frame.to_numpy()).all() and frame["ERBB2"].std() > 0
+    expected = encode(sdata, model, modality="image", genes=["ERBB2", "KRT19"], table_key="grid")
+    np.testing.assert_allclose(frame.to_numpy(), expected.predicted_expression, rtol=1e-5, atol=1e-6)
+    # any vocabulary gene can be predicted on an H&E-only table, measured on the panel or not
+    assert list(out.tables["grid"].obsm["storm_predicted"].columns) == ["ERBB2", "NOT_ON_THE_PANEL"]
+    assert grid.uns["storm"]["storm_predicted"]["keys"] == {"obsm": ["storm_predicted"]}
+    # an H&E-only AnnData works in place too
+    adata = st.io.to_anndata(sdata, table_key="grid")
+    adata.obsm.pop("storm_predicted")
+    st.tl.predict_expression(adata, ["ERBB2"], model)
+    # (its image is to_anndata's 2,000-px copy of the H&E, so the tiles differ in the last bits of resampling)
+    np.testing.assert_allclose(adata.obsm["storm_predicted"]["ERBB2"], frame["ERBB2"], rtol=1e-2, atol=1e-4)
+    fig = st.pl.genes(sdata, ["KRT19"], table_key="grid", return_fig=True, show=False)
+    assert len(fig.axes) == 2  # the prediction and its colour bar: nothing measured to compare
+    with pytest.raises(KeyError, match="predicted genes"):
+        st.pl.genes(sdata, ["MGP"], table_key="grid")
 
 
 _EMBED_IN_A_FRESH_PROCESS = """

@@ -177,7 +177,7 @@ def resolve(
         keys={"table_key": table_key, "image_key": image_key, "shapes_key": shapes_key, "coordinate_system": cs},
         layer=check_layer(table, layer),
     )
-    logger.info(
+    logger.debug(
         "resolved %d spots of %r in %r, image %r, %.4g µm/px (%s)",
         slide.n_spots,
         shapes_key,

@@ -107,7 +107,7 @@ def genes(
     save: str | Path | None = None,
     return_fig: bool = False,
 ) -> Figure | None:
-    """Predicted expression (``layers[key]``) over the H&E; with ``compare``, the measured beside it on one scale.
+    """Predicted expression (``layers[key]``, or ``obsm[key]`` on H&E-only tables) over the H&E, measured beside it.
 
     Measured values are log1p(CP10k) of ``X`` (raw counts), the unit of storm's predictions; each gene's two panels
     share one colour scale (1st–99th percentile of both).
@@ -119,10 +119,10 @@ def genes(
     genes
         One gene or a list (one row of panels each).
     key
-        Layer with the predictions (for an H&E-only table, ``X`` holds them too).
+        Layer with the predictions, or on an H&E-only table the ``obsm`` DataFrame of predicted genes.
     compare
         Draw the measured expression (log1p(CP10k) of the counts in ``layer``) beside the prediction, when the table
-        has counts.
+        has the genes.
     {resolve_params}
     cmap
         Colormap.
@@ -150,17 +150,22 @@ def genes(
     slide = resolve(sdata, **resolve_args(locals()))
     table = slide.table
     names = [genes] if isinstance(genes, str) else list(genes)
-    missing = [g for g in names if g not in table.var_names]
+    frame = table.obsm.get(key) if table.n_vars == 0 else None
+    available = table.var_names if frame is None else frame.columns
+    missing = [g for g in names if g not in available]
     if missing:
-        raise KeyError(f"`genes`: {missing} are not in the table; choose among its var_names.")
-    if key not in table.layers:
-        raise KeyError(f"layers[{key!r}] not found; run st.tl.predict_expression first, or pass `key=`.")
-    columns = table.var_names.get_indexer(names)
-    predicted = np.asarray(table.layers[key][slide.rows][:, columns], dtype=float)
+        where = "var_names" if frame is None else f"predicted genes (obsm[{key!r}])"
+        raise KeyError(f"`genes`: {missing} are not in the table; choose among its {where}.")
     measured = None
-    counts = slide.counts()
-    if compare and not np.array_equal(_dense(counts[:, columns]), predicted, equal_nan=True):  # H&E-only: X = predicted
-        measured = np.asarray(_dense(log1p_cp10k(counts)[:, columns]), dtype=float)
+    if frame is not None:
+        predicted = frame[names].to_numpy(dtype=float)[slide.rows]
+    elif key in table.layers:
+        columns = table.var_names.get_indexer(names)
+        predicted = np.asarray(table.layers[key][slide.rows][:, columns], dtype=float)
+        if compare:
+            measured = np.asarray(_dense(log1p_cp10k(slide.counts())[:, columns]), dtype=float)
+    else:
+        raise KeyError(f"layers[{key!r}] not found; run st.tl.predict_expression first, or pass `key=`.")
     n_cols = 1 if measured is None else 2
     fig, axes = new_axes(ax, len(names), n_cols)
     for i, gene in enumerate(names):

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._constants import LAYER_PREDICTED, UNS_KEY
+from .._constants import LAYER_PREDICTED
 from .._docs import doc_params
 from .._logging import logger
 from ._encode import encode
 from ._head import StormHead, as_head, model_for_head
-from ._results import Results, full_rows, target_of, write_results
+from ._results import Results, target_of, write_results
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -44,8 +44,9 @@ def predict_expression(
     The model sees only the tiles (never the measured counts), so predictions on a slide with expression can be
     compared with the measurement. On a table with genes, ``layers[key_added]`` holds the predictions for the table's
     genes (NaN for genes outside the model's vocabulary, listed in a warning; ``var[key_added]`` flags the predicted
-    ones). On an H&E-only table (e.g. from :func:`storm.pp.tissue_grid`), the table is replaced by one whose ``var``
-    are the predicted genes, with the predictions in ``X`` and ``layers[key_added]``.
+    ones). On an H&E-only table (e.g. from :func:`storm.pp.tissue_grid`), which has no genes to hold a layer, the
+    predictions go to ``obsm[key_added]``, a DataFrame with one column per gene (as squidpy stores image features;
+    ``squidpy.pl.extract`` turns its columns into ``obs`` for plotting): the table stays the user's object.
 
     Parameters
     ----------
@@ -78,6 +79,8 @@ def predict_expression(
     >>> sdata["table"][:, ["ERBB2", "KRT19"]].layers["storm_predicted"].shape  # doctest: +SKIP
     (151, 2)
     """
+    import pandas as pd
+
     from ..io._resolve import resolve, resolve_args
     from ._model_arg import get_model, model_record
 
@@ -91,11 +94,6 @@ def predict_expression(
         )
     table = slide.table
     he_only = table.n_vars == 0
-    if he_only and not _is_spatialdata(target):
-        raise ValueError(
-            "This AnnData has no genes, so the predictions need a new table: pass a SpatialData, or `copy=True` "
-            "to get an AnnData with the predicted genes."
-        )
     predictable = net.vocab if head is None else set(head.outputs)
     requested = _requested(genes, table, net, he_only, head)
     known = [g for g in requested if g in predictable]
@@ -119,19 +117,8 @@ def predict_expression(
     if head is not None:
         record["head"] = {"target": head.target, "metrics": head.metrics}
     if he_only:
-        new = _table_of_predictions(table, known, full_rows(values, slide.rows, table.n_obs), key_added)
-        new.uns.setdefault(UNS_KEY, {})[key_added] = {**record, "resolved": slide.summary()}
-        key = slide.keys.get("table_key") if _is_spatialdata(target) else None
-        if key is None:
-            target = new
-        else:
-            target.tables[key] = new
-        logger.info(
-            "predicted %d genes for %d spots: new table with X and layers[%r]",
-            len(known),
-            len(values),
-            key_added,
-        )
+        frame = pd.DataFrame(values, index=pd.Index(slide.obs_names), columns=pd.Index(known))
+        write_results(slide, Results(key_added, record, obsm={key_added: frame}))
         return target if copy else None
     layer_values = np.full((len(values), table.n_vars), np.nan, dtype=np.float32)
     columns = table.var_names.get_indexer(known)
@@ -186,24 +173,3 @@ def _requested(genes: Any, table: AnnData, model: StormModel, he_only: bool, hea
                 "choose among its var_names (or predict on an H&E-only table to get any vocabulary gene)."
             )
     return list(dict.fromkeys(names))
-
-
-def _table_of_predictions(table: AnnData, genes: list[str], predicted: np.ndarray, key_added: str) -> AnnData:
-    import anndata as ad
-    import pandas as pd
-
-    new = ad.AnnData(
-        X=predicted.copy(),
-        obs=table.obs.copy(),
-        var=pd.DataFrame({key_added: True}, index=pd.Index(genes)),
-        obsm=dict(table.obsm),
-        uns=dict(table.uns),
-    )
-    new.layers[key_added] = predicted
-    return new
-
-
-def _is_spatialdata(data: Any) -> bool:
-    from anndata import AnnData
-
-    return not isinstance(data, AnnData)

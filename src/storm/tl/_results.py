@@ -53,7 +53,7 @@ class Results:
     """Everything one call of a tool writes into the resolved table, keyed by where it goes.
 
     ``obsm``, ``obs`` and ``layers`` values cover the resolved spots only (``slide.rows``); other rows get NaN (or a
-    missing category). ``var`` values cover every gene of the table. ``record`` goes to ``uns["storm"][uns_key]``
+    missing category). An ``obsm`` DataFrame keeps its columns and gets the table's ``obs_names`` as index. ``var`` values cover every gene of the table. ``record`` goes to ``uns["storm"][uns_key]``
     together with what was resolved.
     """
 
@@ -79,7 +79,7 @@ def write_results(slide: Slide, results: Results, *, stale: list[str] | None = N
 
     table = slide.table
     n = table.n_obs
-    obsm = {k: full_rows(v, slide.rows, n) for k, v in results.obsm.items()}
+    obsm = {k: _full_obsm(v, slide, n) for k, v in results.obsm.items()}
     layers = {k: full_rows(v, slide.rows, n) for k, v in results.layers.items()}
     obs = {}
     for k, v in results.obs.items():
@@ -104,6 +104,15 @@ def write_results(slide: Slide, results: Results, *, stale: list[str] | None = N
     table.uns.setdefault(UNS_KEY, {})[results.uns_key] = record
     names = [f"{where}[{k!r}]" for where, keys in written.items() for k in keys]
     logger.info("added %s, uns[%r][%r]", ", ".join(names), UNS_KEY, results.uns_key)
+
+
+def _full_obsm(values: Any, slide: Slide, n_obs: int) -> Any:
+    import pandas as pd
+
+    full = full_rows(np.asarray(values, dtype=np.float32), slide.rows, n_obs)
+    if isinstance(values, pd.DataFrame):
+        return pd.DataFrame(full, index=slide.table.obs_names, columns=values.columns)
+    return full
 
 
 def previous_keys(slide: Slide, uns_key: str, where: str = "obsm") -> list[str]:
