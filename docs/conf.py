@@ -77,13 +77,17 @@ nitpick_ignore_regex = [
 nitpick_ignore = [("py:class", "Source")]  # the corpus' type alias, spelled out in Corpus.from_sources
 
 
+_NAMESPACES = ("io", "pp", "tl", "pl", "datasets", "models", "data", "train")
+
+
 def _public_target(target: str, module: str | None) -> list[str]:
     parts = target.split(".")
     if parts[0] == "storm":
         return [".".join([p for p in parts[:-1] if not p.startswith("_")] + parts[-1:])]
     if module and module.startswith("storm"):
         public = ".".join(p for p in module.split(".") if not p.startswith("_"))
-        return [f"{public}.{target}"]
+        # a bare name from another namespace (``Slide`` in a tool's signature, ``NicheBatch`` in the loader's)
+        return [f"{public}.{target}", *(f"storm.{ns}.{target}" for ns in _NAMESPACES)]
     return []
 
 

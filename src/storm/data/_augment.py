@@ -62,7 +62,7 @@ class Augment:
         )
 
     def __call__(self, niche: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-        """Augment one niche (a :class:`~storm.train.NicheDataset` item); returns a new dict, the input is unchanged.
+        """Augment one niche (a :class:`~storm.data.NicheDataset` item); returns a new dict, the input is unchanged.
 
         Parameters
         ----------

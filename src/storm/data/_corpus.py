@@ -28,7 +28,7 @@ TARGET_SUM = 1e4
 
 @dataclass
 class CorpusSlide:
-    """One slide of a :class:`~storm.train.Corpus`: everything a niche needs, with pixels read lazily.
+    """One slide of a :class:`~storm.data.Corpus`: everything a niche needs, with pixels read lazily.
 
     Attributes
     ----------
@@ -89,13 +89,13 @@ class Corpus:
     """Slides to pretrain on: a mix of platforms, resolutions and modalities, indexed spot by spot.
 
     Build it with :meth:`from_sources`. Spots are numbered globally, slide after slide (``offsets`` gives where each
-    slide starts); :class:`~storm.train.NicheDataset` turns a spot into its niche. Nothing is written into the
+    slide starts); :class:`~storm.data.NicheDataset` turns a spot into its niche. Nothing is written into the
     sources, and no pixels are held in memory: tiles are read on access through :class:`~storm.pp.TileSet`.
 
     Attributes
     ----------
     slides
-        One :class:`~storm.train.CorpusSlide` per source, in order.
+        One :class:`~storm.data.CorpusSlide` per source, in order.
     vocab
         The gene vocabulary expression is aligned to.
     tile_px, tile_um

@@ -165,7 +165,7 @@ class NicheBatchSampler(Sampler[list[int]]):
     Parameters
     ----------
     dataset
-        A :class:`~storm.train.NicheDataset` (or a :class:`~storm.train.Corpus`).
+        A :class:`~storm.data.NicheDataset` (or a :class:`~storm.data.Corpus`).
     batch_size
         Niches per batch (per rank).
     shuffle

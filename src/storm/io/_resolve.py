@@ -72,7 +72,7 @@ def resolve(
     data
         A :class:`~spatialdata.SpatialData` (from spatialdata-io's readers, :func:`spatialdata.read_zarr`, or storm's
         datasets), an AnnData with squidpy-style ``uns["spatial"][library_id]`` and ``obsm["spatial"]`` (as
-        :func:`scanpy.read_visium` writes it), or an already resolved :class:`~storm.io.Slide` (returned as it is).
+        ``scanpy.read_visium`` writes it), or an already resolved :class:`~storm.io.Slide` (returned as it is).
     {resolve_params}
     library_id
         For AnnData input: the key in ``uns["spatial"]``.

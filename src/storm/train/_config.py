@@ -41,7 +41,7 @@ class TrainConfig:
     objectives
         Weights of the objectives (fields of :class:`~storm.train.ObjectiveWeights`).
     augment
-        Keyword arguments of :class:`~storm.train.Augment`; ``None`` disables augmentation.
+        Keyword arguments of :class:`~storm.data.Augment`; ``None`` disables augmentation.
     max_grad_norm
         Gradient clipping norm (0 disables).
     deterministic

@@ -28,7 +28,7 @@ _FINAL_LOSS_STEPS = 200
 
 
 class Trainer:
-    """Pretrain a :class:`~storm.models.StormModel` on a :class:`~storm.train.Corpus`.
+    """Pretrain a :class:`~storm.models.StormModel` on a :class:`~storm.data.Corpus`.
 
     Two stages as in STORM: ``warmup_stage_steps`` of modality-specific training (masked gene and masked image
     modelling on unimodal passes), then joint multimodal training with all objectives. AdamW with linear warm-up and
