@@ -31,6 +31,10 @@ def test_batch_holds_each_distinct_tile_once(dataset):
         "tile_index",
         "expression",
         "gene_index",
+        "gene_mean",
+        "gene_std",
+        "gene_components",
+        "component_scale",
         "expression_mask",
     }
     with pytest.raises(KeyError):

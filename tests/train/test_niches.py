@@ -157,6 +157,10 @@ def test_dataloader_reads_tiles_once_per_batch_and_feeds_the_model(demo_corpus):
         "image_mask",
         "expression",
         "gene_index",
+        "gene_mean",
+        "gene_std",
+        "gene_components",
+        "component_scale",
         "expression_mask",
         "spot_mask",
     }

@@ -45,6 +45,12 @@ class CorpusSlide:
         ``(n_genes_in_vocab,)`` int64 vocabulary index of each column of ``expression``.
     expression_mask
         ``(n_spots,)`` whether the spot has expression: genes in the vocabulary with a positive total.
+    gene_mean, gene_std
+        ``(n_genes_in_vocab,)`` float32 mean and standard deviation of each column of ``expression`` over the spots
+        with expression (the per-slide standardisation of the model's ``"panel"`` gene encoding).
+    gene_components, component_scale
+        ``(n_genes_in_vocab, r)`` principal axes of the standardised expression and ``(r,)`` the factor that gives
+        each axis unit variance (the per-slide whitening of the ``"panel"`` gene encoding; ``r = 0`` without it).
     neighbours
         ``(n_spots, niche_size + 1)`` int64 spot positions of each niche, the centre first, then its neighbours by
         increasing distance in µm; ``-1`` pads slides with fewer than ``niche_size + 1`` spots.
@@ -60,6 +66,10 @@ class CorpusSlide:
     expression_mask: np.ndarray
     neighbours: np.ndarray
     n_genes: int
+    gene_mean: np.ndarray | None
+    gene_std: np.ndarray | None
+    gene_components: np.ndarray | None
+    component_scale: np.ndarray | None
 
     @property
     def n_spots(self) -> int:
@@ -125,6 +135,7 @@ class Corpus:
         tile_px: int = 224,
         tile_um: float = 112.0,
         niche_size: int = 8,
+        gene_components: int = 0,
         table_key: str | Sequence[str | None] | None = None,
         image_key: str | Sequence[str | None] | None = None,
         shapes_key: str | Sequence[str | None] | None = None,
@@ -156,6 +167,9 @@ class Corpus:
             Tile side in pixels and in µm (default 224 px / 112 µm, 0.5 µm/px).
         niche_size
             Neighbours K around each centre spot.
+        gene_components
+            Principal axes of each slide's standardised expression kept for the whitening of the ``"panel"`` gene
+            encoding (default 0: standardise only; :meth:`for_model` takes the model's ``gene_components``).
         table_key, image_key, shapes_key, um_per_px, platform, coordinate_system, layer
             Passed to :func:`storm.io.resolve`: one value for all slides, or a list with one per source (``layer``:
             the layer of raw counts, default ``X``; a resolved :class:`~storm.io.Slide` keeps its own).
@@ -215,7 +229,9 @@ class Corpus:
         slides = []
         for i, ((_, slide), name, genes) in enumerate(zip(resolved, labels, var_names, strict=True)):
             try:
-                slides.append(_build_slide(name, slide, genes, vocab, tile_px, tile_um, niche_size, max_upsample))
+                slides.append(
+                    _build_slide(name, slide, genes, vocab, tile_px, tile_um, niche_size, gene_components, max_upsample)
+                )
             except (ValueError, TypeError, KeyError, OSError) as error:
                 raise _in_slide(error, i, name) from error
         corpus = cls(slides, vocab=vocab, tile_px=int(tile_px), tile_um=float(tile_um), niche_size=int(niche_size))
@@ -225,7 +241,7 @@ class Corpus:
 
     @classmethod
     def for_model(cls, sources: Source | Sequence[Source], model: Any, **kwargs: Any) -> Corpus:
-        """:meth:`from_sources` at the model's geometry (tile px, tile µm, niche size) and on its gene vocabulary.
+        """:meth:`from_sources` at the model's geometry (tile px, tile µm, niche size, gene components) and vocabulary.
 
         Every ``st.tl`` tool builds its niches this way, so geometry and genes come from the model's config only.
 
@@ -245,6 +261,7 @@ class Corpus:
             tile_px=config.image_size,
             tile_um=config.tile_um,
             niche_size=config.niche_size,
+            gene_components=config.gene_components if config.gene_encoding == "panel" else 0,
             **kwargs,
         )
 
@@ -403,6 +420,66 @@ def log1p_cp10k(counts: Any) -> sparse.csr_matrix:
     return x.astype(np.float32)
 
 
+def column_moments(x: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (population) standard deviation of each column of a sparse matrix, as float32.
+
+    Examples
+    --------
+    >>> from scipy import sparse
+    >>> mean, std = column_moments(sparse.csr_matrix(np.array([[0.0, 2.0], [2.0, 2.0]])))
+    >>> mean.tolist(), std.tolist()
+    ([1.0, 2.0], [1.0, 0.0])
+    """
+    n = max(x.shape[0], 1)
+    mean = np.asarray(x.sum(axis=0), dtype=np.float64).ravel() / n
+    square = np.asarray(x.multiply(x).sum(axis=0), dtype=np.float64).ravel() / n
+    std = np.sqrt(np.maximum(square - mean**2, 0.0))
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def whitening_axes(
+    x: sparse.csr_matrix, mean: np.ndarray, std: np.ndarray, n_components: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n_components`` principal axes of the standardised columns of ``x`` and the scales that whiten them.
+
+    ``z = (x - mean) / max(std, GENE_STD_FLOOR)``; the axes ``V`` (G, r) are its top right singular vectors (ARPACK on
+    an implicit operator: ``x`` stays sparse) and ``scale = sqrt(n) / singular value``, so ``(z @ V) * scale @ V.T`` is
+    ``z`` restricted to its r main directions, each with unit variance, still over the same genes. Fewer axes when the
+    slide has fewer spots or genes; ``(G, 0)`` and ``(0,)`` for ``n_components=0``.
+
+    Examples
+    --------
+    >>> from scipy import sparse
+    >>> x = sparse.csr_matrix(np.random.default_rng(0).poisson(1.0, (50, 20)).astype(np.float32))
+    >>> axes, scale = whitening_axes(x, *column_moments(x), 4)
+    >>> axes.shape, bool(np.allclose(axes.T @ axes, np.eye(4), atol=1e-5))
+    ((20, 4), True)
+    """
+    from scipy import sparse
+    from scipy.sparse.linalg import LinearOperator, svds
+
+    from ..models._encoders import GENE_STD_FLOOR
+
+    n, g = x.shape
+    r = max(0, min(int(n_components), n - 1, g - 1))
+    if r == 0:
+        return np.zeros((g, 0), dtype=np.float32), np.zeros(0, dtype=np.float32)
+    inv = 1.0 / np.maximum(std.astype(np.float64), GENE_STD_FLOOR)
+    scaled = x.astype(np.float64) @ sparse.diags(inv)
+    shift = mean.astype(np.float64) * inv
+    operator = LinearOperator(
+        (n, g),
+        matvec=lambda v: scaled @ v.ravel() - shift @ v.ravel(),
+        rmatvec=lambda u: scaled.T @ u.ravel() - shift * u.sum(),
+        dtype=np.float64,
+    )
+    _, values, vt = svds(operator, k=r, v0=np.ones(min(n, g)) / np.sqrt(min(n, g)), random_state=0)
+    order = np.argsort(values)[::-1]
+    values, vt = values[order], vt[order]
+    scale = np.sqrt(n) / np.maximum(values, 1e-6)
+    return np.ascontiguousarray(vt.T, dtype=np.float32), scale.astype(np.float32)
+
+
 def niche_neighbours(xy_um: np.ndarray, niche_size: int) -> np.ndarray:
     """Each spot and its ``niche_size`` nearest spots by Euclidean distance, ``(n, niche_size + 1)``, centre first.
 
@@ -440,6 +517,7 @@ def _build_slide(
     tile_px: int,
     tile_um: float,
     niche_size: int,
+    gene_components: int,
     max_upsample: float,
 ) -> CorpusSlide:
     from ..pp import TileSet
@@ -460,6 +538,7 @@ def _build_slide(
         else:
             tiles = TileSet(slide, tile_px=int(tile_px), tile_um=float(tile_um))
     expression, gene_index, mask = None, np.zeros(0, dtype=np.int64), np.zeros(slide.n_spots, dtype=bool)
+    gene_mean = gene_std = components = component_scale = None
     if len(var_names):
         known = np.asarray(vocab.align(var_names).indices)
         columns = np.flatnonzero(known >= 0)
@@ -474,6 +553,9 @@ def _build_slide(
             expression = normalised[:, columns].tocsr()
             gene_index = known[columns].astype(np.int64)
             mask = np.asarray(expression.getnnz(axis=1) > 0)
+            measured = expression[mask] if mask.any() else expression
+            gene_mean, gene_std = column_moments(measured)
+            components, component_scale = whitening_axes(measured, gene_mean, gene_std, gene_components)
     return CorpusSlide(
         name=name,
         slide=slide,
@@ -483,6 +565,10 @@ def _build_slide(
         expression_mask=mask,
         neighbours=niche_neighbours(np.asarray(slide.spot_xy_um, dtype=float), niche_size),
         n_genes=len(var_names),
+        gene_mean=gene_mean,
+        gene_std=gene_std,
+        gene_components=components,
+        component_scale=component_scale,
     )
 
 

@@ -125,7 +125,7 @@ class NicheDataset(Dataset):
             rng = np.random.default_rng([self.seed, self.epoch, int(indices[0])])
             out = self.augment({"offsets_um": offsets, **({} if tiles is None else {"tiles": tiles})}, rng)
             offsets, tiles = out["offsets_um"], out.get("tiles")
-        expression = gene_index = None
+        expression = gene_index = gene_mean = gene_std = components = component_scale = None
         has_expression = np.zeros(niches.shape, dtype=bool)
         if cs.expression is not None:
             safe = np.maximum(niches, 0)
@@ -134,6 +134,8 @@ class NicheDataset(Dataset):
             expression[~valid] = 0.0
             has_expression = cs.expression_mask[safe] & valid
             gene_index = torch.as_tensor(np.asarray(cs.gene_index, dtype=np.int64))
+            gene_mean, gene_std = torch.from_numpy(cs.gene_mean), torch.from_numpy(cs.gene_std)
+            components, component_scale = torch.from_numpy(cs.gene_components), torch.from_numpy(cs.component_scale)
         return NicheBatch(
             offsets_um=torch.from_numpy(np.ascontiguousarray(offsets, dtype=np.float32)),
             spot_mask=torch.from_numpy(valid),
@@ -143,6 +145,10 @@ class NicheDataset(Dataset):
             tile_index=None if tile_index is None else torch.from_numpy(tile_index),
             expression=None if expression is None else torch.from_numpy(expression),
             gene_index=gene_index,
+            gene_mean=gene_mean,
+            gene_std=gene_std,
+            gene_components=components,
+            component_scale=component_scale,
             index=torch.from_numpy(indices.copy()),
             slide=s,
         )

@@ -17,6 +17,10 @@ MODEL_INPUTS = (
     "tile_index",
     "expression",
     "gene_index",
+    "gene_mean",
+    "gene_std",
+    "gene_components",
+    "component_scale",
     "expression_mask",
 )
 
@@ -47,6 +51,12 @@ class NicheBatch(Mapping):
         (B, S, G) float32 log1p(CP10k) expression over the slide's G genes found in the vocabulary, or ``None``.
     gene_index
         (G,) int64 vocabulary index of each expression column, or ``None``.
+    gene_mean, gene_std
+        (G,) float32 mean and standard deviation of each column over the slide's spots with expression (the
+        per-slide standardisation of the ``"panel"`` gene encoding), or ``None``.
+    gene_components, component_scale
+        (G, r) principal axes of the slide's standardised expression and (r,) their whitening factors (the
+        per-slide whitening of the ``"panel"`` gene encoding), or ``None``.
     index
         (B,) int64 global spot index of each centre (not a model input).
     slide
@@ -61,6 +71,10 @@ class NicheBatch(Mapping):
     tile_index: torch.Tensor | None = None
     expression: torch.Tensor | None = None
     gene_index: torch.Tensor | None = None
+    gene_mean: torch.Tensor | None = None
+    gene_std: torch.Tensor | None = None
+    gene_components: torch.Tensor | None = None
+    component_scale: torch.Tensor | None = None
     index: torch.Tensor | None = None
     slide: int = -1
 
@@ -98,7 +112,8 @@ class NicheBatch(Mapping):
         """The batch with only the inputs of ``modality`` (``"image"``, ``"expression"`` or ``"both"``)."""
         drop: dict[str, Any] = {}
         if modality == "image":
-            drop = {"expression": None, "gene_index": None}
+            drop = {"expression": None, "gene_index": None, "gene_mean": None, "gene_std": None}
+            drop.update(gene_components=None, component_scale=None)
         elif modality == "expression":
             drop = {"tiles": None, "tile_index": None}
         return replace(self, **drop)

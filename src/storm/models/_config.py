@@ -6,6 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+#: Ways the gene branch reads a spot's expression (the gene branch of :class:`~storm.models.StormModel`).
+GENE_ENCODINGS = ("panel", "top")
+
 #: Preset name -> overrides of :class:`StormConfig` defaults. Parameter counts (with a 20,000-gene vocabulary) are
 #: checked in the tests: tiny < 5M, small ~ 5M (the shipped default), base ~ 150M, large ~ 555M.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -83,8 +86,16 @@ class StormConfig:
         Depth of the shared transformer over all tokens of a niche.
     decoder_layers, decoder_queries
         Cross-attention decoder depth and learned queries (image -> expression, expression -> image features).
+    gene_encoding
+        How the gene branch reads a spot: ``"panel"`` weighs every known gene of the panel by its expression
+        standardised (and whitened) per slide; ``"top"`` (the default, as in the shipped checkpoint) makes tokens of
+        the ``max_genes`` most expressed genes only.
+    gene_components
+        With ``gene_encoding="panel"``: the standardised expression is whitened within this many principal axes of
+        each slide (ZCA whitening in gene space, computed by the data layer), so that every main direction of
+        variation of the slide counts the same and the rest, mostly noise, is dropped; 0 standardises only.
     max_genes
-        Gene tokens per spot (the most expressed of the panel's genes known to the vocabulary).
+        Gene tokens per spot with ``gene_encoding="top"`` (the most expressed of the panel's genes in the vocabulary).
     value_bins
         Resolution of the expression-value embedding (values are log1p-normalised; piecewise-linear interpolation).
     niche_size
@@ -112,6 +123,8 @@ class StormConfig:
     fusion_layers: int = 2
     decoder_layers: int = 1
     decoder_queries: int = 4
+    gene_encoding: str = "top"
+    gene_components: int = 32
     max_genes: int = 128
     value_bins: int = 32
     niche_size: int = 6
@@ -126,9 +139,11 @@ class StormConfig:
         for name in ("dim", "heads", "fusion_layers", "decoder_queries", "max_genes", "value_bins", "image_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)!r}.")
-        for name in ("image_layers", "gene_layers", "decoder_layers", "niche_size", "vocab_size"):
+        for name in ("image_layers", "gene_layers", "decoder_layers", "niche_size", "vocab_size", "gene_components"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"`{name}` must be non-negative, got {getattr(self, name)!r}.")
+        if self.gene_encoding not in GENE_ENCODINGS:
+            raise ValueError(f"`gene_encoding` must be one of {GENE_ENCODINGS}, got {self.gene_encoding!r}.")
         if not self.tile_um > 0:
             raise ValueError(f"`tile_um` must be positive, got {self.tile_um!r}.")
         if not 0 < self.pos_min_um < self.pos_max_um:

@@ -130,34 +130,59 @@ class ImageEncoder(nn.Module):
         return x[:, 0], self.token_head(x[:, 1:])
 
 
-class GeneEncoder(nn.Module):
-    """Panel-agnostic gene branch: gene-identity + value embeddings of a spot's genes, pooled by a shallow transformer.
+#: Smallest standard deviation a gene is divided by (log1p units): genes (almost) constant on a slide stay near 0.
+GENE_STD_FLOOR = 0.05
 
-    Genes absent from the vocabulary (index -1) are masked out; of the known genes, the ``max_genes`` with the highest
-    values become tokens (ties broken by vocabulary index, so the choice is the same on every device and for any order
-    of the panel). Values are log1p-normalised expression, embedded by piecewise-linear interpolation between
-    ``value_bins`` learned vectors over [0, 10].
+
+class GeneEncoder(nn.Module):
+    """Panel-agnostic gene branch: one token per spot from its expression over the vocabulary genes of the panel.
+
+    Two encodings (``config.gene_encoding``):
+
+    * ``"panel"``: every known gene of the panel counts. Each gene's log1p expression is standardised
+      with the slide's mean and standard deviation of that gene (``gene_mean``, ``gene_std``; as PCA on scaled data,
+      or novae), clipped to ``[-Z_CLIP, Z_CLIP]``, optionally whitened within the slide's principal axes
+      (``components``; ``StormConfig.gene_components``), and the spot is the sum of its genes' vocabulary embeddings weighted by
+      those values (divided by the square root of the number of known genes), refined by ``gene_layers`` residual MLPs.
+      Markers weigh as much as housekeeping genes, whatever their level, and the token is the same for any order of
+      the panel.
+    * ``"top"`` (the default, and the shipped checkpoint): of the known genes, the ``max_genes`` with the highest values become
+      tokens (identity + value embeddings, ties broken by vocabulary index), pooled by a shallow transformer. The most
+      expressed genes crowd out the markers that separate regions.
+
+    Genes absent from the vocabulary (index -1) are ignored. Masked values (``value_mask``, masked gene modelling) are
+    hidden: the slide mean (panel) or a learned mask vector (top) takes their place; the gene identity stays.
     """
+
+    #: Standardised values are clipped to this many standard deviations (as ``scanpy.pp.scale(max_value=10)``).
+    Z_CLIP = 10.0
 
     def __init__(self, config: StormConfig, vocab_size: int) -> None:
         super().__init__()
         dim = config.dim
+        self.encoding = config.gene_encoding
         self.vocab_size = vocab_size
         self.max_genes = config.max_genes
         self.gene_embedding = nn.Embedding(max(vocab_size, 1), dim)
-        self.value_embedding = nn.Parameter(torch.zeros(config.value_bins, dim))
-        self.mask_value = nn.Parameter(torch.zeros(dim))
-        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
-        self.blocks = nn.ModuleList(
-            Block(dim, config.heads, config.mlp_ratio, config.dropout) for _ in range(config.gene_layers)
-        )
         self.norm = nn.LayerNorm(dim)
-        for p in (self.value_embedding, self.mask_value, self.cls):
-            nn.init.trunc_normal_(p, std=0.02)
+        if self.encoding == "panel":
+            self.panel_norm = nn.LayerNorm(dim)
+            self.mlps = nn.ModuleList(
+                _ResidualMLP(dim, config.mlp_ratio, config.dropout) for _ in range(config.gene_layers)
+            )
+        else:
+            self.value_embedding = nn.Parameter(torch.zeros(config.value_bins, dim))
+            self.mask_value = nn.Parameter(torch.zeros(dim))
+            self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+            self.blocks = nn.ModuleList(
+                Block(dim, config.heads, config.mlp_ratio, config.dropout) for _ in range(config.gene_layers)
+            )
+            for p in (self.value_embedding, self.mask_value, self.cls):
+                nn.init.trunc_normal_(p, std=0.02)
         nn.init.trunc_normal_(self.gene_embedding.weight, std=0.02)
 
     def embed_values(self, values: torch.Tensor) -> torch.Tensor:
-        """(…,) log1p values -> (…, dim) embeddings."""
+        """(…,) log1p values -> (…, dim) embeddings (``"top"`` encoding)."""
         bins = self.value_embedding.shape[0]
         pos = values.float().clamp(0.0, 10.0) / 10.0 * (bins - 1)
         lo = pos.floor().long().clamp(max=bins - 1)
@@ -166,13 +191,67 @@ class GeneEncoder(nn.Module):
         return self.value_embedding[lo] * (1 - frac) + self.value_embedding[hi] * frac
 
     def forward(
-        self, values: torch.Tensor, gene_index: torch.Tensor, value_mask: torch.Tensor | None = None
+        self,
+        values: torch.Tensor,
+        gene_index: torch.Tensor,
+        value_mask: torch.Tensor | None = None,
+        *,
+        gene_mean: torch.Tensor | None = None,
+        gene_std: torch.Tensor | None = None,
+        components: torch.Tensor | None = None,
+        component_scale: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Spot tokens (N, dim) from values (N, G), vocabulary indices (N, G) or (G,) (-1 = unknown).
 
-        ``value_mask`` (N, G) hides values (replaced by a learned mask vector; the gene identity stays) for masked
-        gene modelling.
+        ``value_mask`` (N, G) hides values for masked gene modelling. ``gene_mean`` and ``gene_std`` (G,) are the
+        slide's statistics of each column (``"panel"`` encoding); without them, those of the rows ``valid`` (N,) of
+        this call are used. ``components`` (G, r) and ``component_scale`` (r,) whiten the standardised values within
+        the slide's principal axes (see ``StormConfig.gene_components``).
         """
+        if self.encoding == "panel":
+            z = self.standardise(values, gene_index, value_mask, gene_mean, gene_std, valid)
+            if components is not None and component_scale is not None and components.shape[-1] > 0:
+                z = ((z @ components.float()) * component_scale.float()) @ components.float().T
+            return self._panel(z, gene_index)
+        return self._top(values, gene_index, value_mask)
+
+    def standardise(
+        self,
+        values: torch.Tensor,
+        gene_index: torch.Tensor,
+        value_mask: torch.Tensor | None,
+        mean: torch.Tensor | None,
+        std: torch.Tensor | None,
+        valid: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """(N, G) values standardised per gene and clipped; unknown genes and masked values are 0 (the mean)."""
+        x = values.float()
+        if mean is None or std is None:
+            rows = x if valid is None or not bool(valid.any()) else x[valid]
+            mean, std = rows.mean(0), rows.std(0, correction=0)
+        z = ((x - mean.float()) / std.float().clamp(min=GENE_STD_FLOOR)).clamp(-self.Z_CLIP, self.Z_CLIP)
+        known = gene_index >= 0
+        z = torch.where(known, z, torch.zeros_like(z))
+        if value_mask is not None:
+            z = torch.where(value_mask, torch.zeros_like(z), z)
+        return z
+
+    def _panel(self, z: torch.Tensor, gene_index: torch.Tensor) -> torch.Tensor:
+        known = gene_index >= 0
+        weight = self.gene_embedding.weight
+        if gene_index.ndim == 1:
+            h = z @ weight[gene_index.clamp(min=0)].float()
+            n_known = known.sum().clamp(min=1).float()
+        else:
+            h = torch.einsum("ng,ngd->nd", z, weight[gene_index.clamp(min=0)].float())
+            n_known = known.sum(1, keepdim=True).clamp(min=1).float()
+        x = self.panel_norm((h / n_known.sqrt()).to(weight.dtype))
+        for mlp in self.mlps:
+            x = mlp(x)
+        return self.norm(x)
+
+    def _top(self, values: torch.Tensor, gene_index: torch.Tensor, value_mask: torch.Tensor | None) -> torch.Tensor:
         n, g = values.shape
         index = gene_index.expand(n, g) if gene_index.ndim == 1 else gene_index
         known = index >= 0
@@ -193,6 +272,17 @@ class GeneEncoder(nn.Module):
         for block in self.blocks:
             x = block(x, bias=bias)
         return self.norm(x[:, 0])
+
+
+class _ResidualMLP(nn.Module):
+    def __init__(self, dim: int, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.norm = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp(self.norm(x))
 
 
 def _top_genes(score: torch.Tensor, gene_index: torch.Tensor, k: int) -> torch.Tensor:

@@ -162,6 +162,10 @@ class StormModel(nn.Module):
         image_mask: torch.Tensor | None = None,
         expression: torch.Tensor | None = None,
         gene_index: torch.Tensor | None = None,
+        gene_mean: torch.Tensor | None = None,
+        gene_std: torch.Tensor | None = None,
+        gene_components: torch.Tensor | None = None,
+        component_scale: torch.Tensor | None = None,
         expression_mask: torch.Tensor | None = None,
         value_mask: torch.Tensor | None = None,
         image_token_mask: torch.Tensor | None = None,
@@ -187,6 +191,14 @@ class StormModel(nn.Module):
             (B, S, G) log1p-normalised expression over the dataset's G genes.
         gene_index
             (G,) vocabulary index of each gene (-1 = not in the vocabulary); see ``GeneVocab.align``.
+        gene_mean, gene_std
+            (G,) the slide's mean and standard deviation of each gene's log1p expression, which the ``"panel"`` gene
+            encoding standardises with (a :class:`~storm.models.NicheBatch` carries them); without them, those of the
+            spots of this call.
+        gene_components, component_scale
+            (G, r) principal axes of the slide's standardised expression and (r,) their whitening factors (the
+            ``"panel"`` encoding's per-slide whitening; a :class:`~storm.models.NicheBatch` carries them); without
+            them, the standardised expression is used as it is.
         expression_mask
             (B, S) which spots have expression (default: all, when expression is given).
         value_mask
@@ -223,8 +235,17 @@ class StormModel(nn.Module):
             if gene_index is None:
                 raise ValueError("`gene_index` is needed with `expression`: align the genes with `model.vocab.align`.")
             flat_mask = None if value_mask is None else value_mask.reshape(b * s, -1)
-            gene_tokens = self.gene(expression.reshape(b * s, -1), gene_index, flat_mask).view(b, s, -1)
             has = spot_mask if expression_mask is None else expression_mask & spot_mask
+            gene_tokens = self.gene(
+                expression.reshape(b * s, -1),
+                gene_index,
+                flat_mask,
+                gene_mean=gene_mean,
+                gene_std=gene_std,
+                components=gene_components,
+                component_scale=component_scale,
+                valid=has.reshape(-1),
+            ).view(b, s, -1)
             tokens.append(gene_tokens + self.modality[1])
             valid.append(has)
 

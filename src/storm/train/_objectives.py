@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models._encoders import GENE_STD_FLOOR, GeneEncoder
 from ._masking import make_masks, modality_valid, spot_gene_index
 
 #: Training stages: modality-specific warm-up, then joint multimodal training.
@@ -124,6 +125,9 @@ class _Niches:
             self.features = tokens.view(self.b, self.s, *tokens.shape[1:])
         self.expression = batch.get("expression")
         self.gene_index = batch.get("gene_index")
+        self.gene_mean, self.gene_std = batch.get("gene_mean"), batch.get("gene_std")
+        self.panel = getattr(getattr(model, "gene", None), "encoding", "top") == "panel"
+        self.gene_components, self.component_scale = batch.get("gene_components"), batch.get("component_scale")
         if self.expression is not None and self.gene_index is None:
             raise ValueError("`gene_index` is needed with `expression`: align the genes with `model.vocab.align`.")
         self.has_image = self.features is not None and bool(image_valid.any())
@@ -145,6 +149,10 @@ class _Niches:
             "image_mask": self.image_valid,
             "expression": self.expression if self.has_expression else None,
             "gene_index": self.gene_index,
+            "gene_mean": self.gene_mean,
+            "gene_std": self.gene_std,
+            "gene_components": self.gene_components,
+            "component_scale": self.component_scale,
             "expression_mask": self.expression_valid,
         }
 
@@ -174,6 +182,10 @@ class _Niches:
             kwargs.update(
                 expression=take(self.expression),
                 gene_index=genes,
+                gene_mean=self.gene_mean,
+                gene_std=self.gene_std,
+                gene_components=self.gene_components,
+                component_scale=self.component_scale,
                 expression_mask=take(self.expression_valid),
                 value_mask=take(value_mask),
                 genes=self.genes,
@@ -181,6 +193,17 @@ class _Niches:
         elif self.has_expression:
             kwargs["genes"] = self.genes
         return kwargs
+
+    def standardised_centre(self) -> torch.Tensor:
+        """The centre spots' expression (B, G), standardised per gene for a ``"panel"`` gene encoding.
+
+        The slide's statistics standardise it (clipped as the encoding clips), so that every gene weighs the same.
+        """
+        x = self.expression[:, 0].float()
+        if not self.panel or self.gene_mean is None or self.gene_std is None:
+            return x
+        z = (x - self.gene_mean.float()) / self.gene_std.float().clamp(min=GENE_STD_FLOOR)
+        return z.clamp(-GeneEncoder.Z_CLIP, GeneEncoder.Z_CLIP)
 
     def centre_columns(self, prediction: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Predictions over the model's ``genes`` -> the centre spot's dataset columns (R, G)."""
@@ -412,4 +435,4 @@ class StormObjectives(nn.Module):
             return None
         pred = niches.centre_columns(out.gene_reconstruction)
         mask = value_mask[:, 0] & (niches.centre_genes >= 0) & niches.expression_valid[:, 0, None]
-        return _masked_mse(pred, niches.expression[:, 0], mask)
+        return _masked_mse(pred, niches.standardised_centre(), mask)

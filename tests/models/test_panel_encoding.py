@@ -1,0 +1,99 @@
+"""The ``"panel"`` gene encoding: every gene of the panel, standardised and whitened per slide."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import sparse
+
+import storm as st
+from storm.data import Corpus, NicheDataset
+from storm.data._corpus import column_moments, whitening_axes
+from storm.models import GeneVocab, StormConfig, StormModel
+
+
+@pytest.fixture(scope="module")
+def sdata():
+    return st.datasets.demo()
+
+
+def _model(sdata, **overrides):
+    torch.manual_seed(0)
+    config = StormConfig.from_preset("tiny", image_size=32, gene_encoding="panel", **overrides)
+    return StormModel(config, GeneVocab.from_genes(sdata["table"].var_names)).eval()
+
+
+def test_whitening_axes_match_a_dense_svd():
+    x = sparse.csr_matrix(np.random.default_rng(1).poisson(0.7, (80, 30)).astype(np.float32))
+    mean, std = column_moments(x)
+    np.testing.assert_allclose(mean, x.toarray().mean(0), rtol=1e-5)
+    np.testing.assert_allclose(std, x.toarray().std(0), rtol=1e-4)
+    axes, scale = whitening_axes(x, mean, std, 5)
+    z = (x.toarray() - mean) / np.maximum(std, 0.05)
+    _, values, vt = np.linalg.svd(z, full_matrices=False)
+    np.testing.assert_allclose(scale, np.sqrt(80) / values[:5], rtol=1e-4)
+    np.testing.assert_allclose(np.abs(vt[:5] @ axes), np.eye(5), atol=1e-4)  # same axes, up to sign
+    whitened = (z @ axes) * scale
+    np.testing.assert_allclose(whitened.var(0), np.ones(5), rtol=1e-3)  # unit variance along each axis
+    assert whitening_axes(x, mean, std, 0)[0].shape == (30, 0)
+    assert whitening_axes(x[:3], *column_moments(x[:3]), 5)[0].shape == (30, 2)  # at most n_spots - 1 axes
+
+
+def test_corpus_carries_the_slide_statistics_for_panel_models(sdata):
+    model = _model(sdata, gene_components=8)
+    corpus = Corpus.for_model(sdata, model)
+    slide = corpus.slides[0]
+    assert slide.gene_components.shape == (slide.expression.shape[1], 8)
+    batch = NicheDataset(corpus).get_batch(np.arange(10))
+    np.testing.assert_array_equal(batch.gene_mean.numpy(), slide.gene_mean)
+    top = StormModel(StormConfig.from_preset("tiny", image_size=32), model.vocab)
+    assert Corpus.for_model(sdata, top).slides[0].gene_components.shape[1] == 0  # "top" models need no axes
+
+
+def test_panel_token_does_not_depend_on_the_order_of_the_panel(sdata):
+    model = _model(sdata)
+    corpus = Corpus.for_model(sdata, model)
+    batch = NicheDataset(corpus).get_batch(np.arange(12))
+    perm = torch.from_numpy(np.random.default_rng(0).permutation(batch.expression.shape[-1]))
+    with torch.no_grad():
+        ref = model(**batch.select("expression")).gene_embedding
+        shuffled = model(
+            offsets_um=batch.offsets_um,
+            spot_mask=batch.spot_mask,
+            expression=batch.expression[..., perm],
+            gene_index=batch.gene_index[perm],
+            gene_mean=batch.gene_mean[perm],
+            gene_std=batch.gene_std[perm],
+            gene_components=batch.gene_components[perm],
+            component_scale=batch.component_scale,
+            expression_mask=batch.expression_mask,
+        ).gene_embedding
+    torch.testing.assert_close(shuffled, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_panel_token_sees_a_lowly_expressed_marker_the_top_encoding_drops(sdata):
+    """A gene outside a spot's 128 most expressed genes changes the panel token, and not the top-genes token."""
+    corpus = Corpus.for_model(sdata, _model(sdata))
+    batch = NicheDataset(corpus).get_batch(np.arange(4))
+    x = batch.expression[:, :1].clone()  # centre spots only
+    gene = int(torch.argmin((x[0, 0] > 0).float() * 10 + x[0, 0]))  # an unexpressed gene of the first spot
+    bumped = x.clone()
+    bumped[0, 0, gene] = 0.5  # expressed, but far below the spot's top 128
+    assert (x[0, 0] > 0.5).sum() > 128
+    common = {"offsets_um": torch.zeros(4, 1, 2), "gene_index": batch.gene_index}
+    stats = {"gene_mean": batch.gene_mean, "gene_std": batch.gene_std}
+    panel = _model(sdata)
+    top = StormModel(StormConfig.from_preset("tiny", image_size=32), panel.vocab).eval()
+    with torch.no_grad():
+        moved_panel = (
+            panel(expression=bumped, **common, **stats).embedding - panel(expression=x, **common, **stats).embedding
+        )[0]
+        moved_top = (top(expression=bumped, **common).embedding - top(expression=x, **common).embedding)[0]
+    assert moved_panel.abs().max() > 1e-3
+    assert moved_top.abs().max() == 0
+
+
+def test_gene_encoding_is_validated():
+    with pytest.raises(ValueError, match="gene_encoding"):
+        StormConfig(gene_encoding="all")
+    with pytest.raises(ValueError, match="gene_components"):
+        StormConfig(gene_components=-1)
