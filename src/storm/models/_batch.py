@@ -112,8 +112,8 @@ class NicheBatch(Mapping):
         """The batch with only the inputs of ``modality`` (``"image"``, ``"expression"`` or ``"both"``)."""
         drop: dict[str, Any] = {}
         if modality == "image":
-            drop = {"expression": None, "gene_index": None, "gene_mean": None, "gene_std": None}
-            drop.update(gene_components=None, component_scale=None)
+            genes = ("expression", "gene_index", "gene_mean", "gene_std", "gene_components", "component_scale")
+            drop = dict.fromkeys(genes)
         elif modality == "expression":
             drop = {"tiles": None, "tile_index": None}
         return replace(self, **drop)

@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models._encoders import GENE_STD_FLOOR, GeneEncoder
 from ._masking import make_masks, modality_valid, spot_gene_index
 
 #: Training stages: modality-specific warm-up, then joint multimodal training.
@@ -126,7 +125,8 @@ class _Niches:
         self.expression = batch.get("expression")
         self.gene_index = batch.get("gene_index")
         self.gene_mean, self.gene_std = batch.get("gene_mean"), batch.get("gene_std")
-        self.panel = getattr(getattr(model, "gene", None), "encoding", "top") == "panel"
+        gene = getattr(model, "gene", None)
+        self.panel_encoder = gene if getattr(gene, "encoding", "top") == "panel" else None
         self.gene_components, self.component_scale = batch.get("gene_components"), batch.get("component_scale")
         if self.expression is not None and self.gene_index is None:
             raise ValueError("`gene_index` is needed with `expression`: align the genes with `model.vocab.align`.")
@@ -197,13 +197,12 @@ class _Niches:
     def standardised_centre(self) -> torch.Tensor:
         """The centre spots' expression (B, G), standardised per gene for a ``"panel"`` gene encoding.
 
-        The slide's statistics standardise it (clipped as the encoding clips), so that every gene weighs the same.
+        The encoder's own standardisation with the slide's statistics, so that every gene weighs the same.
         """
         x = self.expression[:, 0].float()
-        if not self.panel or self.gene_mean is None or self.gene_std is None:
+        if self.panel_encoder is None or self.gene_mean is None or self.gene_std is None:
             return x
-        z = (x - self.gene_mean.float()) / self.gene_std.float().clamp(min=GENE_STD_FLOOR)
-        return z.clamp(-GeneEncoder.Z_CLIP, GeneEncoder.Z_CLIP)
+        return self.panel_encoder.standardise(x, self.centre_genes, None, self.gene_mean, self.gene_std, None)
 
     def centre_columns(self, prediction: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Predictions over the model's ``genes`` -> the centre spot's dataset columns (R, G)."""
