@@ -8,8 +8,9 @@ grid, so every size spans the whole image. Each size runs in a fresh process, wh
 * tiling: ``st.pp.tile`` plus one pass over every tile in raster order (``TileSet.batches``);
 * embedding: ``st.tl.embed(modality="image")`` end to end (its own tiling, niches, backbone, transformer);
 * peak RSS of the process (``ru_maxrss``) after tiling and at the end, and its RSS after building the slide, before
-  tiling (the baseline). Decoded pixels are held in an LRU cache of ``storm.settings.tile_cache_mb`` (1 GiB by
-  default), so the peak is expected near baseline + cache + one batch's chunks, whatever the number of spots.
+  tiling (the baseline). Decoded pixels are held in an LRU cache of ``storm.settings.tile_cache_mb`` (an eighth of
+  the machine's memory, 1-8 GiB, by default; recorded in the results), so the peak is expected near baseline + cache
+  + one batch's chunks, whatever the number of spots.
 Model: ``--model tiny`` or ``small`` (random weights of that preset with the default vocabulary and tile geometry: the
 question is the pipeline, not the weights; ``--image-size`` shrinks its tiles to make 100k spots affordable on a
 CPU) or ``default``. Time should grow linearly (spots/s flat) and memory stay flat.

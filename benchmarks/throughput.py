@@ -140,6 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "precision": args.precision,
         "batch": args.batch,
         "slides": args.slides,
+        "tile_cache_mb": st.settings.tile_cache_mb,
         "rows": rows,
     }
 

@@ -43,6 +43,24 @@ def test_settings_validate():
     assert "batch_size" in repr(st.settings)
 
 
+def test_tile_cache_default_follows_machine_memory(monkeypatch):
+    import os
+
+    from storm._settings import default_tile_cache_mb
+
+    sizes = {"SC_PAGE_SIZE": 4096}
+    monkeypatch.setattr(os, "sysconf", lambda name: sizes[name])
+    for ram_gib, budget in ((4, 1024), (24, 3072), (256, 8192)):
+        sizes["SC_PHYS_PAGES"] = ram_gib * 2**30 // 4096
+        assert default_tile_cache_mb() == budget
+
+    def unknown(name):
+        raise ValueError(name)
+
+    monkeypatch.setattr(os, "sysconf", unknown)
+    assert default_tile_cache_mb() == 1024
+
+
 def test_cli_version_and_errors(tmp_path):
     from storm._cli import main
 

@@ -101,6 +101,7 @@ def test_non_uint8_rgb_inputs_convert(channels, dtype):
 
 def test_batches_cover_every_spot_once_and_match_single_reads():
     sdata = synthetic(2000, 2000, um_per_px=0.5, chunk_px=512)
+    budget = st.settings.tile_cache_mb
     st.settings.tile_cache_mb = 1  # force chunk-wise reads through the LRU cache
     try:
         ts = st.pp.tile(sdata, 48, 48.0)
@@ -117,7 +118,7 @@ def test_batches_cover_every_spot_once_and_match_single_reads():
         table_order = np.concatenate([b.index for b in ts.batches(10, order="table")])
         np.testing.assert_array_equal(table_order, np.arange(len(ts)))
     finally:
-        st.settings.tile_cache_mb = 1024
+        st.settings.tile_cache_mb = budget
 
 
 def test_torch_dataset_compatible():
