@@ -52,7 +52,7 @@ def test_resolve_maps_spots_through_image_transform():
 
 
 def test_scale_from_platform_pitch():
-    xy = np.array([[x, y] for x in range(100, 700, 200) for y in range(100, 500, 200)], float)
+    xy = np.array([[x, y] for x in range(100, 800, 200) for y in range(100, 600, 200)], float)  # 12 spots: 8 or more
     slide = st.io.resolve(_slide(xy), platform="st")
     assert slide.um_per_px == pytest.approx(1.0)  # 200 µm pitch over 200 px
     assert "spot pitch 200" in slide.um_per_px_source

@@ -88,3 +88,27 @@ def test_risk_map(demo, tmp_path):
     check(fig, "risk", tmp_path)
     with pytest.raises(KeyError, match="st.tl.risk"):
         st.pl.risk(demo, key="nope")
+
+
+def test_background_reads_float_images_in_their_own_range():
+    """The H&E under a plot is the same whether the image holds uint8 or the same values as floats (0-255)."""
+    import matplotlib.pyplot as plt
+    from spatialdata.models import Image2DModel
+
+    from storm.pl._base import background
+
+    shown = []
+    for dtype in (np.uint8, np.float32):
+        sdata = st.datasets.demo()
+        image = sdata.images["he"]
+        level = image["scale0"]["image"] if hasattr(image, "children") else image
+        pixels = np.asarray(level.values).astype(dtype)
+        sdata.images["he"] = Image2DModel.parse(
+            pixels, dims=("c", "y", "x"), transformations=dict(level.attrs["transform"])
+        )
+        fig, ax = plt.subplots()
+        background(ax, st.io.resolve(sdata))
+        shown.append(np.asarray(ax.images[0].get_array()))
+        plt.close(fig)
+    assert shown[0].dtype == np.uint8 and shown[0].mean() < 250  # an H&E, not a white sheet
+    np.testing.assert_array_equal(shown[0], shown[1])

@@ -184,7 +184,9 @@ def test_existing_key_needs_overwrite():
         st.pp.tissue_grid(sdata, um_per_px=1.0, key_added="he", overwrite=True)
 
 
-@pytest.mark.parametrize("kind", ["rgba", "uint16", "grayscale", "float32", "black_background", "textured"])
+@pytest.mark.parametrize(
+    "kind", ["rgba", "uint16", "grayscale", "float32", "float32_255", "black_background", "textured"]
+)
 def test_pixel_formats(kind):
     rgb = disc_pixels()
     if kind == "rgba":
@@ -195,6 +197,8 @@ def test_pixel_formats(kind):
         pixels = np.round(rgb.astype(float).T @ [0.299, 0.587, 0.114]).T[None].astype(np.uint8)
     elif kind == "float32":
         pixels = rgb.astype(np.float32) / 255
+    elif kind == "float32_255":  # the same values as the uint8 image, stored as floats
+        pixels = rgb.astype(np.float32)
     elif kind == "black_background":  # her2st display images: tissue masked out on black
         pixels = disc_pixels(background=0)
     else:
@@ -207,9 +211,9 @@ def test_pixel_formats(kind):
     assert np.hypot(xy[:, 0] - CENTRE[0], xy[:, 1] - CENTRE[1]).max() <= RADIUS
 
 
-def test_float_image_outside_unit_range_raises():
-    sdata = make_sdata(disc_pixels().astype(np.float32))
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+def test_float_image_above_8_bit_range_raises():
+    sdata = make_sdata(disc_pixels().astype(np.float32) * 4)
+    with pytest.raises(ValueError, match=r"above 255|rescale the image to uint8"):
         st.pp.tissue_grid(sdata, um_per_px=1.0)
 
 

@@ -161,7 +161,7 @@ def to_anndata(
         data = slide.levels[level].data
         factor = max(data.shape[1], data.shape[2]) / hires_px
         step = max(1, int(np.ceil(factor)))
-        pixels = to_rgb_uint8(np.asarray(data[:, ::step, ::step]))
+        pixels = to_rgb_uint8(np.asarray(data[:, ::step, ::step]), slide.levels[level].white)
         lib["images"]["hires"] = pixels
         scalefactors[SCALEFACTOR_HIRES] = 1.0 / (slide.levels[level].px_to_level0[0] * step)
         adata.obsm["spatial"] = slide.spot_xy_px.copy()

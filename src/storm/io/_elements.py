@@ -96,11 +96,12 @@ def spot_shapes(sdata: SpatialData, key: str) -> Any:
     return to_circles(sdata.labels[key])
 
 
-SUPPORTED_DTYPES = ("uint8", "uint16", "float32", "float64")
+#: Longest side, in pixels, of the sample of an image's coarsest level that decides its intensity range.
+_SAMPLE_PX = 1024
 
 
 def check_he_pixels(level0: Any, image_key: str) -> None:
-    """Raise unless an image level has axes (c, y, x), 1, 3 or 4 channels and a supported dtype."""
+    """Raise unless an image level has axes (c, y, x), 1, 3 or 4 channels and integer or float intensities."""
     dims = tuple(level0.dims)
     if dims != ("c", "y", "x"):
         raise ValueError(f"Image {image_key!r} has axes {dims}; storm reads 2-D images with axes ('c', 'y', 'x').")
@@ -110,10 +111,66 @@ def check_he_pixels(level0: Any, image_key: str) -> None:
             f"Image {image_key!r} has {channels} channels; storm needs an H&E image (RGB, RGBA or grayscale). "
             "Pass the H&E image with `image_key=`, or select 3 channels first."
         )
-    if str(level0.dtype) not in SUPPORTED_DTYPES:
+    dtype = np.dtype(level0.dtype)
+    if dtype.kind not in "uif":
+        what = "boolean (a mask, not an H&E image)" if dtype.kind == "b" else f"of dtype {dtype}"
         raise ValueError(
-            f"Image {image_key!r} has dtype {level0.dtype}; supported: {SUPPORTED_DTYPES} (floats in [0, 1])."
+            f"Image {image_key!r} is {what}; storm reads intensities (uint8, uint16 or float). Pass the H&E image with "
+            "`image_key=`, or convert this one to uint8 (0-255)."
         )
+
+
+def image_white(levels: list[Any], image_key: str) -> float:
+    """The pixel value of full intensity of an image, decided once from its values, for every chunk alike.
+
+    uint8 images are 8-bit (255) without reading them. Otherwise a strided sample of the coarsest level decides:
+    integers up to 255 are 8-bit values (255; e.g. uint16 or int64 holding 0-255), other integers up to 65535 are 16-bit
+    (65535); floats up to 1.5 are intensities in [0, 1] (1.0; the overshoot of resampling is clipped), floats up to 255
+    are 8-bit values (255.0). NaN pixels are read as white. Anything else (negative values, integers above 65535,
+    floats above 255, an image of only NaN) is refused.
+
+    Parameters
+    ----------
+    levels
+        Pyramid levels of the image, finest first (:func:`image_levels`), checked by :func:`check_he_pixels`.
+    image_key
+        Key of the image, for the error message.
+
+    Returns
+    -------
+    255, 65535 or 1.0.
+    """
+    dtype = np.dtype(levels[0].dtype)
+    if dtype == np.uint8:
+        return 255.0
+    low, high = _value_range(levels[-1], image_key)
+    fix = (
+        "storm reads 8-bit (0-255), 16-bit (0-65535) or float [0, 1] intensities: rescale the image to uint8 (0-255), "
+        "or pass the H&E image with `image_key=`."
+    )
+    if low < 0:
+        raise ValueError(f"Image {image_key!r} has negative values (down to {low:g}); {fix}")
+    if dtype.kind == "f" and high <= 1.5:
+        return 1.0
+    if high <= 255:
+        return 255.0
+    if dtype.kind in "ui" and high <= 65535:
+        return 65535.0
+    raise ValueError(f"Image {image_key!r} has values up to {high:g}, beyond the range of {dtype} intensities; {fix}")
+
+
+def _value_range(level: Any, image_key: str) -> tuple[float, float]:
+    """Smallest and largest value of a strided sample of ``level`` (NaN left out)."""
+    step = max(1, -(-max(int(level.sizes["y"]), int(level.sizes["x"])) // _SAMPLE_PX))
+    sample = np.asarray(level.data[:, ::step, ::step])
+    if sample.dtype.kind == "f":
+        sample = sample[~np.isnan(sample)]
+        if sample.size == 0:
+            raise ValueError(
+                f"Image {image_key!r} has only NaN pixels; pass the H&E image with `image_key=`, or rescale this one "
+                "to uint8 (0-255) with real values."
+            )
+    return float(sample.min()), float(sample.max())
 
 
 def image_is_rgb_candidate(image: Any) -> bool:

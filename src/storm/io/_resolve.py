@@ -9,6 +9,7 @@ import numpy as np
 
 from .._docs import doc_params
 from .._logging import logger
+from ._counts import counts_layer
 from ._elements import (
     affine_scale,
     affine_xy,
@@ -18,6 +19,7 @@ from ._elements import (
     choose_table,
     coordinate_systems,
     image_levels,
+    image_white,
     native_coordinate_system,
     spot_shapes,
     table_link,
@@ -110,6 +112,7 @@ def resolve(
     table = data.tables[table_key]
     if table.n_obs == 0:
         raise ValueError(f"Table {table_key!r} is empty (0 spots); nothing to tile or embed.")
+    _check_unique_var_names(table, table_key)
     regions, region_key, instance_key = table_link(table, table_key)
     shapes_key = choose_shapes(data, regions, shapes_key, table_key)
     rows = np.flatnonzero(np.asarray(table.obs[region_key].astype(str) == shapes_key))
@@ -126,6 +129,7 @@ def resolve(
         )
     geoms = shapes.loc[ids]
     xy_shape = np.column_stack([geoms.geometry.centroid.x.to_numpy(), geoms.geometry.centroid.y.to_numpy()])
+    _check_finite_coordinates(xy_shape, obs_names, shapes_key, table_key)
     diameter_shape = _diameters(geoms)
 
     try:
@@ -142,7 +146,7 @@ def resolve(
         level_arrays = image_levels(data.images[image_key])
         check_he_pixels(level_arrays[0], image_key)
         px_to_cs = affine_xy(level_arrays[0], cs)
-        levels = _pyramid(level_arrays)
+        levels = _pyramid(level_arrays, image_white(level_arrays, image_key))
     else:
         px_to_cs = np.eye(3)
         levels = []
@@ -175,7 +179,7 @@ def resolve(
         um_per_px=scale,
         um_per_px_source=source,
         keys={"table_key": table_key, "image_key": image_key, "shapes_key": shapes_key, "coordinate_system": cs},
-        layer=check_layer(table, layer),
+        layer=counts_layer(table, layer),
     )
     logger.debug(
         "resolved %d spots of %r in %r, image %r, %.4g µm/px (%s)",
@@ -189,22 +193,32 @@ def resolve(
     return slide
 
 
-def check_layer(table: AnnData, layer: str | None) -> str | None:
-    """``layer`` when it is a layer of ``table`` (``None``: ``X``); otherwise an error listing the layers."""
-    if layer is not None and layer not in table.layers:
-        raise KeyError(
-            f"`layer={layer!r}` is not a layer of the table (layers: {list(table.layers)}); pass the layer holding raw "
-            "counts, or layer=None to use X."
-        )
-    return layer
-
-
 def _check_unique(obs_names: np.ndarray, table_key: str) -> None:
     names, counts = np.unique(obs_names, return_counts=True)
     if (counts > 1).any():
         raise ValueError(
             f"Table {table_key!r} has duplicated obs names (e.g. {names[counts > 1][:3].tolist()}); "
             "make them unique with `table.obs_names_make_unique()`."
+        )
+
+
+def _check_unique_var_names(table: AnnData, table_key: str) -> None:
+    duplicated = table.var_names[table.var_names.duplicated()]
+    if len(duplicated):
+        raise ValueError(
+            f"Table {table_key!r} has {len(duplicated)} duplicated var_names (genes), e.g. "
+            f"{sorted(set(duplicated))[:3]}; make them unique with `table.var_names_make_unique()` (or sum the "
+            "duplicated genes) first."
+        )
+
+
+def _check_finite_coordinates(xy: np.ndarray, obs_names: np.ndarray, shapes_key: str, table_key: str) -> None:
+    bad = ~np.isfinite(xy).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"{int(bad.sum())} of {len(xy)} spots of {shapes_key!r} have NaN or infinite coordinates, e.g. "
+            f"{obs_names[bad][:3].tolist()}. Fix their coordinates in {shapes_key!r}, or drop those spots from table "
+            f"{table_key!r} first (`table = table[~table.obs_names.isin(bad_names)].copy()`)."
         )
 
 
@@ -218,9 +232,12 @@ def _apply(affine: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return xy @ affine[:2, :2].T + affine[:2, 2]
 
 
-def _pyramid(level_arrays: list[Any]) -> list[ImageLevel]:
+def _pyramid(level_arrays: list[Any], white: float) -> list[ImageLevel]:
     h0, w0 = level_arrays[0].sizes["y"], level_arrays[0].sizes["x"]
-    return [ImageLevel(data=lvl.data, px_to_level0=(h0 / lvl.sizes["y"], w0 / lvl.sizes["x"])) for lvl in level_arrays]
+    return [
+        ImageLevel(data=lvl.data, px_to_level0=(h0 / lvl.sizes["y"], w0 / lvl.sizes["x"]), white=white)
+        for lvl in level_arrays
+    ]
 
 
 def _check_inside(

@@ -22,10 +22,14 @@ class ImageLevel:
         Lazy pixels, axes ``(c, y, x)``.
     px_to_level0
         Size of one pixel of this level in pixels of level 0 (``(sy, sx)``; 1 for level 0).
+    white
+        The pixel value of full intensity (255 for 8-bit values, 65535 for 16-bit, 1.0 for floats in [0, 1]), decided
+        once for the whole image from its values; pass it to :func:`storm.pp._image.to_rgb_uint8`.
     """
 
     data: da.Array
     px_to_level0: tuple[float, float]
+    white: float
 
     @property
     def shape_yx(self) -> tuple[int, int]:

@@ -33,7 +33,7 @@ def background(ax: Axes, slide: Slide, *, alpha: float = 1.0) -> None:
         r0, r1 = max(int(y0 / (um * sy)), 0), min(int(np.ceil(y1 / (um * sy))), h)
         c0, c1 = max(int(x0 / (um * sx)), 0), min(int(np.ceil(x1 / (um * sx))), w)
         if r1 > r0 and c1 > c0:
-            pixels = to_rgb_uint8(np.asarray(level.data[:, r0:r1, c0:c1]))
+            pixels = to_rgb_uint8(np.asarray(level.data[:, r0:r1, c0:c1]), level.white)
             # pixel p covers [p - 0.5, p + 0.5] in level pixels; level pixels map to level-0 pixels by (sx, sy)
             extent = ((c0 - 0.5) * sx * um, (c1 - 0.5) * sx * um, (r1 - 0.5) * sy * um, (r0 - 0.5) * sy * um)
             ax.imshow(pixels, extent=extent, alpha=alpha, interpolation="antialiased")

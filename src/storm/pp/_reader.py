@@ -45,14 +45,17 @@ def decoded_level(name: str, budget_bytes: int, decode: Callable[[], np.ndarray]
 class LevelReader:
     """Read RGB uint8 windows of a ``(c, y, x)`` dask array, padding with white past the borders.
 
-    A level that fits in ``budget_bytes`` is decoded once and kept; a larger one is read chunk by chunk through an LRU
-    cache of at most ``budget_bytes``, so memory stays bounded whatever the slide size. All chunks a batch needs are
-    computed in one dask call, so shared upstream work (e.g. decoding a JPEG) happens once.
+    Every chunk converts with the same ``white`` (the value of full intensity, decided once for the whole image by
+    :func:`storm.io.resolve`), so the tiles of an image do not depend on its chunking. A level that fits in
+    ``budget_bytes`` is decoded once and kept; a larger one is read chunk by chunk through an LRU cache of at most
+    ``budget_bytes``, so memory stays bounded whatever the slide size. All chunks a batch needs are computed in one dask
+    call, so shared upstream work (e.g. decoding a JPEG) happens once.
     """
 
-    def __init__(self, data: da.Array, budget_bytes: int) -> None:
+    def __init__(self, data: da.Array, budget_bytes: int, white: float) -> None:
         self.data = data.rechunk({0: -1}) if len(data.chunks[0]) > 1 else data
         self.budget_bytes = budget_bytes
+        self.white = white
         self.height, self.width = int(data.shape[1]), int(data.shape[2])
         self.whole = data.nbytes <= budget_bytes
         self._y_edges = np.cumsum((0, *self.data.chunks[1]))
@@ -88,7 +91,7 @@ class LevelReader:
     def _load_full(self) -> np.ndarray:
         """The whole level as a (y, x, 3) buffer, decoded once per process (:func:`decoded_level`)."""
         if self._full is None:
-            self._full = decoded_level(self.data.name, self.budget_bytes, self._decode_full)
+            self._full = decoded_level(f"{self.data.name}/{self.white:g}", self.budget_bytes, self._decode_full)
         return self._full
 
     def _decode_full(self) -> np.ndarray:
@@ -97,13 +100,13 @@ class LevelReader:
 
         blocks = self.data.to_delayed().ravel()
         if len(blocks) == 1:
-            return to_rgb_uint8(np.asarray(dask.compute(blocks[0], scheduler="threads")[0]))
+            return to_rgb_uint8(np.asarray(dask.compute(blocks[0], scheduler="threads")[0]), self.white)
         full = np.empty((self.height, self.width, 3), dtype=np.uint8)
         keys = [(i, j) for i in range(len(self._y_edges) - 1) for j in range(len(self._x_edges) - 1)]
         computed = list(dask.compute(*blocks, scheduler="threads"))
         for k, (i, j) in enumerate(keys):
             y0, x0 = int(self._y_edges[i]), int(self._x_edges[j])
-            rgb = to_rgb_uint8(np.asarray(computed[k]))
+            rgb = to_rgb_uint8(np.asarray(computed[k]), self.white)
             full[y0 : y0 + rgb.shape[0], x0 : x0 + rgb.shape[1]] = rgb
             computed[k] = None
         return full
@@ -143,7 +146,7 @@ class LevelReader:
             for k, key in enumerate(missing):
                 found[key] = self._chunks.get(key)
                 if found[key] is None:
-                    found[key] = self._chunks[key] = to_rgb_uint8(np.asarray(blocks[k]))
+                    found[key] = self._chunks[key] = to_rgb_uint8(np.asarray(blocks[k]), self.white)
                     self._cached_bytes += found[key].nbytes
                 blocks[k] = None  # release each decoded block as soon as it is converted
             while self._cached_bytes > self.budget_bytes and self._chunks:

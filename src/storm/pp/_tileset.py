@@ -60,6 +60,7 @@ class TileSet:
                 f"Slide has no image that shares a coordinate system with spots {slide.keys.get('shapes_key')!r}; "
                 "tiling needs the H&E image (pass `image_key=`)."
             )
+        _check_tile_fits(slide, tile_um)
         self.obs_names = slide.obs_names
         self.tile_px = tile_px
         self.tile_um = tile_um
@@ -70,7 +71,7 @@ class TileSet:
         self.um_per_px_source = slide.um_per_px_source
         self.keys = dict(slide.keys)
         level = slide.levels[self.level]
-        self._reader = LevelReader(level.data, settings.tile_cache_mb * 2**20)
+        self._reader = LevelReader(level.data, settings.tile_cache_mb * 2**20, level.white)
         self._recent: OrderedDict[int, np.ndarray] = OrderedDict()
         self._recent_lock = threading.Lock()
         sy, sx = level.px_to_level0
@@ -221,3 +222,15 @@ class TileSet:
             n_padded=int(self.padded.sum()),
         )
         return out
+
+
+def _check_tile_fits(slide: Slide, tile_um: float) -> None:
+    """Refuse tiles larger than the whole image, before any pixel buffer is allocated for them."""
+    h, w = slide.levels[0].shape_yx
+    h_um, w_um = h * slide.um_per_px, w * slide.um_per_px
+    if tile_um > max(h_um, w_um):
+        raise ValueError(
+            f"`tile_um={tile_um:g}` µm is larger than the whole image {slide.keys.get('image_key')!r} ({w_um:.4g} x "
+            f"{h_um:.4g} µm: {w} x {h} px at {slide.um_per_px:.4g} µm/px). Pass a `tile_um` smaller than the image "
+            "(112 µm by default), or check the image scale (`um_per_px=`)."
+        )

@@ -69,7 +69,11 @@ def tile(
 
     if isinstance(tile_px, bool) or not isinstance(tile_px, int | np.integer) or tile_px < 8:
         raise ValueError(f"`tile_px` must be an integer of at least 8 pixels, got {tile_px!r}.")
-    if not isinstance(tile_um, int | float | np.number) or not np.isfinite(tile_um) or tile_um <= 0:
+    if (
+        isinstance(tile_um, bool)
+        or not isinstance(tile_um, int | float | np.integer | np.floating)
+        or not 0 < tile_um < np.inf
+    ):
         raise ValueError(f"`tile_um` must be a positive number of microns, got {tile_um!r}.")
     if isinstance(data, Slide):
         slide = data

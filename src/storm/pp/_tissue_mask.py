@@ -113,6 +113,7 @@ def detection_image(levels: list[Any], um_per_px: float, image_key: str) -> tupl
     """RGB uint8 pixels at about 8 µm/px, their size in level-0 pixels ``(y, x)`` and the pyramid level read."""
     import dask.array as da
 
+    from ..io._elements import image_white
     from ._image import to_rgb_uint8
 
     h0, w0 = int(levels[0].sizes["y"]), int(levels[0].sizes["x"])
@@ -130,13 +131,8 @@ def detection_image(levels: list[Any], um_per_px: float, image_key: str) -> tupl
         pixels = np.rint(coarse).astype(dtype) if dtype.kind in "ui" else coarse.astype(dtype)
     else:
         pixels = np.asarray(data.compute())
-    if pixels.dtype.kind == "f" and np.nanmax(pixels) > 1.0 + 1e-6:
-        raise ValueError(
-            f"Image {image_key!r} has float pixels up to {float(np.nanmax(pixels)):g}; storm reads float images as "
-            "intensities in [0, 1]. Divide it by 255 (or store it as uint8)."
-        )
     sy, sx = scales[level]
-    return to_rgb_uint8(pixels), (sy * step, sx * step), level
+    return to_rgb_uint8(pixels, image_white(levels, image_key)), (sy * step, sx * step), level
 
 
 def _disk_offsets(n: int) -> np.ndarray:
