@@ -10,6 +10,10 @@ from pathlib import Path
 from . import _cli_store
 from ._version import __version__
 
+#: What ``storm analyze`` and ``storm tile`` write into ``--out``: an existing folder may hold only these (replaced).
+ANALYZE_FILES = ("domains.png", "genes.png", "embedding.png", "results.h5ad", "summary.json")
+TILE_FILES = ("tiles.json", "tiles_montage.png")
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``storm`` command line.
@@ -24,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     tile = sub.add_parser("tile", help="tile the H&E image around every spot and write a summary and a montage")
     tile.add_argument("source", help="a SpatialData .zarr store, or 'demo' for the bundled her2st crop")
-    tile.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    tile.add_argument("--out", type=Path, required=True, help=_out_help(TILE_FILES))
     tile.add_argument("--tile-px", type=int, default=224)
     tile.add_argument("--tile-um", type=float, default=112.0)
     tile.add_argument("--um-per-px", type=float, default=None, help="µm per full-resolution pixel (overrides metadata)")
@@ -36,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         "analyze", help="embed, find domains, predict expression from H&E and draw the figures (default model)"
     )
     run.add_argument("source", help="a SpatialData .zarr store, or 'demo' for the bundled her2st crop")
-    run.add_argument("--out", type=Path, required=True, help="output folder (created): figures, results.h5ad, summary")
+    run.add_argument("--out", type=Path, required=True, help=_out_help(ANALYZE_FILES))
     run.add_argument("--model", default=None, help="checkpoint folder or name (default: the bundled checkpoint)")
     run.add_argument("--n-domains", type=int, default=None, help="number of domains (default: Leiden)")
     run.add_argument("--genes", nargs="+", default=None, help="genes to draw (default: 4 most variable measured)")
@@ -46,7 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     pre = sub.add_parser("pretrain", help="pretrain a storm model on the corpus named in a YAML config")
     pre.add_argument("--config", type=Path, required=True, help="YAML: `corpus:` list plus TrainConfig fields")
     pre.add_argument("--max-steps", type=int, default=None)
-    pre.add_argument("--output-dir", type=Path, default=None)
+    pre.add_argument(
+        "--output-dir",
+        type=Path,
+        default=None,
+        help="a new or empty folder, or an earlier run's folder to resume (anything else is refused before training)",
+    )
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -55,21 +64,38 @@ def main(argv: list[str] | None = None) -> int:
         commands = {"pretrain": _pretrain, "analyze": _analyze, "tile": _tile}
         return commands.get(args.command, _cli_store.run)(args)
     except (ValueError, KeyError, FileNotFoundError, TypeError) as err:
-        print(f"storm {args.command}: error: {err}", file=sys.stderr)
+        print(f"storm {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
 
 
-def _read(source: str):
+def _out_help(files: tuple[str, ...]) -> str:
+    return (
+        f"output folder, created if missing; it gets {', '.join(files)}. An existing folder may hold only these "
+        "(from an earlier run; they are replaced): with anything else storm stops before any work"
+    )
+
+
+def _check_paths(args: argparse.Namespace, files: tuple[str, ...]) -> Path | None:
+    """Check ``source`` and ``--out`` before any work; the source store (``None`` for 'demo')."""
+    from .io._write import check_output_dir, is_store
+
+    store = None if args.source == "demo" else Path(args.source)
+    if store is not None and not is_store(store):
+        state = "does not exist" if not store.exists() else "is not a zarr store (a folder with zarr.json or .zgroup)"
+        raise FileNotFoundError(f"source {store} {state}; pass a SpatialData .zarr store or 'demo'.")
+    fix = f"pass a new or empty folder (an existing one may hold only {', '.join(files)}, which are replaced)"
+    check_output_dir(args.out, "--out", allowed=files, fix=fix, inputs=[] if store is None else [store])
+    return store
+
+
+def _read(store: Path | None):
     from . import datasets
 
-    if source == "demo":
+    if store is None:
         return datasets.demo()
     import spatialdata
 
-    path = Path(source)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist; pass a SpatialData .zarr store or 'demo'.")
-    return spatialdata.read_zarr(path)
+    return spatialdata.read_zarr(store)
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -83,9 +109,10 @@ def _analyze(args: argparse.Namespace) -> int:
     from .tl._metrics import pearson_per_gene
     from .tl._model_arg import get_model
 
-    sdata = _read(args.source)
-    keys = {"table_key": args.table_key, "image_key": args.image_key}
+    store = _check_paths(args, ANALYZE_FILES)
     model = get_model(args.model)
+    sdata = _read(store)
+    keys = {"table_key": args.table_key, "image_key": args.image_key}
     tl.embed(sdata, model, **keys)
     tl.domains(sdata, args.n_domains, table_key=args.table_key)
     slide = io.resolve(sdata, **keys)
@@ -121,7 +148,7 @@ def _analyze(args: argparse.Namespace) -> int:
     table.write_h5ad(args.out / "results.h5ad")
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
-    print(f"wrote {', '.join(p.name for p in sorted(args.out.iterdir()))} to {args.out}")
+    print(f"wrote {', '.join(ANALYZE_FILES)} to {args.out}")
     return 0
 
 
@@ -139,7 +166,7 @@ def _tile(args: argparse.Namespace) -> int:
 
     from . import pp
 
-    sdata = _read(args.source)
+    sdata = _read(_check_paths(args, TILE_FILES))
     tiles = pp.tile(
         sdata,
         args.tile_px,
@@ -152,7 +179,8 @@ def _tile(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     n = len(tiles)
     drawn = min(max(args.montage, 0), n)
-    montage_path = None
+    montage_path = args.out / "tiles_montage.png"
+    montage_path.unlink(missing_ok=True)  # an earlier run's montage must not pass for this run's
     if drawn:
         cols = int(np.ceil(np.sqrt(drawn)))
         rows = int(np.ceil(drawn / cols))
@@ -160,7 +188,6 @@ def _tile(args: argparse.Namespace) -> int:
         for k, img in enumerate(tiles.read(np.arange(drawn))):
             r, c = divmod(k, cols)
             sheet[r * args.tile_px : (r + 1) * args.tile_px, c * args.tile_px : (c + 1) * args.tile_px] = img
-        montage_path = args.out / "tiles_montage.png"
         Image.fromarray(sheet).save(montage_path)
     mean_rgb = np.zeros(3)
     for batch in tiles.batches():
@@ -168,7 +195,7 @@ def _tile(args: argparse.Namespace) -> int:
     summary = tiles.geometry() | {"mean_rgb": (mean_rgb / n).round(2).tolist(), "source": args.source}
     (args.out / "tiles.json").write_text(json.dumps(summary, indent=2))
     print(f"{tiles!r}\nµm/px {tiles.um_per_px:.4f} ({tiles.um_per_px_source})")
-    print(f"wrote {args.out / 'tiles.json'}" + (f" and {montage_path}" if montage_path else ""))
+    print(f"wrote {args.out / 'tiles.json'}" + (f" and {montage_path}" if drawn else ""))
     return 0
 
 
@@ -176,9 +203,15 @@ def _pretrain(args: argparse.Namespace) -> int:
     import yaml
 
     from .tl import pretrain
+    from .tl._pretrain import check_output
     from .train import TrainConfig
 
-    raw = yaml.safe_load(args.config.read_text()) or {}
+    if not args.config.is_file():
+        raise FileNotFoundError(f"--config {args.config} is not a file; pass a YAML file with a `corpus:` list.")
+    try:
+        raw = yaml.safe_load(args.config.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"--config {args.config} is not valid YAML ({err}); fix the file.") from None
     if not isinstance(raw, dict) or not raw.get("corpus"):
         raise ValueError(
             f"{args.config}: needs a non-empty `corpus:` list (zarr paths, 'demo', 'her2st:C2', 'dlpfc:151673')."
@@ -188,6 +221,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         config.max_steps = args.max_steps
     if args.output_dir is not None:
         config.output_dir = str(args.output_dir)
+    check_output(config.output_dir, resume=True, corpus=raw["corpus"])  # before any slide is read
     data_dir = raw.get("data_dir")
     sources = [_source(entry, data_dir) for entry in raw["corpus"]]
     pretrain(sources, config=config, output_dir=config.output_dir)

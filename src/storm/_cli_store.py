@@ -13,6 +13,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from .io._write import check_store_writable, is_store
+
 #: The subcommands, and what each one does.
 COMMANDS = {
     "embed": "embed every spot (obsm X_storm ...) and write the table back into each store",
@@ -60,7 +62,7 @@ def expand_stores(paths: list[Path]) -> list[Path]:
     for path in paths:
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist; {fix}.")
-        if _is_store(path):
+        if is_store(path):
             stores.append(path)
             continue
         if not path.is_dir():
@@ -69,20 +71,18 @@ def expand_stores(paths: list[Path]) -> list[Path]:
         if not inside:
             raise FileNotFoundError(f"{path} is not a zarr store and holds no *.zarr store; {fix}.")
         for store in inside:
-            if not _is_store(store):
+            if not is_store(store):
                 raise FileNotFoundError(f"{store} (in {path}) is not a zarr store (no zarr.json or .zgroup); {fix}.")
         stores.extend(inside)
     unique = {store.resolve(): store for store in reversed(stores)}  # the first spelling of each store wins
     return sorted(unique.values(), key=str)
 
 
-def _is_store(path: Path) -> bool:
-    return (path / "zarr.json").is_file() or (path / ".zgroup").is_file()
-
-
 def run(args: argparse.Namespace) -> int:
     """Check every path, then run the tool on this process's shard of the stores and print one line per store."""
     stores = expand_stores(args.stores)  # every path checked before anything is imported, loaded or computed
+    for store in stores:
+        check_store_writable(store)
     import torch
 
     from ._settings import settings

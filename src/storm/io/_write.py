@@ -1,23 +1,32 @@
-"""Writing results back into a SpatialData ``.zarr`` store: one table replaced as a unit, or not at all."""
+"""Writing results: one table of a SpatialData ``.zarr`` store replaced as a unit, and output folders checked first."""
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable
+
     from anndata import AnnData
+
+#: About when this process started: staging folders last changed before then belong to runs that were interrupted.
+_STARTED = time.time()
 
 
 def write_table(path: str | os.PathLike[str], table: AnnData, table_key: str) -> Path:
     """Replace (or add) the table ``table_key`` of the SpatialData store at ``path``, leaving it intact on failure.
 
-    The table is first written to a temporary store beside ``path`` and read back; only then is the old table moved
-    aside, the new one moved in and the store's consolidated metadata rewritten. If any step fails, the old table and
-    metadata are put back and the error is raised; other elements (images, shapes, other tables) are never touched.
+    The table is first written to a temporary store beside ``path`` (beside the real store when ``path`` is a symbolic
+    link) and read back; only then is the old table moved aside, the new one moved in and the store's consolidated
+    metadata rewritten. If any step fails, the old table and metadata are put back and the error is raised; other
+    elements (images, shapes, other tables) are never touched. Temporary stores of this store left by interrupted runs
+    (``.NAME.zarr.storm-new-*``, last changed before this process started) are removed first.
 
     Parameters
     ----------
@@ -41,9 +50,10 @@ def write_table(path: str | os.PathLike[str], table: AnnData, table_key: str) ->
     """
     import spatialdata
 
-    store = Path(path)
-    if not (store / "zarr.json").is_file() and not (store / ".zgroup").is_file():
-        raise FileNotFoundError(f"{store} is not a zarr store; pass the .zarr folder written by SpatialData.write.")
+    store = Path(path).resolve()  # "." has no name to stage beside, and a link's target may be on another disk
+    if not is_store(store):
+        raise FileNotFoundError(f"{path} is not a zarr store; pass the .zarr folder written by SpatialData.write.")
+    _sweep_staging(store)
     token = secrets.token_hex(4)
     staging = store.parent / f".{store.name}.storm-new-{token}"
     backup = store.parent / f".{store.name}.storm-old-{token}"
@@ -57,7 +67,99 @@ def write_table(path: str | os.PathLike[str], table: AnnData, table_key: str) ->
         _swap(store, staging / "tables" / table_key, target, backup)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return store
+    return Path(path)
+
+
+def is_store(path: Path) -> bool:
+    """Whether ``path`` is a zarr store: a folder with ``zarr.json`` (zarr v3) or ``.zgroup`` (v2)."""
+    return (path / "zarr.json").is_file() or (path / ".zgroup").is_file()
+
+
+def _sweep_staging(store: Path) -> None:
+    """Remove the staging copies of ``store`` that interrupted runs left beside it.
+
+    Only this store's (so that processes writing other stores of the same folder, as torchrun ranks do, are never
+    disturbed), only storm's exact name, and only those last changed before this process started.
+    """
+    pattern = re.compile(rf"\.{re.escape(store.name)}\.storm-new-[0-9a-f]{{8}}")
+    for path in store.parent.glob(f".{store.name}.storm-new-*"):
+        if pattern.fullmatch(path.name) and path.is_dir() and path.stat().st_mtime < _STARTED:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def check_store_writable(store: Path) -> None:
+    """Raise :class:`ValueError` when :func:`write_table` could not write ``store``.
+
+    That is when the store, its tables or the folder it stages in (beside the real store) is read-only.
+    """
+    real = store.resolve()
+    for folder in (real, real / "tables", real.parent):
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise ValueError(
+                f"{store} cannot be written: {folder} is read-only; results are written back into each store (staged "
+                "beside it), so make the store and its folder writable, or copy the store to a folder you can write to."
+            )
+
+
+def check_output_dir(
+    path: str | os.PathLike[str],
+    argument: str,
+    *,
+    allowed: Collection[str] | None = (),
+    fix: str = "pass a new or empty folder",
+    inputs: Iterable[str | os.PathLike[str]] = (),
+) -> Path:
+    """Check, before any work, that the folder ``path`` can take results without losing anything of the user's.
+
+    Parameters
+    ----------
+    path
+        The output folder (created later if missing).
+    argument
+        Its name in messages, e.g. ``"--out"``.
+    allowed
+        The names an existing folder may already hold (the files the command writes, which it replaces); ``None``
+        allows anything.
+    fix
+        What to do when the folder holds other names.
+    inputs
+        Input paths (stores) the folder must not lie inside.
+
+    Returns
+    -------
+    ``path``, as a :class:`~pathlib.Path`.
+
+    Raises
+    ------
+    ValueError
+        Naming ``argument`` and the fix, when ``path`` is a file or a broken link, lies inside an input, is named like a
+        data file (``.h5ad``, ``.zarr``), sits below a file, is read-only, or holds names not in ``allowed``.
+    """
+    out = Path(path)
+    where = f"{argument} {out}"
+    if out.is_symlink() and not out.exists():
+        raise ValueError(f"{where} is a symbolic link to nothing; remove the link or pass another folder.")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{where} is a file; {argument} names a folder: pass a new or empty folder.")
+    real = out.resolve()
+    for source in inputs:
+        if real.is_relative_to(Path(source).resolve()):
+            raise ValueError(f"{where} is inside the input {source}; pass a folder outside it.")
+    if out.suffix.lower() in (".h5ad", ".zarr"):
+        raise ValueError(
+            f"{where} is named like a data file; {argument} names a folder: pass e.g. {out.with_suffix('')}."
+        )
+    existing = next(p for p in (real, *real.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{where} cannot be created: {existing} is a file, not a folder; pass another folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{where} cannot be written: {existing} is read-only; pass a folder you can write to.")
+    if out.is_dir() and allowed is not None:
+        held = sorted(p.name for p in out.iterdir() if p.name not in allowed)
+        if held:
+            more = f" and {len(held) - 3} more" if len(held) > 3 else ""
+            raise ValueError(f"{where} already holds {', '.join(held[:3])}{more}; {fix}.")
+    return out
 
 
 def _swap(store: Path, new: Path, target: Path, backup: Path) -> None:

@@ -6,9 +6,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from spatialdata import SpatialData
 
     from ..models import StormModel
+
+#: What a pretraining run writes into ``output_dir``.
+RUN_FILES = ("checkpoints", "losses.csv", "model", "tensorboard", "training.json")
 
 
 def pretrain(
@@ -37,7 +42,8 @@ def pretrain(
     max_steps
         Optimiser steps (overrides the config).
     output_dir
-        Where the final checkpoint (``output_dir/model``), resume points and ``losses.csv`` go.
+        Where the final checkpoint (``output_dir/model``), resume points and ``losses.csv`` go: a new or empty folder,
+        or (with ``resume``) an earlier run's folder; anything else is refused before training.
     resume
         Continue from the latest resume point in ``output_dir`` when there is one.
     **overrides
@@ -55,6 +61,8 @@ def pretrain(
     """
     from ..train import Corpus, TrainConfig, Trainer
 
+    sources = corpus if isinstance(corpus, list | tuple) else [corpus]
+    check_output(output_dir, resume=resume, corpus=sources)
     if isinstance(config, TrainConfig):
         fields = config.to_dict()
     elif isinstance(config, dict):
@@ -67,11 +75,26 @@ def pretrain(
     if max_steps is not None:
         fields["max_steps"] = max_steps
     train_config = TrainConfig(**fields)
-    sources = corpus if isinstance(corpus, list | tuple) else [corpus]
     data = Corpus.from_sources(
         list(sources), tile_px=train_config.tile_px, tile_um=train_config.tile_um, niche_size=_niche_size(train_config)
     )
     return Trainer(data, train_config).fit(resume=resume)
+
+
+def check_output(output_dir: str | Path, *, resume: bool, corpus: Sequence[Any] = ()) -> None:
+    """Refuse an ``output_dir`` that training would mix into or overwrite, before any slide is read.
+
+    It must be new or empty or, with ``resume``, an earlier run's folder: one holding a resume point (and anything
+    else), or only what a run writes (a run stopped before its first resume point, as torchrun restarts it). It must not
+    lie inside a corpus store. Raises :class:`ValueError` naming ``output_dir`` and the fix.
+    """
+    from ..io._write import check_output_dir
+    from ..train._state import latest_resume_point
+
+    allowed = None if latest_resume_point(Path(output_dir) / "checkpoints") else RUN_FILES
+    fix = "pass a new or empty output_dir, or an earlier run's folder with resume=True"
+    stores = [source for source in corpus if isinstance(source, str | Path) and Path(source).exists()]
+    check_output_dir(output_dir, "output_dir", allowed=allowed if resume else (), fix=fix, inputs=stores)
 
 
 def _niche_size(config: Any) -> int:
