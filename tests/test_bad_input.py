@@ -7,7 +7,6 @@ layers, uns): a refused call must not leave half-written results behind.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,42 +25,14 @@ import storm as st
 from storm.models import StormConfig
 from storm.train import TrainConfig
 
+from ._fingerprint import fingerprint
+
 # anndata warns when a table is built with duplicated names (the "duplicated spot names" case builds one on purpose).
-pytestmark = pytest.mark.filterwarnings("ignore:Observation names are not unique")
-
-
-def _digest(value: Any) -> str:
-    if sparse.issparse(value):
-        value = value.toarray()
-    array = np.ascontiguousarray(np.asarray(value))
-    return hashlib.sha256(array.tobytes() + str(array.dtype).encode() + str(array.shape).encode()).hexdigest()
-
-
-def fingerprint(data: Any) -> Any:
-    """Everything a user could lose: element names, and each table's values, obs, obsm, layers and uns."""
-    if data is None:
-        return None
-    if isinstance(data, ad.AnnData):
-        elements, tables = (), {"": data}
-    else:
-        elements = tuple(tuple(sorted(getattr(data, kind))) for kind in ("images", "labels", "points", "shapes"))
-        tables = dict(data.tables)
-    out = [elements]
-    for key, table in sorted(tables.items()):
-        out.append(
-            (
-                key,
-                table.shape,
-                tuple(table.obs_names),
-                table.obs.to_csv(),
-                tuple(table.var_names),
-                _digest(table.X),
-                tuple((k, _digest(v)) for k, v in sorted(table.obsm.items())),
-                tuple((k, _digest(v)) for k, v in sorted(table.layers.items())),
-                repr(table.uns),
-            )
-        )
-    return out
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Observation names are not unique"),
+    # the demo has spots without counts, which sc.pp.normalize_total warns about
+    pytest.mark.filterwarnings("ignore:Some cells have zero counts"),
+]
 
 
 def _slide(xy, *, scalefactors=None, channels=3, obs_names=None) -> SpatialData:
@@ -146,6 +117,65 @@ def _tampered_checkpoint(tmp_path) -> str:
     raw[-1] ^= 0xFF
     weights.write_bytes(bytes(raw))
     return str(target)
+
+
+def _normalised(*, keep_counts: bool = False, log: bool = True) -> SpatialData:
+    """The demo after ``sc.pp.normalize_total`` (+ ``sc.pp.log1p``) on X, raw counts kept in a layer or not."""
+    import scanpy as sc
+
+    sdata = st.datasets.demo()
+    table = sdata["table"]
+    if keep_counts:
+        table.layers["kept"] = table.X.copy()
+    sc.pp.normalize_total(table)
+    if log:
+        sc.pp.log1p(table)
+    return sdata
+
+
+def _lognorm_layer() -> SpatialData:
+    """The demo with raw counts in X and their log-normalised values in ``layers["lognorm"]``."""
+    import scanpy as sc
+
+    sdata = st.datasets.demo()
+    table = sdata["table"]
+    table.layers["lognorm"] = sc.pp.log1p(sc.pp.normalize_total(table, copy=True).X)
+    return sdata
+
+
+def _with_obs(column: str) -> SpatialData:
+    sdata = st.datasets.demo()
+    sdata["table"].obs[column] = pd.Categorical(["a"] * sdata["table"].n_obs)
+    return sdata
+
+
+def _with_counts_layer() -> SpatialData:
+    sdata = st.datasets.demo()
+    sdata["table"].layers["counts"] = sdata["table"].X.copy()
+    return sdata
+
+
+def _embedded(sdata: SpatialData, width: int, *, value: float = 0.0) -> SpatialData:
+    """``sdata`` with an ``obsm["X_rep"]`` of ``width`` columns (random, ``value`` in the first row)."""
+    table = sdata["table"]
+    x = np.random.default_rng(width).normal(size=(table.n_obs, width)).astype(np.float32)
+    x[0, 0] = value if value else x[0, 0]
+    table.obsm["X_rep"] = x
+    return sdata
+
+
+def _two_widths() -> list[SpatialData]:
+    return [_embedded(st.datasets.demo(), 8), _embedded(st.datasets.demo(), 16)]
+
+
+def _one_spot() -> SpatialData:
+    sdata = _slide([[10.0, 10.0]], scalefactors={"microns_per_pixel": 1.0})
+    sdata["table"].obsm["X_rep"] = np.ones((1, 4), np.float32)
+    return sdata
+
+
+def _fingerprints(data: Any) -> Any:
+    return [fingerprint(d) for d in data] if isinstance(data, list) else fingerprint(data)
 
 
 @dataclass
@@ -268,6 +298,69 @@ CASES = [
         "target='nocol'",
     ),
     Case("tl: annotate without a head", DEMO, lambda d, t: st.tl.annotate(d, head=t), FileNotFoundError, "head.json"),
+    Case(
+        "tl: log-normalised X taken as counts",
+        _normalised,
+        lambda d, t: st.tl.embed(d, modality="expression"),
+        ValueError,
+        r"X holds normalised expression .*sc.pp.log1p.*`layer=`",
+    ),
+    Case(
+        "tl: normalize_total X taken as counts",
+        lambda: _normalised(log=False),
+        lambda d, t: st.tl.embed(d, modality="expression"),
+        ValueError,
+        r"every spot sums to \d+, as after sc.pp.normalize_total.*`layer=`",
+    ),
+    Case(
+        "tl: a normalised layer named as counts",
+        _lognorm_layer,
+        lambda d, t: st.tl.embed(d, modality="expression", layer="lognorm"),
+        ValueError,
+        r"layers\['lognorm'\] holds normalised expression",
+    ),
+    Case(
+        "tl: key_added replaces the coordinates",
+        DEMO,
+        lambda d, t: st.tl.embed(d, key_added="spatial"),
+        ValueError,
+        r"`key_added` would overwrite obsm\['spatial'\]",
+    ),
+    Case(
+        "tl: predicted layer named like the counts",
+        _with_counts_layer,
+        lambda d, t: st.tl.predict_expression(d, key_added="counts"),
+        ValueError,
+        r"`key_added` would overwrite layers\['counts'\]",
+    ),
+    Case(
+        "tl: domains over the user's own column",
+        lambda: _with_obs("leiden"),
+        lambda d, t: st.tl.domains(d, n_domains=2, use_rep="spatial", key_added="leiden"),
+        ValueError,
+        r"`key_added` would overwrite obs\['leiden'\]",
+    ),
+    Case(
+        "tl: domains of one spot",
+        _one_spot,
+        lambda d, t: st.tl.domains(d, use_rep="X_rep"),
+        ValueError,
+        "at least 2 spots",
+    ),
+    Case(
+        "tl: domains over embeddings of different widths",
+        _two_widths,
+        lambda d, t: st.tl.domains(d, n_domains=2, use_rep="X_rep"),
+        ValueError,
+        r"`use_rep='X_rep'` has embeddings of different widths across slides \(slide 0: 8, slide 1: 16\)",
+    ),
+    Case(
+        "tl: domains over a NaN embedding",
+        lambda: _embedded(st.datasets.demo(), 8, value=np.nan),
+        lambda d, t: st.tl.domains(d, n_domains=2, use_rep="X_rep"),
+        ValueError,
+        r"obsm\['X_rep'\] has NaN or infinite rows",
+    ),
     Case("tl: risk head of a wrong type", DEMO, lambda d, t: st.tl.risk(d, head=5), TypeError, "`head`"),
     Case(
         "tl: fit_risk on one slide", DEMO, lambda d, t: st.tl.fit_risk([d], time="t", event="e"), ValueError, "sdatas"
@@ -294,10 +387,10 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_refused_and_leaves_input_unchanged(case, tmp_path):
     data = case.make()
-    before = fingerprint(data)
+    before = _fingerprints(data)
     with pytest.raises(case.error, match=case.match):
         case.call(data, tmp_path)
-    assert fingerprint(data) == before
+    assert _fingerprints(data) == before
 
 
 def test_the_suite_covers_every_namespace():
@@ -318,3 +411,31 @@ def test_fingerprint_sees_a_change():
     sdata = st.datasets.demo()
     sdata["table"].uns["storm"] = {}
     assert fingerprint(sdata) != before
+
+
+def _no_scale() -> SpatialData:
+    return _slide([[10.0, 10.0], [20.0, 20.0]])
+
+
+#: Public functions that resolve a slide, and the arguments that make them reach resolution.
+RESOLVING = {
+    "st.tl.embed": (lambda d: st.tl.embed(d), st.tl.embed),
+    "st.tl.predict_expression": (lambda d: st.tl.predict_expression(d), st.tl.predict_expression),
+    "st.tl.domains": (lambda d: st.tl.domains(d, n_domains=2), st.tl.domains),
+    "st.pp.tile": (lambda d: st.pp.tile(d), st.pp.tile),
+    "st.pl.genes": (lambda d: st.pl.genes(d, ["ERBB2"], show=False), st.pl.genes),
+    "st.pl.domains": (lambda d: st.pl.domains(d, show=False), st.pl.domains),
+}
+
+
+@pytest.mark.parametrize("name", list(RESOLVING))
+def test_messages_name_only_arguments_the_called_function_has(name):
+    import inspect
+    import re
+
+    call, function = RESOLVING[name]
+    with pytest.raises((ValueError, KeyError)) as error:
+        call(_no_scale())
+    named = set(re.findall(r"`(\w+)=", str(error.value)))
+    assert named, str(error.value)
+    assert named <= set(inspect.signature(function).parameters), (named, str(error.value))

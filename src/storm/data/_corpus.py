@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._logging import logger
+from ..io._counts import normalised_reason
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -56,6 +57,9 @@ class CorpusSlide:
         increasing distance in µm; ``-1`` pads slides with fewer than ``niche_size + 1`` spots.
     n_genes
         Genes in the slide's table (before alignment to the vocabulary).
+    expression_error
+        Why the slide's expression is not used although it has genes (normalised values instead of raw counts), as a
+        message that names the fix; ``None`` otherwise.
     """
 
     name: str
@@ -70,6 +74,7 @@ class CorpusSlide:
     gene_std: np.ndarray | None
     gene_components: np.ndarray | None
     component_scale: np.ndarray | None
+    expression_error: str | None = None
 
     @property
     def n_spots(self) -> int:
@@ -286,7 +291,7 @@ class Corpus:
             )
 
     def _check(self, *, require_images: bool, require_expression: bool) -> None:
-        with_genes = [s for s in self.slides if s.n_genes > 0]
+        with_genes = [s for s in self.slides if s.n_genes > 0 and s.expression_error is None]
         if with_genes and not any(s.has_expression for s in self.slides):
             total = sum(s.n_genes for s in with_genes)
             raise ValueError(
@@ -300,12 +305,17 @@ class Corpus:
                 f"None of the {len(self.slides)} slide(s) of the corpus has an H&E image, but the image objectives need "
                 "images: add slides with an image (check `image_key`), or train on expression only."
             )
+        refused = [s.expression_error for s in self.slides if s.expression_error is not None]
+        if require_expression and refused and not any(s.has_expression for s in self.slides):
+            raise ValueError(refused[0])
         if require_expression and not any(s.has_expression for s in self.slides):
             raise ValueError(
                 f"None of the {len(self.slides)} slide(s) of the corpus has expression, but the expression objectives "
                 "need it: add slides with a count table, or train on images only."
             )
         for s in self.slides:
+            if not s.has_image and s.expression_error is not None:
+                raise ValueError(s.expression_error)
             if not s.has_image and not s.has_expression:
                 why = "no genes in the vocabulary" if s.n_genes else "no genes"
                 raise ValueError(
@@ -539,7 +549,9 @@ def _build_slide(
             tiles = TileSet(slide, tile_px=int(tile_px), tile_um=float(tile_um))
     expression, gene_index, mask = None, np.zeros(0, dtype=np.int64), np.zeros(slide.n_spots, dtype=bool)
     gene_mean = gene_std = components = component_scale = None
-    if len(var_names):
+    counts = slide.counts() if len(var_names) else None
+    error = _normalised_error(name, slide, counts) if counts is not None else None
+    if len(var_names) and error is None:
         known = np.asarray(vocab.align(var_names).indices)
         columns = np.flatnonzero(known >= 0)
         if len(columns) == 0:
@@ -549,7 +561,7 @@ def _build_slide(
         else:
             if len(columns) < 0.5 * len(known):
                 logger.warning("slide %r: only %d of %d genes are in the vocabulary", name, len(columns), len(known))
-            normalised = log1p_cp10k(slide.counts())
+            normalised = log1p_cp10k(counts)
             expression = normalised[:, columns].tocsr()
             gene_index = known[columns].astype(np.int64)
             mask = np.asarray(expression.getnnz(axis=1) > 0)
@@ -569,6 +581,19 @@ def _build_slide(
         gene_std=gene_std,
         gene_components=components,
         component_scale=component_scale,
+        expression_error=error,
+    )
+
+
+def _normalised_error(name: str, slide: Slide, counts: Any) -> str | None:
+    """The refusal for a slide whose expression matrix holds normalised values, or ``None`` for raw counts."""
+    reason = normalised_reason(counts)
+    if reason is None:
+        return None
+    where = "X" if slide.layer is None else f"layers[{slide.layer!r}]"
+    return (
+        f"slide {name!r}: {where} holds normalised expression ({reason}), not raw counts; pass `layer=` naming the "
+        "layer with raw counts (keep them with `adata.layers['counts'] = adata.X.copy()` before normalising)."
     )
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from .._constants import OBS_DOMAIN, OBSM_EMBEDDING
 from .._docs import doc_params
-from ._results import Results, target_of, write_results
+from ._results import Results, check_keys, target_of, write_results
 from ._slides import as_slides, embedding_rows
 
 if TYPE_CHECKING:
@@ -97,17 +97,19 @@ def domains(
 
     where = resolve_args(locals())
     resolved = [resolve(s, **where, image=False) for s in slides_in]
+    for slide in resolved:
+        check_keys(slide, obs=[key_added])
     features = []
     for slide in resolved:
         x = embedding_rows(slide, use_rep, model)
         features.append(_smooth(x, slide.spot_xy_um, weight))
+    _check_features(features, resolved, use_rep, n_domains)
     sizes = [len(f) for f in features]
-    total = sum(sizes)
-    if n_domains is not None and n_domains > total:
-        raise ValueError(f"`n_domains={n_domains}` is more than the {total} spots to cluster.")
     stacked = np.concatenate(features)
     stacked = (stacked - stacked.mean(0)) / (stacked.std(0) + 1e-8)
-    labels = _kmeans(stacked, int(n_domains), seed) if n_domains is not None else _leiden(stacked, resolution, seed)
+    labels = _in_canonical_order(
+        stacked, lambda x: _kmeans(x, int(n_domains), seed) if n_domains is not None else _leiden(x, resolution, seed)
+    )
 
     import pandas as pd
 
@@ -129,6 +131,37 @@ def domains(
     if not copy:
         return None
     return slides_in[0] if single else slides_in
+
+
+def _check_features(features: list[np.ndarray], slides: list[Any], use_rep: str, n_domains: int | None) -> None:
+    """Refuse, before clustering, embeddings that cannot be clustered together and too few spots."""
+    widths = sorted({f.shape[1] for f in features})
+    if len(widths) > 1:
+        per_slide = ", ".join(f"slide {i}: {f.shape[1]}" for i, f in enumerate(features))
+        raise ValueError(
+            f"`use_rep={use_rep!r}` has embeddings of different widths across slides ({per_slide}); embed every slide "
+            "with the same model (st.tl.embed(..., model=...)) before clustering them together."
+        )
+    total = sum(len(f) for f in features)
+    if total < 2:
+        raise ValueError(
+            f"Domains need at least 2 spots, and the {len(slides)} slide(s) resolved {total}; pass the slides together "
+            "(a list) or check `shapes_key`/`table_key`."
+        )
+    if n_domains is not None and n_domains > total:
+        raise ValueError(f"`n_domains={n_domains}` is more than the {total} spots to cluster.")
+
+
+def _in_canonical_order(x: np.ndarray, cluster: Any) -> np.ndarray:
+    """``cluster(x)`` run on the rows of ``x`` sorted by value, labels returned in the original row order.
+
+    Clustering (k-means initialisation, Leiden's node order) depends on the order of the rows; sorting them first makes
+    the labels of each spot the same whatever the order of the table's rows.
+    """
+    order = np.lexsort(np.round(x, 4).T[::-1])
+    labels = np.empty(len(x), dtype=np.int64)
+    labels[order] = cluster(x[order])
+    return labels
 
 
 def _smoothing_weight(value: bool | float) -> float:

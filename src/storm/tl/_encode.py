@@ -154,14 +154,20 @@ def _progress(total: int) -> Any:
 
 
 def _modalities(corpus: Corpus, requested: str) -> str:
+    from .._logging import logger
+
     slide = corpus.slides[0]
     has = {"image": slide.has_image, "expression": slide.has_expression}
     if requested == "auto":
+        if has["image"] and slide.expression_error is not None:
+            logger.warning("using the image only: %s", slide.expression_error)
         if has["image"] and has["expression"]:
             return "both"
-        return "image" if has["image"] else "expression"
+        requested = "image" if has["image"] else "expression"
     needed = ["image", "expression"] if requested == "both" else [requested]
     missing = [m for m in needed if not has[m]]
+    if "expression" in missing and slide.expression_error is not None:
+        raise ValueError(slide.expression_error)
     if missing:
         what = {
             "image": "an H&E image fine enough for the model's tiles",

@@ -11,7 +11,7 @@ import numpy as np
 from .._docs import doc_params
 from .._logging import logger
 from ._head import StormHead, as_head, model_for_head
-from ._results import Results, target_of, write_results
+from ._results import Results, check_keys, target_of, write_results
 from ._slides import as_slides
 
 if TYPE_CHECKING:
@@ -226,6 +226,7 @@ def annotate(
     target = target_of(sdata, copy)
     slide = resolve(target, **where, image=head.modality != "expression")
     check_head_input(head, slide)
+    check_keys(slide, obs=[key])
     x, _ = spot_features(slide, net, head.modality, batch_size)
     with torch.no_grad():
         out = head.module(torch.as_tensor(x, dtype=torch.float32))

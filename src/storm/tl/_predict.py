@@ -12,7 +12,7 @@ from .._docs import doc_params
 from .._logging import logger
 from ._encode import encode
 from ._head import StormHead, as_head, model_for_head
-from ._results import Results, target_of, write_results
+from ._results import Results, check_keys, target_of, write_results
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -94,6 +94,7 @@ def predict_expression(
         )
     table = slide.table
     he_only = table.n_vars == 0
+    check_keys(slide, **({"obsm": [key_added]} if he_only else {"layers": [key_added], "var": [key_added]}))
     predictable = net.vocab if head is None else set(head.outputs)
     requested = _requested(genes, table, net, he_only, head)
     known = [g for g in requested if g in predictable]

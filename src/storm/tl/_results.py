@@ -69,14 +69,40 @@ class Results:
         return {where: sorted(getattr(self, where)) for where in _PLACES if getattr(self, where)}
 
 
+def check_keys(slide: Slide, **keys: list[str]) -> None:
+    """Refuse to write over a key of ``slide.table`` that storm did not write (``check_keys(slide, obs=["leiden"])``).
+
+    A key is storm's when a record in ``uns["storm"]`` lists it as written; anything else (coordinates in
+    ``obsm["spatial"]``, counts in ``layers["counts"]``, the user's own clusters) is the user's. Tools call it before
+    computing, and :func:`write_results` before writing anything.
+    """
+    table = slide.table
+    owned: dict[str, set[str]] = {}
+    for record in table.uns.get(UNS_KEY, {}).values():
+        written = record.get("keys", {}) if isinstance(record, dict) else {}
+        for where, names in written.items() if isinstance(written, dict) else ():
+            owned.setdefault(where, set()).update(names)
+    for where, names in keys.items():
+        present = getattr(table, where).columns if where in ("obs", "var") else getattr(table, where).keys()
+        clash = [k for k in names if k in present and k not in owned.get(where, set())]
+        if clash:
+            raise ValueError(
+                f"`key_added` would overwrite {where}[{clash[0]!r}], which storm did not write; choose another "
+                f"`key_added`, or delete {where}[{clash[0]!r}] first if it may go."
+            )
+
+
 def write_results(slide: Slide, results: Results, *, stale: list[str] | None = None) -> None:
     """Write ``results`` into ``slide.table`` (all keys, after all computing is done), record and log them.
+
+    Keys that storm did not write are never overwritten (:func:`check_keys`).
 
     ``stale`` names ``obsm`` keys a previous call of the same tool wrote under this ``uns_key`` that this call does
     not write (e.g. a branch embedding of another modality); they are removed, so ``obsm`` and ``uns`` agree.
     """
     import pandas as pd
 
+    check_keys(slide, **results.keys())
     table = slide.table
     n = table.n_obs
     obsm = {k: _full_obsm(v, slide, n) for k, v in results.obsm.items()}

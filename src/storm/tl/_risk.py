@@ -12,7 +12,7 @@ from .._constants import OBS_RISK, OBSM_EMBEDDING, UNS_KEY
 from .._docs import doc_params
 from .._logging import logger
 from ._head import StormHead, as_head, model_for_head
-from ._results import Results, target_of, write_results
+from ._results import Results, check_keys, target_of, write_results
 from ._slides import as_slides, embedding_rows
 
 if TYPE_CHECKING:
@@ -194,6 +194,7 @@ def risk(
     where = resolve_args(locals())
     target = target_of(sdata, copy)
     slide = resolve(target, **where, image=False)
+    check_keys(slide, obs=[key_added, f"{key_added}_attention"])
     net = None if use_rep in slide.table.obsm else model_for_head(head, model)
     modality = head.modality if head.modality in ("image", "expression", "both") else "auto"
     bag = embedding_rows(slide, use_rep, net, modality)
