@@ -24,7 +24,7 @@ class ImageLevel:
         Size of one pixel of this level in pixels of level 0 (``(sy, sx)``; 1 for level 0).
     white
         The pixel value of full intensity (255 for 8-bit values, 65535 for 16-bit, 1.0 for floats in [0, 1]), decided
-        once for the whole image from its values; pass it to :func:`storm.pp._image.to_rgb_uint8`.
+        once for the whole image from its values (every chunk of every level converts to RGB uint8 with it).
     """
 
     data: da.Array
