@@ -37,10 +37,7 @@ def normalised_reason(matrix: Any) -> str | None:
     >>> normalised_reason(np.log1p(np.array([[1.0, 3.0], [0.0, 2.0]])))
     'non-integer values between 0 and 1.39, as after sc.pp.log1p'
     """
-    from scipy import sparse
-
-    values = matrix.data if sparse.issparse(matrix) else np.asarray(matrix).ravel()
-    values = values[:: max(1, values.size // _SAMPLE)]
+    values = _sample(matrix)
     values = values[np.isfinite(values) & (values != 0)]
     if values.size == 0 or np.array_equal(values, np.round(values)) or values.min() < 0:
         return None
@@ -81,10 +78,7 @@ def counts_layer(table: AnnData, layer: str | None) -> str | None:
 
 
 def _looks_like_counts(matrix: Any) -> bool:
-    from scipy import sparse
-
-    values = matrix.data if sparse.issparse(matrix) else np.asarray(matrix).ravel()
-    values = values[:: max(1, values.size // _SAMPLE)]
+    values = _sample(matrix)
     return bool(
         values.size
         and np.issubdtype(values.dtype, np.number)
@@ -92,3 +86,11 @@ def _looks_like_counts(matrix: Any) -> bool:
         and values.min() >= 0
         and np.array_equal(values, np.round(values))
     )
+
+
+def _sample(matrix: Any) -> np.ndarray:
+    """At most about ``_SAMPLE`` stored values of ``matrix``, evenly spaced (the non-zeros of a sparse matrix)."""
+    from scipy import sparse
+
+    values = matrix.data if sparse.issparse(matrix) else np.asarray(matrix).ravel()
+    return values[:: max(1, values.size // _SAMPLE)]
