@@ -116,6 +116,7 @@ def detection_image(levels: list[Any], um_per_px: float, image_key: str) -> tupl
     from ..io._elements import image_white
     from ._image import to_rgb_uint8
 
+    white = image_white(levels, image_key)  # refuse an unreadable intensity range before reading any pixels
     h0, w0 = int(levels[0].sizes["y"]), int(levels[0].sizes["x"])
     scales = [(h0 / int(lv.sizes["y"]), w0 / int(lv.sizes["x"])) for lv in levels]
     level_um = [um_per_px * float(np.sqrt(sy * sx)) for sy, sx in scales]
@@ -132,7 +133,7 @@ def detection_image(levels: list[Any], um_per_px: float, image_key: str) -> tupl
     else:
         pixels = np.asarray(data.compute())
     sy, sx = scales[level]
-    return to_rgb_uint8(pixels, image_white(levels, image_key)), (sy * step, sx * step), level
+    return to_rgb_uint8(pixels, white), (sy * step, sx * step), level
 
 
 def _disk_offsets(n: int) -> np.ndarray:
