@@ -305,10 +305,10 @@ class Corpus:
                 f"None of the {len(self.slides)} slide(s) of the corpus has an H&E image, but the image objectives need "
                 "images: add slides with an image (check `image_key`), or train on expression only."
             )
-        refused = [s.expression_error for s in self.slides if s.expression_error is not None]
-        if require_expression and refused and not any(s.has_expression for s in self.slides):
-            raise ValueError(refused[0])
         if require_expression and not any(s.has_expression for s in self.slides):
+            refused = [s.expression_error for s in self.slides if s.expression_error is not None]
+            if refused:
+                raise ValueError(refused[0])
             raise ValueError(
                 f"None of the {len(self.slides)} slide(s) of the corpus has expression, but the expression objectives "
                 "need it: add slides with a count table, or train on images only."
