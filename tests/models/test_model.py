@@ -112,7 +112,8 @@ def test_gene_choice_with_tied_counts_does_not_depend_on_panel_order():
     # Counts are integers, so many genes tie at the max_genes cut-off; the chosen genes (and so the embedding) must not
     # depend on the order of the table's columns (nor on how a device's topk breaks ties: CPU and CUDA differ).
     torch.manual_seed(0)
-    model = StormModel(StormConfig.from_preset("tiny", vocab_size=V, niche_size=S - 1, max_genes=8)).eval()
+    config = StormConfig.from_preset("tiny", vocab_size=V, niche_size=S - 1, max_genes=8, gene_encoding="top")
+    model = StormModel(config).eval()
     gen = torch.Generator().manual_seed(1)
     inp = _inputs(model)
     inp["expression"] = torch.log1p(torch.randint(0, 3, (B, S, G), generator=gen).float())  # 0, 1 or 2 counts

@@ -30,10 +30,29 @@ def test_whitening_axes_match_a_dense_svd():
     axes, scale = whitening_axes(x, mean, std, 5)
     z = (x.toarray() - mean) / np.maximum(std, 0.05)
     _, values, vt = np.linalg.svd(z, full_matrices=False)
-    np.testing.assert_allclose(scale, np.sqrt(80) / values[:5], rtol=1e-4)
+    np.testing.assert_allclose(scale, np.sqrt(np.sqrt(80) / values[:5]), rtol=1e-4)
     np.testing.assert_allclose(np.abs(vt[:5] @ axes), np.eye(5), atol=1e-4)  # same axes, up to sign
-    whitened = (z @ axes) * scale
-    np.testing.assert_allclose(whitened.var(0), np.ones(5), rtol=1e-3)  # unit variance along each axis
+    balanced = (z @ axes) * scale  # half whitening: each axis' standard deviation becomes its square root
+    np.testing.assert_allclose(balanced.std(0), np.sqrt(values[:5] / np.sqrt(80)), rtol=1e-3)
+    # the ARPACK route of large slides finds the same axes as the dense Gram route of small ones
+    from scipy import sparse as sp
+
+    from storm.data._corpus import _arpack_axes, _gram_axes
+
+    inv = 1 / np.maximum(std, 0.05)
+    scaled, shift = sp.csr_matrix(x.toarray() * inv), mean * inv
+    (dense_values, dense_axes), (arpack_values, arpack_axes) = (
+        _gram_axes(scaled, shift, 5),
+        _arpack_axes(scaled, shift, 5),
+    )
+    np.testing.assert_allclose(dense_values, values[:5], rtol=1e-6)
+    np.testing.assert_allclose(arpack_values, values[:5], rtol=1e-6)
+    np.testing.assert_allclose(np.abs(dense_axes @ arpack_axes.T), np.eye(5), atol=1e-4)
+    tall = sp.csr_matrix(np.random.default_rng(2).poisson(0.7, (40, 12)).astype(np.float32))  # more spots than genes
+    t_mean, t_std = column_moments(tall)
+    t_axes, _ = whitening_axes(tall, t_mean, t_std, 3)
+    t_z = (tall.toarray() - t_mean) / np.maximum(t_std, 0.05)
+    np.testing.assert_allclose(np.abs(np.linalg.svd(t_z)[2][:3] @ t_axes), np.eye(3), atol=1e-4)
     assert whitening_axes(x, mean, std, 0)[0].shape == (30, 0)
     assert whitening_axes(x[:3], *column_moments(x[:3]), 5)[0].shape == (30, 2)  # at most n_spots - 1 axes
 
@@ -45,7 +64,7 @@ def test_corpus_carries_the_slide_statistics_for_panel_models(sdata):
     assert slide.gene_components.shape == (slide.expression.shape[1], 8)
     batch = NicheDataset(corpus).get_batch(np.arange(10))
     np.testing.assert_array_equal(batch.gene_mean.numpy(), slide.gene_mean)
-    top = StormModel(StormConfig.from_preset("tiny", image_size=32), model.vocab)
+    top = StormModel(StormConfig.from_preset("tiny", image_size=32, gene_encoding="top"), model.vocab)
     assert Corpus.for_model(sdata, top).slides[0].gene_components.shape[1] == 0  # "top" models need no axes
 
 
@@ -82,7 +101,7 @@ def test_panel_token_sees_a_lowly_expressed_marker_the_top_encoding_drops(sdata)
     common = {"offsets_um": torch.zeros(4, 1, 2), "gene_index": batch.gene_index}
     stats = {"gene_mean": batch.gene_mean, "gene_std": batch.gene_std}
     panel = _model(sdata)
-    top = StormModel(StormConfig.from_preset("tiny", image_size=32), panel.vocab).eval()
+    top = StormModel(StormConfig.from_preset("tiny", image_size=32, gene_encoding="top"), panel.vocab).eval()
     with torch.no_grad():
         moved_panel = (
             panel(expression=bumped, **common, **stats).embedding - panel(expression=x, **common, **stats).embedding

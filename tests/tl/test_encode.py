@@ -26,7 +26,7 @@ def test_encode_matches_the_model_on_full_niche_batches(demo, model):
     genes = ["ERBB2", "KRT19", "COL1A1"]
     out = encode(demo, model, modality="both", genes=genes, batch_size=50)
     # reference: the plain forward with every niche slot's tile spelled out (no de-duplication), in one batch
-    corpus = Corpus.from_sources(demo, vocab=model.vocab, tile_px=32, tile_um=64.0, niche_size=4)
+    corpus = Corpus.for_model(demo, model)
     batch = NicheDataset(corpus).get_batch(np.arange(corpus.n_spots))
     images = batch.tiles[batch.tile_index.clamp(min=0)] * (batch.tile_index >= 0)[..., None, None, None]
     inputs = {k: v for k, v in batch.items() if k not in ("tiles", "tile_index")}

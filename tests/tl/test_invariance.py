@@ -58,7 +58,8 @@ def test_embedding_of_each_spot_is_the_same_whatever_the_row_order(model):
     for s in (sdata, other):
         st.tl.embed(s, model)
     x = sdata["table"].obsm["X_storm"]
-    np.testing.assert_allclose(x, _rows(sdata, other, other["table"].obsm["X_storm"]), atol=1e-5)
+    # the slide statistics of the panel encoding are sums over rows: their float32 round-off depends on the row order
+    np.testing.assert_allclose(x, _rows(sdata, other, other["table"].obsm["X_storm"]), atol=1e-4)
 
 
 def test_normalised_x_falls_back_to_the_counts_layer(model):

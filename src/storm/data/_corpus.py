@@ -450,12 +450,16 @@ def column_moments(x: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
 def whitening_axes(
     x: sparse.csr_matrix, mean: np.ndarray, std: np.ndarray, n_components: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The ``n_components`` principal axes of the standardised columns of ``x`` and the scales that whiten them.
+    """The ``n_components`` principal axes of the standardised columns of ``x`` and the scales that balance them.
 
-    ``z = (x - mean) / max(std, GENE_STD_FLOOR)``; the axes ``V`` (G, r) are its top right singular vectors (ARPACK on
-    an implicit operator: ``x`` stays sparse) and ``scale = sqrt(n) / singular value``, so ``(z @ V) * scale @ V.T`` is
-    ``z`` restricted to its r main directions, each with unit variance, still over the same genes. Fewer axes when the
-    slide has fewer spots or genes; ``(G, 0)`` and ``(0,)`` for ``n_components=0``.
+    ``z = (x - mean) / max(std, GENE_STD_FLOOR)``; the axes ``V`` (G, r) are its top right singular vectors and
+    ``scale = (sqrt(n) / singular value) ** WHITENING_POWER`` (0.5), so ``(z @ V) * scale @ V.T`` is ``z`` restricted to its r main
+    directions, each divided by the square root of its standard deviation ("half whitening"), still over the same
+    genes. The main axes still weigh more than the last ones, which on small slides are mostly noise: full whitening
+    let those weigh as much, and gave worse domains (``docs/benchmarks.md``). The axes come from the eigenvectors of
+    the smaller Gram matrix when the slide has at most ``DENSE_GRAM`` spots or genes (exact, and independent of the
+    order of the rows), else from ARPACK on an implicit operator (``x`` stays sparse). Fewer axes when the slide has
+    fewer spots or genes; ``(G, 0)`` and ``(0,)`` for ``n_components=0``.
 
     Examples
     --------
@@ -466,7 +470,6 @@ def whitening_axes(
     ((20, 4), True)
     """
     from scipy import sparse
-    from scipy.sparse.linalg import LinearOperator, svds
 
     from ..models._encoders import GENE_STD_FLOOR
 
@@ -475,19 +478,57 @@ def whitening_axes(
     if r == 0:
         return np.zeros((g, 0), dtype=np.float32), np.zeros(0, dtype=np.float32)
     inv = 1.0 / np.maximum(std.astype(np.float64), GENE_STD_FLOOR)
-    scaled = x.astype(np.float64) @ sparse.diags(inv)
+    scaled = sparse.csr_matrix(x.astype(np.float64) @ sparse.diags(inv))
     shift = mean.astype(np.float64) * inv
+    if min(n, g) <= DENSE_GRAM:
+        values, vt = _gram_axes(scaled, shift, r)
+    else:
+        values, vt = _arpack_axes(scaled, shift, r)
+    scale = (np.sqrt(n) / np.maximum(values, 1e-6)) ** WHITENING_POWER
+    return np.ascontiguousarray(vt.T, dtype=np.float32), scale.astype(np.float32)
+
+
+#: Exponent of the axis scales: 1 whitens fully, 0.5 divides each axis by the square root of its deviation, 0 keeps it.
+WHITENING_POWER = 0.5
+#: Largest number of spots (or genes) for which the whitening axes come from a dense Gram matrix.
+DENSE_GRAM = 6000
+
+
+def _gram_axes(scaled: Any, shift: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``r`` singular values and right singular vectors (r, G) of ``z = scaled - shift`` from its smaller Gram."""
+    n, g = scaled.shape
+    ones = np.ones(n)
+    if n <= g:
+        s_shift = scaled @ shift
+        gram = (scaled @ scaled.T).toarray() - np.outer(s_shift, ones) - np.outer(ones, s_shift) + shift @ shift
+        eigenvalues, u = np.linalg.eigh(gram)
+        top = np.argsort(eigenvalues)[::-1][:r]
+        values = np.sqrt(np.maximum(eigenvalues[top], 0))
+        vt = (scaled.T @ u[:, top] - np.outer(shift, ones @ u[:, top])).T / np.maximum(values, 1e-12)[:, None]
+        return values, vt
+    column_sums = np.asarray(scaled.sum(0)).ravel()
+    gram = (scaled.T @ scaled).toarray() - np.outer(column_sums, shift) - np.outer(shift, column_sums)
+    gram += n * np.outer(shift, shift)
+    eigenvalues, v = np.linalg.eigh(gram)
+    top = np.argsort(eigenvalues)[::-1][:r]
+    return np.sqrt(np.maximum(eigenvalues[top], 0)), v[:, top].T
+
+
+def _arpack_axes(scaled: Any, shift: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``r`` singular values and right singular vectors (r, G) of ``z = scaled - shift`` by ARPACK."""
+    from scipy.sparse.linalg import LinearOperator, svds
+
+    n, g = scaled.shape
     operator = LinearOperator(
         (n, g),
         matvec=lambda v: scaled @ v.ravel() - shift @ v.ravel(),
         rmatvec=lambda u: scaled.T @ u.ravel() - shift * u.sum(),
         dtype=np.float64,
     )
-    _, values, vt = svds(operator, k=r, v0=np.ones(min(n, g)) / np.sqrt(min(n, g)), random_state=0)
+    start = np.random.default_rng(0).standard_normal(min(n, g))
+    _, values, vt = svds(operator, k=r, v0=start, random_state=0)
     order = np.argsort(values)[::-1]
-    values, vt = values[order], vt[order]
-    scale = np.sqrt(n) / np.maximum(values, 1e-6)
-    return np.ascontiguousarray(vt.T, dtype=np.float32), scale.astype(np.float32)
+    return values[order], vt[order]
 
 
 def niche_neighbours(xy_um: np.ndarray, niche_size: int) -> np.ndarray:

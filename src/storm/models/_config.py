@@ -87,13 +87,15 @@ class StormConfig:
     decoder_layers, decoder_queries
         Cross-attention decoder depth and learned queries (image -> expression, expression -> image features).
     gene_encoding
-        How the gene branch reads a spot: ``"panel"`` weighs every known gene of the panel by its expression
-        standardised (and whitened) per slide; ``"top"`` (the default, as in the shipped checkpoint) makes tokens of
-        the ``max_genes`` most expressed genes only.
+        How the gene branch reads a spot: ``"panel"`` (the default) weighs every known gene of the panel by its
+        expression standardised (and half-whitened) per slide; ``"top"`` makes tokens of the ``max_genes`` most
+        expressed genes only (checkpoints whose config has no ``gene_encoding`` were written before it existed and
+        are ``"top"``).
     gene_components
-        With ``gene_encoding="panel"``: the standardised expression is whitened within this many principal axes of
-        each slide (ZCA whitening in gene space, computed by the data layer), so that every main direction of
-        variation of the slide counts the same and the rest, mostly noise, is dropped; 0 standardises only.
+        With ``gene_encoding="panel"``: the standardised expression is projected on this many principal axes of each
+        slide, each divided by the square root of its standard deviation (computed by the data layer; see
+        ``whitening_axes`` in ``storm.data``), so that the main directions of variation of the slide count and the rest,
+        mostly noise, is dropped; 0 standardises only.
     max_genes
         Gene tokens per spot with ``gene_encoding="top"`` (the most expressed of the panel's genes in the vocabulary).
     value_bins
@@ -123,7 +125,7 @@ class StormConfig:
     fusion_layers: int = 2
     decoder_layers: int = 1
     decoder_queries: int = 4
-    gene_encoding: str = "top"
+    gene_encoding: str = "panel"
     gene_components: int = 32
     max_genes: int = 128
     value_bins: int = 32
@@ -174,4 +176,5 @@ class StormConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"Unknown config keys {unknown}; this checkpoint needs a newer storm.")
-        return cls(**data)
+        # configs written before the "panel" encoding existed have no `gene_encoding`: they are "top"
+        return cls(**{"gene_encoding": "top", **data})

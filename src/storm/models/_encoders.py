@@ -225,11 +225,22 @@ class GeneEncoder(nn.Module):
         std: torch.Tensor | None,
         valid: torch.Tensor | None,
     ) -> torch.Tensor:
-        """(N, G) values standardised per gene and clipped; unknown genes and masked values are 0 (the mean)."""
+        """(N, G) values standardised per gene and clipped; unknown genes and masked values are 0 (the mean).
+
+        Without ``mean`` and ``std``, those of the ``valid`` rows' values not hidden by ``value_mask`` are used, so that
+        hidden values cannot leak through the statistics.
+        """
         x = values.float()
         if mean is None or std is None:
-            rows = x if valid is None or not bool(valid.any()) else x[valid]
-            mean, std = rows.mean(0), rows.std(0, correction=0)
+            seen = torch.ones_like(x, dtype=torch.bool)
+            if valid is not None and bool(valid.any()):
+                seen = seen & valid[:, None]
+            if value_mask is not None:
+                seen = seen & ~value_mask
+            weight = seen.float()
+            count = weight.sum(0).clamp(min=1)
+            mean = (x * weight).sum(0) / count
+            std = ((x - mean).pow(2) * weight).sum(0).div(count).sqrt()
         z = ((x - mean.float()) / std.float().clamp(min=GENE_STD_FLOOR)).clamp(-self.Z_CLIP, self.Z_CLIP)
         known = gene_index >= 0
         z = torch.where(known, z, torch.zeros_like(z))
