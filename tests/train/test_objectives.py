@@ -63,6 +63,7 @@ def test_weights_are_validated():
         "contrastive_spot",
         "contrastive_niche",
         "spot_niche",
+        "niche_denoising",
     }
     with pytest.raises(ValueError, match="spot_niche"):
         ObjectiveWeights(spot_niche=-1)
@@ -123,10 +124,11 @@ def test_info_nce_matches_hand_computation():
 def test_joint_losses_are_finite_and_positive(model):
     objectives = StormObjectives()
     total, parts = objectives(model, _batch(model), generator=torch.Generator().manual_seed(0))
-    assert set(parts) == {"total", *objectives.names}
-    for name in objectives.names:
+    used = [n for n in objectives.names if getattr(objectives.weights, n) > 0]
+    assert set(parts) == {"total", *used} and "niche_denoising" not in used  # off by default
+    for name in used:
         assert math.isfinite(parts[name]) and parts[name] > 0, name
-    weighted = sum(getattr(objectives.weights, n) * parts[n] for n in objectives.names)
+    weighted = sum(getattr(objectives.weights, n) * parts[n] for n in used)
     assert total.item() == pytest.approx(weighted, rel=1e-5) and parts["total"] == pytest.approx(total.item())
     assert total.dtype == torch.float32 and total.requires_grad
     assert objectives.temperatures["spot"] == pytest.approx(0.07)
@@ -164,7 +166,8 @@ def test_per_spot_gene_index_matches_shared(model):
     per_spot = dict(batch, gene_index=batch["gene_index"].expand(B * S, G).clone())
     _, shared = _run(model, batch)
     _, spot = _run(model, per_spot)
-    for name in NAMES:
+    assert set(spot) == set(shared)
+    for name in shared:
         assert spot[name] == pytest.approx(shared[name], rel=1e-4, abs=1e-6), name
 
 
@@ -197,7 +200,7 @@ def test_contrastive_gradient_reaches_both_branches():
     objectives = StormObjectives(ObjectiveWeights(**_only("contrastive_spot")))
     total, _ = objectives(model, _batch(model), generator=torch.Generator().manual_seed(0))
     total.backward()
-    assert _grad_norm(model.image.blocks) > 0 and _grad_norm(model.gene.blocks) > 0
+    assert _grad_norm(model.image.blocks) > 0 and _grad_norm(model.gene.mlps) > 0
     assert _grad_norm(model.fusion) > 0  # the fused-token contrast
     assert objectives.log_temperature.grad is not None and objectives.log_temperature.grad.abs().sum() > 0
 
@@ -322,3 +325,41 @@ def test_optimisation_reduces_the_loss():
         optimiser.step()
         history.append(total.item())
     assert history[-1] < 0.7 * history[0], history
+
+
+# --- niche denoising -----------------------------------------------------------------------------------------------
+
+
+def test_niche_denoising_matches_hand_computation(monkeypatch):
+    from storm.train import _objectives
+
+    model = _model()
+    batch = _batch(model)
+    objectives = StormObjectives(ObjectiveWeights(**_only("niche_denoising")), model=model)
+    monkeypatch.setattr(_objectives, "DENOISING_HIDDEN", 0.0)  # nothing hidden: the target is in the input
+    _, parts = objectives(model, batch, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model(**batch)
+        target = model.gene(batch["expression"][:, 0], batch["gene_index"])  # the teacher is the untrained branch
+        expected = (objectives.denoising_head(out.embedding) - target).pow(2).mean()
+    assert set(parts) == {"total", "niche_denoising"}
+    assert parts["niche_denoising"] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_niche_denoising_teacher_is_frozen_and_hidden_centres_change_the_loss():
+    model = _model()
+    batch = _batch(model)
+    objectives = StormObjectives(ObjectiveWeights(**_only("niche_denoising")), model=model)
+    objectives.train()
+    assert not objectives.teacher.training
+    assert all(not p.requires_grad for p in objectives.teacher.parameters())
+    teacher = {k: v.clone() for k, v in objectives.teacher.state_dict().items()}
+    total, first = objectives(model, batch, generator=torch.Generator().manual_seed(0))
+    total.backward()
+    assert _grad_norm(model.gene) > 0 and _grad_norm(model.fusion) > 0 and _grad_norm(objectives.denoising_head) > 0
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    assert all(torch.equal(v, objectives.teacher.state_dict()[k]) for k, v in teacher.items())
+    _, other = objectives(model, batch, generator=torch.Generator().manual_seed(5))  # other centres hidden
+    assert other["niche_denoising"] != first["niche_denoising"]
+    with pytest.raises(ValueError, match="needs the `model`"):
+        StormObjectives(ObjectiveWeights(niche_denoising=1.0))

@@ -75,8 +75,13 @@ def pretrain(
     if max_steps is not None:
         fields["max_steps"] = max_steps
     train_config = TrainConfig(**fields)
+    model = train_config.model_config()
     data = Corpus.from_sources(
-        list(sources), tile_px=train_config.tile_px, tile_um=train_config.tile_um, niche_size=_niche_size(train_config)
+        list(sources),
+        tile_px=train_config.tile_px,
+        tile_um=train_config.tile_um,
+        niche_size=model.niche_size,
+        gene_components=model.gene_components if model.gene_encoding == "panel" else 0,
     )
     return Trainer(data, train_config).fit(resume=resume)
 
@@ -95,15 +100,3 @@ def check_output(output_dir: str | Path, *, resume: bool, corpus: Sequence[Any] 
     fix = "pass a new or empty output_dir, or an earlier run's folder with resume=True"
     stores = [source for source in corpus if isinstance(source, str | Path) and Path(source).exists()]
     check_output_dir(output_dir, "output_dir", allowed=allowed if resume else (), fix=fix, inputs=stores)
-
-
-def _niche_size(config: Any) -> int:
-    from ..models import PRESETS
-
-    if config.niche_size is not None:
-        return config.niche_size
-    spec = config.model
-    preset = spec if isinstance(spec, str) else spec.get("preset")
-    if isinstance(spec, dict) and "niche_size" in spec:
-        return int(spec["niche_size"])
-    return int(PRESETS.get(preset, {}).get("niche_size", 8))

@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..models import StormConfig
 
 
 @dataclass
@@ -131,3 +134,26 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(known)}.")
         return cls(**data)
+
+    def model_config(self) -> StormConfig:
+        """The :class:`~storm.models.StormConfig` of the model this run trains: ``model`` at the run's tile geometry.
+
+        Examples
+        --------
+        >>> cfg = TrainConfig(model={"preset": "tiny", "dim": 32}, tile_px=64, tile_um=64.0)
+        >>> c = cfg.model_config()
+        >>> c.dim, c.image_size, c.tile_um, c.gene_encoding
+        (32, 64, 64.0, 'panel')
+        """
+        from ..models import StormConfig
+
+        overrides: dict[str, Any] = {"image_size": self.tile_px, "tile_um": self.tile_um}
+        if self.niche_size is not None:
+            overrides["niche_size"] = self.niche_size
+        if isinstance(self.model, str):
+            return StormConfig.from_preset(self.model, **overrides)
+        spec = dict(self.model)
+        preset = spec.pop("preset", None)
+        if preset is not None:
+            return StormConfig.from_preset(preset, **{**overrides, **spec})
+        return StormConfig(**{**overrides, **spec})

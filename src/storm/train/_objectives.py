@@ -7,6 +7,7 @@ image–gene alignment and spot–niche alignment) and SToFM (niche context in a
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from collections.abc import Mapping
@@ -23,6 +24,8 @@ from ._masking import make_masks, modality_valid, spot_gene_index
 STAGES = ("warmup", "joint")
 #: One learnable temperature per contrastive quantity.
 _TEMPERATURES = ("spot", "fused", "niche", "spot_niche")
+#: Fraction of niches whose centre expression the denoising objective hides.
+DENOISING_HIDDEN = 0.5
 
 
 @dataclass
@@ -51,6 +54,12 @@ class ObjectiveWeights:
     spot_niche
         Symmetric InfoNCE between the fused centre embedding and the niche embedding of the same niche (ST-Align's
         spot–niche alignment; default 0.5).
+    niche_denoising
+        Niche denoising: the centre's expression is hidden in a random half of the niches, and a linear head on the
+        joint centre embedding regresses the centre's clean gene token as the gene branch encoded it when training
+        started (a frozen copy, the teacher). The embedding learns to infer each spot's expression profile from its
+        neighbours while keeping the teacher's geometry, which for the ``"panel"`` encoding holds the slide's
+        whitened principal axes (the objective of :func:`storm.tl.adapt`; default 0).
     """
 
     masked_gene: float = 1.0
@@ -60,6 +69,7 @@ class ObjectiveWeights:
     contrastive_spot: float = 1.0
     contrastive_niche: float = 0.5
     spot_niche: float = 0.5
+    niche_denoising: float = 0.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -249,6 +259,8 @@ class StormObjectives(nn.Module):
         The learned temperatures are clamped to this range.
     gene_ratio, token_ratio
         Fractions of measured genes and backbone tokens hidden for masked modelling (see :func:`~storm.train.make_masks`).
+    model
+        The model being trained; needed when ``niche_denoising`` > 0 (its gene branch is copied as the teacher).
     """
 
     def __init__(
@@ -259,6 +271,7 @@ class StormObjectives(nn.Module):
         temperature_range: tuple[float, float] = (0.01, 1.0),
         gene_ratio: float = 0.15,
         token_ratio: float = 0.5,
+        model: nn.Module | None = None,
     ) -> None:
         super().__init__()
         low, high = temperature_range
@@ -271,6 +284,21 @@ class StormObjectives(nn.Module):
         self.log_temperature_range = (math.log(low), math.log(high))
         self.gene_ratio = gene_ratio
         self.token_ratio = token_ratio
+        self.teacher: nn.Module | None = None
+        self.denoising_head: nn.Module | None = None
+        if self.weights.niche_denoising > 0:
+            if model is None:
+                raise ValueError("`niche_denoising` needs the `model` whose gene branch becomes its frozen teacher.")
+            core = getattr(model, "module", model)
+            self.teacher = copy.deepcopy(core.gene).requires_grad_(False).eval()
+            self.denoising_head = nn.Linear(core.config.dim, core.config.dim)
+
+    def train(self, mode: bool = True) -> StormObjectives:
+        """Set training mode; the teacher of ``niche_denoising`` always stays in evaluation mode."""
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -331,6 +359,8 @@ class StormObjectives(nn.Module):
             generator=generator,
         )
         losses = self._warmup(model, niches, masks) if stage == "warmup" else self._joint(model, niches, masks)
+        if w.niche_denoising > 0 and niches.has_expression:
+            losses["niche_denoising"] = self._niche_denoising(model, niches, generator)
         total = self.log_temperature.sum() * 0.0 + 0.0  # keeps the total differentiable when nothing could be computed
         parts: dict[str, float] = {}
         with _fp32(niches):
@@ -435,3 +465,27 @@ class StormObjectives(nn.Module):
         pred = niches.centre_columns(out.gene_reconstruction)
         mask = value_mask[:, 0] & (niches.centre_genes >= 0) & niches.expression_valid[:, 0, None]
         return _masked_mse(pred, niches.standardised_centre(), mask)
+
+    def _niche_denoising(
+        self, model: nn.Module, niches: _Niches, generator: torch.Generator | None
+    ) -> torch.Tensor | None:
+        centre = niches.expression_valid[:, 0]
+        if self.teacher is None or not bool(centre.any()):
+            return None
+        device = generator.device if generator is not None else torch.device("cpu")
+        draw = torch.rand(niches.b, generator=generator, device=device).to(centre.device)
+        value_mask = torch.zeros(niches.expression.shape, dtype=torch.bool, device=centre.device)
+        value_mask[:, 0] = ((draw < DENOISING_HIDDEN) & centre)[:, None]
+        out = model(**niches.inputs(None, image=niches.has_image, expression=True, value_mask=value_mask))
+        with torch.no_grad():
+            target = self.teacher(
+                niches.expression[:, 0],
+                niches.gene_index if niches.shared else niches.centre_genes,
+                gene_mean=niches.gene_mean,
+                gene_std=niches.gene_std,
+                components=niches.gene_components,
+                component_scale=niches.component_scale,
+                valid=centre,
+            )
+        with _fp32(niches):
+            return (self.denoising_head(out.embedding.float()) - target.float()).pow(2).mean(-1)[centre].mean()

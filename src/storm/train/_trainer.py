@@ -17,7 +17,7 @@ import torch
 from .._compute import autocast, cpu_name
 from .._logging import logger
 from .._settings import settings
-from ..models import StormConfig, StormModel
+from ..models import StormModel
 from ._config import TrainConfig
 from ._distributed import DistInfo, setup, teardown
 from ._schedule import warmup_cosine
@@ -46,10 +46,10 @@ class Trainer:
         self.corpus = corpus
         self.dist: DistInfo = setup(settings.device)
         torch.manual_seed(config.seed)
-        logger.info("pretraining corpus:\n%r", corpus)
+        logger.info("training corpus:\n%r", corpus)
         if model is not None:
             corpus.check_model(model)
-        self.model = model if model is not None else StormModel(self._model_config(), vocab=corpus.vocab)
+        self.model = model if model is not None else StormModel(config.model_config(), vocab=corpus.vocab)
         self.model.to(self.dist.device)
         augment = None if config.augment is None else Augment(**config.augment)
         self.dataset = NicheDataset(corpus, augment=augment, seed=config.seed)
@@ -62,7 +62,7 @@ class Trainer:
             world_size=self.dist.world_size,
             repeats=[config.image_repeats if slide.has_image else 1 for slide in corpus.slides],
         )
-        self.objectives = StormObjectives(ObjectiveWeights(**config.objectives)).to(self.dist.device)
+        self.objectives = StormObjectives(ObjectiveWeights(**config.objectives), model=self.model).to(self.dist.device)
         self.optimizer = torch.optim.AdamW(
             [*self.model.parameters(), *self.objectives.parameters()], lr=config.lr, weight_decay=config.weight_decay
         )
@@ -87,21 +87,6 @@ class Trainer:
                 device_ids=[self.dist.device.index] if self.dist.device.type == "cuda" else None,
                 find_unused_parameters=True,
             )
-
-    def _model_config(self) -> StormConfig:
-        spec = self.config.model
-        overrides: dict[str, Any] = {}
-        if self.config.niche_size is not None:
-            overrides["niche_size"] = self.config.niche_size
-        overrides["image_size"] = self.config.tile_px
-        overrides["tile_um"] = self.config.tile_um
-        if isinstance(spec, str):
-            return StormConfig.from_preset(spec, **overrides)
-        spec = dict(spec)
-        preset = spec.pop("preset", None)
-        if preset is not None:
-            return StormConfig.from_preset(preset, **{**overrides, **spec})
-        return StormConfig(**{**overrides, **spec})
 
     def _autocast(self):
         return autocast(self.config.precision, self.dist.device)
