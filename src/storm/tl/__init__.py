@@ -1,5 +1,6 @@
-"""Tools that compute on slides (``st.tl``): pretraining, embeddings, domains, predicted expression, heads and risk."""
+"""Tools that compute on slides (``st.tl``): pretraining, adaptation, embeddings, domains, predicted expression, heads and risk."""
 
+from ._adapt import adapt
 from ._domains import domains
 from ._embed import embed
 from ._finetune import annotate, finetune
@@ -10,6 +11,7 @@ from ._risk import fit_risk, risk
 
 __all__ = [
     "StormHead",
+    "adapt",
     "annotate",
     "domains",
     "embed",

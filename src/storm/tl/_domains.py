@@ -29,6 +29,7 @@ def domains(
     spatial_smoothing: bool | float = True,
     use_rep: str = OBSM_EMBEDDING,
     model: Any = None,
+    adapt: bool | int = False,
     table_key: str | None = None,
     image_key: str | None = None,
     shapes_key: str | None = None,
@@ -62,6 +63,9 @@ def domains(
     model
         Model for :func:`storm.tl.embed` when ``use_rep`` is a storm key (``X_storm...``) that is missing (default: the
         bundled checkpoint); any other missing key is an error.
+    adapt
+        Adapt ``model`` to these slides first (:func:`storm.tl.adapt`, no labels; ``True`` for its default steps, or a
+        number of steps) and write the adapted model's embeddings to ``obsm[use_rep]``, which must be a storm key.
     {resolve_params}
         The image is not needed: a slide whose image is ambiguous is clustered without it.
     seed
@@ -95,10 +99,18 @@ def domains(
         raise ValueError("Pass `n_domains` (k-means) or `resolution` (Leiden), not both.")
     seed = settings.seed if seed is None else int(seed)
 
+    steps = _adapt_steps(adapt, use_rep)
     where = resolve_args(locals())
-    resolved = [resolve(s, **where, image=False) for s in slides_in]
+    resolved = [resolve(s, **where, image=steps is not None) for s in slides_in]
     for slide in resolved:
-        check_keys(slide, obs=[key_added])
+        check_keys(slide, obs=[key_added], obsm=[use_rep] if steps is not None else [])
+    if steps is not None:
+        from ._adapt import adapt as adapt_model
+        from ._embed import embed
+
+        adapted = adapt_model(resolved, model, steps=steps, seed=seed)
+        for slide in resolved:
+            embed(slide, adapted, key_added=use_rep)
     features = []
     for slide in resolved:
         x = embedding_rows(slide, use_rep, model)
@@ -120,6 +132,7 @@ def domains(
         "resolution": None if n_domains is not None else (1.0 if resolution is None else float(resolution)),
         "spatial_smoothing": weight,
         "use_rep": use_rep,
+        "adapt_steps": steps,
         "n_slides": len(resolved),
         "seed": seed,
     }
@@ -162,6 +175,23 @@ def _in_canonical_order(x: np.ndarray, cluster: Any) -> np.ndarray:
     labels = np.empty(len(x), dtype=np.int64)
     labels[order] = cluster(x[order])
     return labels
+
+
+def _adapt_steps(adapt: bool | int, use_rep: str) -> int | None:
+    """Steps of adaptation asked for by ``adapt`` (``None``: none), checked before any work."""
+    from ._adapt import ADAPT_STEPS
+
+    if adapt is False:
+        return None
+    steps = ADAPT_STEPS if adapt is True else adapt
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"`adapt` must be True, False or a positive number of steps, got {adapt!r}.")
+    if not use_rep.startswith(OBSM_EMBEDDING):
+        raise ValueError(
+            f"`adapt` re-embeds the slides with the adapted model, so `use_rep` must be a storm key ('X_storm...'), "
+            f"got {use_rep!r}; pass use_rep='X_storm' or adapt=False."
+        )
+    return steps
 
 
 def _smoothing_weight(value: bool | float) -> float:

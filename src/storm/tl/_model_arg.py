@@ -38,7 +38,7 @@ def model_record(model: StormModel) -> dict[str, Any]:
     from .._version import __version__
 
     info = model.checkpoint_info or {}
-    return {
+    record = {
         "model": info.get("name", "in-memory model"),
         "model_sha256": info.get("sha256"),
         "model_revision": info.get("revision"),
@@ -46,3 +46,6 @@ def model_record(model: StormModel) -> dict[str, Any]:
         "preset": model.config.preset,
         "storm_version": __version__,
     }
+    if "adapted_from_sha256" in info:  # a copy adapted by st.tl.adapt: the weights it started from
+        record["model_adapted_from_sha256"] = info["adapted_from_sha256"]
+    return record

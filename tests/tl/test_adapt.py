@@ -1,0 +1,86 @@
+"""st.tl.adapt and st.tl.domains(adapt=...): label-free adaptation trains a copy, deterministically, writing nothing."""
+
+import numpy as np
+import pytest
+import torch
+
+import storm as st
+from storm.data import Corpus, NicheDataset, NicheLoader
+from storm.models import GeneVocab, StormConfig, StormModel
+from storm.train import StormObjectives
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    sdata = st.datasets.demo()
+    torch.manual_seed(0)
+    config = StormConfig.from_preset("tiny", image_size=32, tile_um=112.0)
+    return StormModel(config, GeneVocab.from_genes(sdata["table"].var_names)).eval()
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _pretraining_loss(model, sdata):
+    """storm's pretraining objectives (default weights) on every niche of the demo slide, with fixed masks."""
+    corpus = Corpus.for_model(sdata, model)
+    batches = [list(range(corpus.n_spots))]
+    batch = next(iter(NicheLoader(NicheDataset(corpus), batches, device=torch.device("cpu"))))
+    with torch.no_grad():
+        total, _ = StormObjectives()(model, batch, generator=torch.Generator().manual_seed(0))
+    return float(total)
+
+
+def test_adapt_trains_a_copy_and_writes_nothing(tiny):
+    sdata = st.datasets.demo()
+    table = sdata["table"]
+    before = _weights(tiny)
+    obsm, uns = set(table.obsm), set(table.uns)
+    adapted = st.tl.adapt(sdata, tiny, steps=20, batch_size=8, lr=2e-3, seed=0)
+    assert all(torch.equal(v, tiny.state_dict()[k]) for k, v in before.items())  # the passed model is unchanged
+    assert set(table.obsm) == obsm and set(table.uns) == uns
+    assert not adapted.training and adapted is not tiny
+    assert "adapted (20 steps on 1 slide)" in adapted.checkpoint_info["name"]
+    changed = [k for k, v in adapted.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("gene.") for k in changed) and any(k.startswith("fusion.") for k in changed)
+    # it learned this slide: storm's pretraining loss on it falls
+    assert _pretraining_loss(adapted, sdata) < 0.8 * _pretraining_loss(tiny, sdata)
+
+
+def test_adapt_is_deterministic(tiny):
+    sdata = st.datasets.demo()
+    a = st.tl.adapt(sdata, tiny, steps=2, batch_size=8, seed=1)
+    b = st.tl.adapt(sdata, tiny, steps=2, batch_size=8, seed=1)
+    c = st.tl.adapt(sdata, tiny, steps=2, batch_size=8, seed=2)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert not all(torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_domains_with_adapt(tiny):
+    sdata = st.datasets.demo()
+    st.tl.domains(sdata, n_domains=3, model=tiny, adapt=2)
+    table = sdata["table"]
+    assert table.obs["storm_domain"].nunique() == 3
+    assert table.uns["storm"]["storm_domain"]["adapt_steps"] == 2
+    assert "adapted (2 steps" in table.uns["storm"]["X_storm"]["model"]
+    assert table.uns["storm"]["X_storm"]["model_sha256"] is None  # in memory: no file to hash
+    assert "model_adapted_from_sha256" in table.uns["storm"]["X_storm"]
+    st.tl.embed(sdata, tiny, key_added="X_storm_plain")
+    assert not np.allclose(table.obsm["X_storm"], table.obsm["X_storm_plain"])
+
+
+def test_adapt_errors(tiny):
+    sdata = st.datasets.demo()
+    for steps in (0, 2.5, True):
+        with pytest.raises(ValueError, match="`steps` must be a positive integer"):
+            st.tl.adapt(sdata, tiny, steps=steps)
+    with pytest.raises(ValueError, match="`adapt` must be True, False or a positive number"):
+        st.tl.domains(sdata, n_domains=2, model=tiny, adapt=0)
+    sdata["table"].obsm["X_pca"] = np.zeros((sdata["table"].n_obs, 2))
+    with pytest.raises(ValueError, match="use_rep='X_storm' or adapt=False"):
+        st.tl.domains(sdata, n_domains=2, use_rep="X_pca", adapt=True)
+    sdata["table"].obsm["X_storm"] = np.zeros((sdata["table"].n_obs, 2))  # the user's own, not storm's
+    with pytest.raises(ValueError, match="would overwrite obsm\\['X_storm'\\]"):
+        st.tl.domains(sdata, n_domains=2, model=tiny, adapt=2)
+    assert "storm_domain" not in sdata["table"].obs
