@@ -23,17 +23,20 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "scripts" / "pretrain_default.yaml"
 TARGET = ROOT / "src" / "storm" / "models" / "weights" / "default"
 EVALUATION = ROOT / "benchmarks" / "results" / "pretraining_value.json"
+DOMAINS = ROOT / "benchmarks" / "results" / "domains.json"
 HELD_OUT = "B4"
 
 DESCRIPTION = (
     "The `small` preset pretrained with storm's self-supervised objectives (masked gene and image-token modelling, "
-    "cross-modal reconstruction, contrastive spot, niche and spot–niche alignment; modality-specific warm-up, then "
-    "joint training) on the her2st HER2+ breast cancer sections (legacy Spatial Transcriptomics, 100 µm spots) and "
-    "the two DLPFC Visium count matrices in storm's development data. It is what `model=None` and "
-    '`StormModel.from_pretrained("default")` load. The image backbone was trained from scratch (no ImageNet weights '
-    "can be downloaded here) on the H&E of four sections of one patient, on 2 CPU cores: treat it as a working "
-    "default for breast-cancer H&E at 0.5 µm/px, not as a general histology foundation model, and pretrain on your "
-    "own corpus (`st.tl.pretrain`) or load other weights for other tissues."
+    "cross-modal reconstruction, contrastive spot, niche and spot–niche alignment, niche denoising; modality-specific "
+    "warm-up, then joint training) on the her2st HER2+ breast cancer sections (legacy Spatial Transcriptomics, 100 µm "
+    "spots) and the DLPFC 151510 Visium count matrix in storm's development data. Its gene branch reads every gene of "
+    "a slide's panel (the `panel` encoding: expression standardised and whitened within the slide's 32 principal "
+    'axes). It is what `model=None` and `StormModel.from_pretrained("default")` load. The image backbone was '
+    "trained from scratch (no ImageNet weights can be downloaded here) on the H&E of four sections of one patient, on "
+    "2 CPU cores: treat it as a working default for breast-cancer H&E at 0.5 µm/px, not as a general histology "
+    "foundation model; adapt it to your slides (`st.tl.adapt`), pretrain on your own corpus (`st.tl.pretrain`) or "
+    "load other weights for other tissues."
 )
 
 
@@ -65,7 +68,8 @@ def main() -> None:
         license="other",
         data={
             **{k: v for k, v in summary["data"].items() if k != "slides"},
-            "held_out": f"her2st {HELD_OUT} (patient B): neither its image nor its counts were seen",
+            "held_out": f"her2st {HELD_OUT} (patient B): neither its image nor its counts were seen; DLPFC 151673 "
+            "(the held-out section of the domain benchmarks): its counts were not seen",
         },
         slides=summary["data"]["slides"],
         steps=summary["steps"],
@@ -74,6 +78,7 @@ def main() -> None:
         losses={"mean over the last 200 steps that computed it": _final_losses(run / "losses.csv", 200)},
         evaluation=_evaluation(evaluation),
         evaluation_protocol=_protocol(evaluation),
+        **_domains(shipped.checkpoint_info["sha256"]),
         training={k: v for k, v in summary["training"].items() if k != "output_dir"},
         reproduce="`python scripts/train_default.py` from the project root, with ../shared/data present.",
     )
@@ -118,6 +123,35 @@ def _evaluation(record: dict) -> dict:
             ),
         }
         for name, r in rows.items()
+    }
+
+
+def _domains(sha256: str) -> dict:
+    """Held-out domain results of ``benchmarks/domains.py`` on these weights, when it has been run on them."""
+    if not DOMAINS.is_file():
+        return {}
+    record = json.loads(DOMAINS.read_text())
+    if (record.get("model") or {}).get("sha256") != sha256:
+        print(f"{DOMAINS} evaluates other weights: run benchmarks/domains.py, then this script again, for the card")
+        return {}
+    rows = {"storm zero-shot": "storm", "storm adapted (st.tl.adapt)": "storm_adapted"}
+    rows.update(
+        {"GraphST (stored run)": "graphst", "BANKSY (stored run)": "banksy", "scanpy PCA → k-means": "scanpy_kmeans"}
+    )
+    results = record["results"]
+    held_out = "DLPFC 151673"
+    table = {
+        name: {"ARI": results[key][held_out]["ari_mean"], "NMI": results[key][held_out]["nmi_mean"]}
+        for name, key in rows.items()
+        if held_out in results.get(key, {})
+    }
+    return {
+        "domains_on_the_held_out_section": table,
+        "domains_protocol": (
+            f"{held_out} (7 manual layers; its counts were held out of pretraining): `st.tl.domains(n_domains=7)` on "
+            "each embedding, ARI/NMI mean over 3 clustering seeds; adaptation 300 steps on the section, no labels. "
+            f"`benchmarks/domains.py`, {record['date']}, {record['machine']['cpu']}."
+        ),
     }
 
 
