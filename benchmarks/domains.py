@@ -19,6 +19,10 @@ Protocol (ARI and NMI against manual labels, on the labelled spots only; every s
 * squidpy image features: ``calculate_image_features`` (summary, histogram, texture) of a crop of the model's tile size
   around each spot, with the niche mean, through ``st.tl.domains``, where the section has an image fine enough to tile
   a spot (at most ``MAX_UM_PER_PX`` µm/px; the DLPFC images in the data are 16 µm/px lowres images);
+* storm adapted: ``st.tl.adapt`` on the section (its default steps, seed 0: no labels), its embedding through
+  ``st.tl.domains(n_domains=k)``; the adaptation time is recorded per section;
+* GraphST and BANKSY: the labels that ``domain_peers.py`` stored (one run per section, with its command, date and
+  machine; GraphST takes 14–40 min per DLPFC slice on 2 cores), scored here like every other contender;
 * clusterings are repeated over ``--seeds`` (mean ± sd).
 
 Caveat: the default checkpoint was pretrained (self-supervised, no labels) on the expression of every section here.
@@ -54,12 +58,18 @@ LABELS = {
     "storm": "storm embed → st.tl.domains, smoothing 0.5",
     "storm_no_smoothing": "storm embed → st.tl.domains, no smoothing",
     "storm_gene_branch": "storm gene branch (X_storm_gene) → st.tl.domains",
+    "storm_adapted": "storm adapted (st.tl.adapt) → st.tl.domains",
     "scanpy_leiden": "scanpy PCA → Leiden at k",
     "scanpy_kmeans": "scanpy PCA → k-means",
     "scanpy_smoothed": "scanpy PCA → st.tl.domains (spatial smoothing)",
     "novae": "novae from scratch → assign_domains(k)",
     "squidpy_image": "squidpy image features → st.tl.domains",
+    "graphst": "GraphST → PCA 20 → tied Gaussian mixture (mclust EEE)",
+    "graphst_refined": "GraphST → … → its label refinement",
+    "banksy": "BANKSY (lambda 0.8) → PCA 20 → tied Gaussian mixture",
+    "banksy_leiden": "BANKSY (lambda 0.8) → PCA 20 → Leiden at k",
 }
+PEERS_FILE = RESULTS / "domain_peers.json"
 
 
 def labelled_sections(data: Path) -> list[dict[str, Any]]:
@@ -118,6 +128,33 @@ def novae_domains(sections: list[dict[str, Any]], ks: dict[str, int], epochs: in
     return out
 
 
+def stored_peers(sections: list[dict[str, Any]], record: Any) -> list[str]:
+    """Score the peer labels stored by ``domain_peers.py``; notes name each stored run's date and machine."""
+    import json
+
+    if not PEERS_FILE.exists():
+        return [f"{PEERS_FILE.name} is missing (run benchmarks/domain_peers.py): no GraphST or BANKSY rows"]
+    runs = json.loads(PEERS_FILE.read_text())["runs"]
+    notes = []
+    for section in sections:
+        rows_all = section["sdata"]["table"].n_obs
+        for peer in ("graphst", "banksy"):
+            run = runs.get(f"{peer}/{section['name']}")
+            if run is None:
+                notes.append(f"{peer} has no stored run for {section['name']}")
+                continue
+            for key, labels in run["labels"].items():
+                full = [np.full(rows_all, "unassigned", dtype=object) for _ in labels]
+                for out, lab in zip(full, labels, strict=True):
+                    out[run["rows"]] = lab
+                record(key, section["name"], full, stored_run=f"{run['date']}, {run['seconds']} s")
+            notes.append(
+                f"{peer} {section['name']}: stored run of {run['date']} ({run['seconds']} s, {run['machine']['cpu']}, "
+                f"commit {run['commit']}: {run['command']})"
+            )
+    return notes
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
@@ -165,6 +202,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         record("storm", name, [domains_of(sdata, k, s) for s in args.seeds])
         seconds["storm"] += time.perf_counter() - t0
         record("storm_no_smoothing", name, [domains_of(sdata, k, s, smoothing=False) for s in args.seeds])
+        t0 = time.perf_counter()
+        st.tl.embed(sdata, st.tl.adapt(sdata, net, seed=args.seeds[0]), key_added="X_storm_adapted")
+        info[name]["adapt_seconds"] = round(time.perf_counter() - t0, 1)
+        record("storm_adapted", name, [domains_of(sdata, k, s, use_rep="X_storm_adapted") for s in args.seeds])
+        seconds["storm_adapted"] += time.perf_counter() - t0
         if "X_storm_gene" in table.obsm:
             record("storm_gene_branch", name, [domains_of(sdata, k, s, use_rep="X_storm_gene") for s in args.seeds])
         leiden, km, smoothed = [], [], []
@@ -193,7 +235,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             seconds["squidpy_image"] += time.perf_counter() - t0
         else:
             results["squidpy_image"][name] = {"skipped": why}
-    notes = []
+    notes = stored_peers(sections, record)
     if "novae" not in args.skip and importlib.util.find_spec("novae") is None:
         notes.append("novae is not installed (pip install -e '.[bench]'); its row is missing")
     elif "novae" not in args.skip:

@@ -82,8 +82,14 @@ def main() -> None:
         results.setdefault(name, {})[readout] = round(float(r.mean()), 4)
         results[name][f"{readout}_median"] = round(float(np.median(r)), 4)
         results[name][f"{readout}_genes_r_over_0.3"] = int((r > 0.3).sum())
+        # how far predictions shrink to the mean: each gene's predicted over measured standard deviation across spots
+        spread = pred.std(0) / np.maximum(truth.std(0), 1e-12)
+        results[name][f"{readout}_spread_ratio_median"] = round(float(np.median(spread)), 4)
         results[name].update({f"{readout}_{k}": v for k, v in extra.items()})
-        print(f"{name:>14} {readout:>10}: mean r {r.mean():.4f}  median {np.median(r):.4f}  r>0.3: {(r > 0.3).sum()}")
+        print(
+            f"{name:>14} {readout:>10}: mean r {r.mean():.4f}  median {np.median(r):.4f}  r>0.3: {(r > 0.3).sum()}  "
+            f"spread ratio {np.median(spread):.3f}"
+        )
 
     for name, model in (("pretrained", pretrained), ("random_init", random_init)):
         out = model_readouts(model, held, train, genes)
