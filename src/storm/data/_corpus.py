@@ -266,7 +266,7 @@ class Corpus:
             tile_px=config.image_size,
             tile_um=config.tile_um,
             niche_size=config.niche_size,
-            gene_components=config.gene_components if config.gene_encoding == "panel" else 0,
+            gene_components=config.slide_axes,
             **kwargs,
         )
 

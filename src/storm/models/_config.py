@@ -165,6 +165,14 @@ class StormConfig:
             raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
         return cls(**{"preset": name, **PRESETS[name], **overrides})
 
+    @property
+    def slide_axes(self) -> int:
+        """Principal axes the data layer computes per slide for this model (0 for the ``"top"`` encoding).
+
+        ``gene_components`` for the ``"panel"`` encoding; ``"top"`` reads no axes.
+        """
+        return self.gene_components if self.gene_encoding == "panel" else 0
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form, as written to ``config.json``."""
         return dataclasses.asdict(self)

@@ -81,7 +81,7 @@ def pretrain(
         tile_px=train_config.tile_px,
         tile_um=train_config.tile_um,
         niche_size=model.niche_size,
-        gene_components=model.gene_components if model.gene_encoding == "panel" else 0,
+        gene_components=model.slide_axes,
     )
     return Trainer(data, train_config).fit(resume=resume)
 

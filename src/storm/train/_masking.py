@@ -43,10 +43,15 @@ def spot_gene_index(gene_index: torch.Tensor, b: int, s: int) -> torch.Tensor:
     )
 
 
+def uniform(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Uniform [0, 1) draws of ``shape`` from ``generator`` (on its own device, CPU without one), moved to ``device``."""
+    source = generator.device if generator is not None else torch.device("cpu")
+    return torch.rand(shape, generator=generator, device=source).to(device)
+
+
 def _choose(eligible: torch.Tensor, count: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Mask ``count`` (…,) random entries among the ``eligible`` (…, N) ones of each row."""
-    device = generator.device if generator is not None else torch.device("cpu")
-    scores = torch.rand(eligible.shape, generator=generator, device=device).to(eligible.device)
+    scores = uniform(eligible.shape, generator, eligible.device)
     scores = torch.where(eligible, scores, torch.full_like(scores, 2.0))
     ordered = scores.sort(dim=-1).values
     threshold = ordered.gather(-1, (count - 1).clamp(min=0)[..., None])

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._masking import make_masks, modality_valid, spot_gene_index
+from ._masking import make_masks, modality_valid, spot_gene_index, uniform
 
 #: Training stages: modality-specific warm-up, then joint multimodal training.
 STAGES = ("warmup", "joint")
@@ -472,8 +472,7 @@ class StormObjectives(nn.Module):
         centre = niches.expression_valid[:, 0]
         if self.teacher is None or not bool(centre.any()):
             return None
-        device = generator.device if generator is not None else torch.device("cpu")
-        draw = torch.rand(niches.b, generator=generator, device=device).to(centre.device)
+        draw = uniform((niches.b,), generator, centre.device)
         value_mask = torch.zeros(niches.expression.shape, dtype=torch.bool, device=centre.device)
         value_mask[:, 0] = ((draw < DENOISING_HIDDEN) & centre)[:, None]
         out = model(**niches.inputs(None, image=niches.has_image, expression=True, value_mask=value_mask))
