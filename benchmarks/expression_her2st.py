@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/expression_her2st.py [--model default] [--data ../shared/data] [--genes 250]
                                               [--cnn-epochs 6] [--cnn-px 112] [--skip stnet ...]
+                                              [--fold-models runs/folds] [--stored stnet --stored-from OLD.json]
 
 Protocol:
 * sections: the her2st sections with full-resolution H&E, B4, C2, C3, C4 and C5; each is held out in turn and every
@@ -19,9 +20,17 @@ Contenders:
 * the same architecture untrained (random init, seed 0): zero-shot decoder and ridge on ``X_storm``;
 * hand-crafted colour/texture features + ridge (``_handcrafted.py``) and squidpy ``calculate_image_features``
   (summary, histogram, texture) + ridge, both of the model's tile and with the niche mean;
+* with ``--fold-models DIR``: storm pretrained once per fold with the held-out section excluded from everything it saw
+  (``benchmarks/pretrain_folds.py`` writes ``DIR/<section>/model``): its zero-shot decoder, ridge on its image-branch
+  embedding and its ``st.tl.finetune`` head, so that every section is a held-out score for storm;
 * an ST-Net-style CNN: DenseNet-121 trained end to end from scratch (``_image_baselines.py``), at ``--cnn-px`` px per
   112-µm tile for ``--cnn-epochs`` epochs (the published recipe used 224 px, ImageNet weights and 50 epochs, out of
   reach offline on 2 CPU cores).
+
+``--stored NAME --stored-from FILE`` copies the per-fold results of contenders that do not use storm's model (the
+CNN, 71 min on 2 cores) from an earlier run's JSON with the same sections and genes, with that run's date and machine.
+Every row also reports the median over genes of the predicted over measured standard deviation across spots
+(``spread_ratio_median``).
 
 Caveat: the default checkpoint was pretrained, self-supervised with an expression-from-image objective, on the images
 and counts of C2-C5 (not B4): only B4 is a held-out score for storm's zero-shot decoder and embeddings.
@@ -31,6 +40,7 @@ Writes benchmarks/results/expression_her2st.json and prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -66,7 +76,12 @@ LABELS = {
     "handcrafted_ridge": "hand-crafted colour/texture + ridge",
     "squidpy_ridge": "squidpy calculate_image_features + ridge",
     "stnet": "ST-Net-style DenseNet-121, trained from scratch",
+    "fold_zero_shot": "storm pretrained per fold: zero-shot decoder",
+    "fold_ridge_image_branch": "storm pretrained per fold: ridge on X_storm_image",
+    "fold_finetune": "storm pretrained per fold: st.tl.finetune head",
 }
+#: Contenders whose results may be copied from an earlier run (they do not depend on storm's model).
+STORABLE = ("stnet", "handcrafted_ridge", "squidpy_ridge")
 
 
 @dataclass
@@ -118,6 +133,28 @@ def finetune(net: Any) -> Callable[[Fold], tuple[np.ndarray, dict]]:
         return layer_of(sdata, "storm_finetuned", fold.genes), metrics
 
     return predict
+
+
+def per_fold(models: dict[str, Any]) -> dict[str, Callable[[Fold], tuple[np.ndarray, dict]]]:
+    """The contenders of the models pretrained per fold (each applied only to the section it never saw)."""
+
+    def zero_shot_fold(fold: Fold) -> tuple[np.ndarray, dict]:
+        return zero_shot(models[fold.held], "fold_predicted")(fold)
+
+    def ridge_fold(fold: Fold) -> tuple[np.ndarray, dict]:
+        key = f"X_fold_{fold.held}"
+        for sdata in fold.sections.values():
+            st.tl.embed(sdata, models[fold.held], modality="image", key_added=key)
+        feats = {s: obsm_of(sdata, f"{key}_image") for s, sdata in fold.sections.items()}
+        pred, alpha = ridge_probe(
+            [feats[s] for s in fold.train], [fold.targets[s] for s in fold.train], feats[fold.held]
+        )
+        return pred, {"alpha": alpha}
+
+    def finetune_fold(fold: Fold) -> tuple[np.ndarray, dict]:
+        return finetune(models[fold.held])(fold)
+
+    return {"fold_zero_shot": zero_shot_fold, "fold_ridge_image_branch": ridge_fold, "fold_finetune": finetune_fold}
 
 
 def stnet(tiles: dict[str, np.ndarray], epochs: int) -> Callable[[Fold], tuple[np.ndarray, dict]]:
@@ -180,12 +217,14 @@ def contenders(net: Any, untrained: Any, tiles: dict[str, np.ndarray], args: Any
     return out
 
 
-def summarise(r: np.ndarray) -> dict[str, Any]:
+def summarise(r: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+    spread = pred.std(0) / np.maximum(truth.std(0), 1e-12)
     return {
         "mean_r": round(float(r.mean()), 4),
         "top50_mean_r": round(float(r[:TOP].mean()), 4),
         "median_r": round(float(np.median(r)), 4),
         "genes_r_over_0.3": int((r > 0.3).sum()),
+        "spread_ratio_median": round(float(np.median(spread)), 4),
     }
 
 
@@ -203,6 +242,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if "stnet" not in args.skip:
         tiles = {s: tiles_of(sdata, args.cnn_px, net.config.tile_um) for s, sdata in sections.items()}
     methods = contenders(net, untrained, tiles, args)
+    if args.fold_models is not None:
+        folds = {s: StormModel.from_pretrained(args.fold_models / s / "model") for s in SECTIONS}
+        methods.update(per_fold(folds))
+    stored = stored_results(args)
+    for name in stored:
+        methods.pop(name, None)
     results: dict[str, dict[str, Any]] = {name: {} for name in methods}
     seconds = dict.fromkeys(methods, 0.0)
     for held in SECTIONS:
@@ -215,8 +260,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             pred, extra = predict(fold)
             seconds[name] += time.perf_counter() - t0
             r = pearson_per_gene(pred, targets[held])
-            results[name][held] = {**summarise(r), **extra}
+            results[name][held] = {**summarise(r, pred, targets[held]), **extra}
             print(f"  {name:>26}: mean r {r.mean():.4f}  top-50 {r[:TOP].mean():.4f}")
+    results.update({name: record["results"] for name, record in stored.items()})
     for by_section in results.values():
         for metric in ("mean_r", "top50_mean_r"):
             by_section[f"{metric}_over_sections"] = round(float(np.mean([by_section[s][metric] for s in SECTIONS])), 4)
@@ -226,6 +272,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "n_genes": args.genes,
         "cnn": {"tile_px": args.cnn_px, "tile_um": net.config.tile_um, "epochs": args.cnn_epochs},
         "model": net.checkpoint_info,
+        "fold_models": None if args.fold_models is None else {s: m.checkpoint_info for s, m in folds.items()},
+        "stored": {name: {k: v for k, v in record.items() if k != "results"} for name, record in stored.items()},
         "literature_mean_r_her2st": LITERATURE,
         "results": results,
         "seconds": {
@@ -233,6 +281,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             **{f"contender_{k}": round(v, 1) for k, v in seconds.items()},
         },
     }
+
+
+def stored_results(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Per-fold results of ``--stored`` contenders copied from ``--stored-from``, with where they come from."""
+    if not args.stored:
+        return {}
+    if args.stored_from is None:
+        raise SystemExit("--stored needs --stored-from, the JSON of the earlier run.")
+    earlier = json.loads(args.stored_from.read_text())
+    if earlier.get("n_genes") != args.genes or set(earlier.get("sections", {})) != set(SECTIONS):
+        raise SystemExit(f"{args.stored_from}: other genes or sections than this run; rerun those contenders.")
+    out = {}
+    for name in args.stored:
+        out[name] = {
+            "from": str(args.stored_from),
+            "commit": _last_commit(args.stored_from),
+            "date": earlier["date"],
+            "machine": earlier["machine"],
+            "seconds": earlier["seconds"].get(f"contender_{name}"),
+            "results": {s: earlier["results"][name][s] for s in SECTIONS},
+        }
+    return out
+
+
+def _last_commit(path: Path) -> str | None:
+    """The last commit that changed ``path`` (where the stored results can be read), if it is in git."""
+    import subprocess
+
+    done = subprocess.run(["git", "log", "-1", "--format=%H", "--", str(path)], capture_output=True, text=True)
+    return done.stdout.strip() or None
 
 
 def table(part: dict[str, Any]) -> str:
@@ -265,6 +343,9 @@ def main() -> None:
     parser.add_argument("--cnn-epochs", type=int, default=6)
     parser.add_argument("--cnn-px", type=int, default=112)
     parser.add_argument("--skip", nargs="*", default=[], choices=["handcrafted", "squidpy", "stnet"])
+    parser.add_argument("--fold-models", type=Path, default=None, help="folder of benchmarks/pretrain_folds.py")
+    parser.add_argument("--stored", nargs="*", default=[], choices=STORABLE)
+    parser.add_argument("--stored-from", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS / "expression_her2st.json")
     args = parser.parse_args()
     st.settings.progress = False

@@ -11,6 +11,9 @@ Protocol (identical for every contender):
 * ridge probes are fitted on the spots of the ``--train`` sections (standardised features, ridge penalty chosen by
   leave-one-section-out cross-validation on those sections only) and applied to the held-out section.
 
+The zero-shot decoder is scored as ``st.tl.predict_expression(scale="model")`` returns it (``zero_shot``) and, for a
+decoder with a standardised target, as ``scale="slide"`` returns it (``zero_shot_slide``: same r, other spread).
+
 Contenders: the pretrained model (zero-shot image -> expression decoder, and a ridge probe on its image-only spot
 embeddings: the joint embedding of an image-only pass, ``X_storm``, and the image-branch embedding, ``X_storm_image``), the
 same architecture with random weights (same read-outs), and ridge on hand-crafted colour/texture
@@ -45,8 +48,10 @@ from storm.tl._metrics import pearson_per_gene
 def model_readouts(model: StormModel, held, train, genes: list[str]) -> dict[str, np.ndarray]:
     held_out = encode(held, model, modality="image", genes=genes)
     train_out = [encode(s, model, modality="image") for s in train]
+    indices = np.asarray(model.vocab.align(genes).indices)
     return {
-        "zero_shot": held_out.predicted_expression,
+        "zero_shot": model.expression_to_log1p(held_out.predicted_expression, indices, slide_scale=False),
+        "zero_shot_slide": model.expression_to_log1p(held_out.predicted_expression, indices, slide_scale=True),
         "ridge": (held_out.embedding, [o.embedding for o in train_out]),
         "ridge_image_branch": (held_out.image_embedding, [o.image_embedding for o in train_out]),
     }
@@ -94,6 +99,8 @@ def main() -> None:
     for name, model in (("pretrained", pretrained), ("random_init", random_init)):
         out = model_readouts(model, held, train, genes)
         score(name, "zero_shot", out["zero_shot"])
+        if model.config.expression_target == "standardised":
+            score(name, "zero_shot_slide", out["zero_shot_slide"])
         for readout in ("ridge", "ridge_image_branch"):
             held_x, train_x = out[readout]
             pred, alpha = ridge_probe(train_x, train_y, held_x)

@@ -32,7 +32,9 @@ DESCRIPTION = (
     "warm-up, then joint training) on the her2st HER2+ breast cancer sections (legacy Spatial Transcriptomics, 100 µm "
     "spots) and the DLPFC 151510 Visium count matrix in storm's development data. Its gene branch reads every gene of "
     "a slide's panel (the `panel` encoding: expression standardised and whitened within the slide's 32 principal "
-    'axes). It is what `model=None` and `StormModel.from_pretrained("default")` load. The image backbone was '
+    "axes). Its image -> expression decoder learns each gene's expression standardised within its slide, and "
+    "`st.tl.predict_expression` returns log1p(CP10k) through each gene's mean and within-slide spread over the "
+    'pretraining corpus. It is what `model=None` and `StormModel.from_pretrained("default")` load. The image backbone was '
     "trained from scratch (no ImageNet weights can be downloaded here) on the H&E of four sections of one patient, on "
     "2 CPU cores: treat it as a working default for breast-cancer H&E at 0.5 µm/px, not as a general histology "
     "foundation model; adapt it to your slides (`st.tl.adapt`), pretrain on your own corpus (`st.tl.pretrain`) or "
@@ -120,6 +122,11 @@ def _evaluation(record: dict) -> dict:
             "ridge on image-branch embedding": r.get("ridge_image_branch", "–"),
             "genes with r > 0.3 (best read-out)": max(
                 r.get(f"{k}_genes_r_over_0.3", 0) for k in ("zero_shot", "ridge", "ridge_image_branch")
+            ),
+            "zero-shot predicted/measured spread, median over genes (scale='slide' / 'model')": (
+                f"{r['zero_shot_slide_spread_ratio_median']} / {r['zero_shot_spread_ratio_median']}"
+                if "zero_shot_slide_spread_ratio_median" in r
+                else "–"
             ),
         }
         for name, r in rows.items()

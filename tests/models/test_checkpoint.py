@@ -329,3 +329,18 @@ def test_half_precision_storage(saved, tmp_path):
     torch.testing.assert_close(a["embedding"], b["embedding"], rtol=1e-2, atol=1e-2)
     with pytest.raises(ValueError, match="weights_dtype"):
         model.save_pretrained(tmp_path / "bad", weights_dtype="int8")
+
+
+def test_checkpoints_without_expression_target_load_as_log1p_decoders(ckpt):
+    config = json.loads((ckpt / "config.json").read_text())
+    assert config["expression_target"] == "standardised"
+    weights = safetensors.torch.load_file(ckpt / "model.safetensors")
+    assert "expression_reference" in weights
+    # a checkpoint written before the standardised decoder existed: no config key and no reference tensor
+    del config["expression_target"]
+    (ckpt / "config.json").write_text(json.dumps(config))
+    weights.pop("expression_reference")
+    safetensors.torch.save_file(weights, ckpt / "model.safetensors")
+    (ckpt / "checksums.json").unlink()
+    loaded = StormModel.from_pretrained(ckpt)
+    assert loaded.config.expression_target == "log1p" and not hasattr(loaded, "expression_reference")

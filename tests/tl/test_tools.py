@@ -1,5 +1,7 @@
 """st.tl.embed and st.tl.predict_expression on SpatialData and AnnData, with a tiny model."""
 
+import copy
+import dataclasses
 import logging
 
 import numpy as np
@@ -63,6 +65,60 @@ def test_embed_errors(model):
     assert "X_storm" not in sdata["table"].obsm
 
 
+def decoded(sdata, model, genes, **kwargs):
+    """The decoder's raw outputs for ``genes``, standardised over the spots and given each gene's reference."""
+    raw = encode(sdata, model, modality="image", genes=genes, **kwargs).predicted_expression
+    mean, std = model.expression_reference.numpy()[:, model.vocab.align(genes).indices]
+    return mean + (raw - raw.mean(0)) / raw.std(0) * std
+
+
+def test_predict_expression_gives_each_gene_its_reference_spread(model):
+    net = copy.deepcopy(model)
+    mean = np.linspace(0.5, 3.0, len(net.vocab)).astype(np.float32)
+    std = np.linspace(0.2, 1.0, len(net.vocab)).astype(np.float32)
+    net.set_expression_reference(mean, std)
+    sdata = st.datasets.demo()
+    genes = ["ERBB2", "KRT19", "ACTB"]
+    index = net.vocab.align(genes).indices
+    st.tl.predict_expression(sdata, genes, net)
+    st.tl.predict_expression(sdata, genes, net, scale="model", key_added="conditional_mean")
+    table = sdata["table"]
+    columns = table.var_names.get_indexer(genes)
+    slide = table.layers["storm_predicted"][:, columns]
+    # scale="slide": each gene's map has the gene's reference mean and within-slide spread, whatever the decoder's
+    np.testing.assert_allclose(slide.mean(0), mean[index], atol=1e-5)
+    np.testing.assert_allclose(slide.std(0), std[index], rtol=1e-4)
+    # scale="model": the decoder's own standardised output, brought to log1p with the same reference
+    raw = encode(sdata, net, modality="image", genes=genes).predicted_expression
+    conditional = table.layers["conditional_mean"][:, columns]
+    np.testing.assert_allclose(conditional, mean[index] + raw * std[index], rtol=1e-5, atol=1e-5)
+    # both rank the spots alike: the same Pearson r against anything
+    for k in range(len(genes)):
+        assert np.corrcoef(slide[:, k], conditional[:, k])[0, 1] > 0.9999
+    assert table.uns["storm"]["storm_predicted"]["scale"] == "slide"
+    assert table.uns["storm"]["conditional_mean"]["scale"] == "model"
+    with pytest.raises(ValueError, match="`scale` must be one of"):
+        st.tl.predict_expression(sdata, genes, net, scale="global", key_added="refused")
+    assert "refused" not in table.layers
+    with pytest.raises(ValueError, match="shape"):
+        net.set_expression_reference(mean[:5], std[:5])
+
+
+def test_a_log1p_decoder_predicts_as_it_always_did(model):
+    config = dataclasses.replace(model.config, expression_target="log1p")
+    net = StormModel(config, vocab=model.vocab).eval()
+    net.load_state_dict({k: v for k, v in model.state_dict().items() if k != "expression_reference"})
+    assert not hasattr(net, "expression_reference")
+    sdata = st.datasets.demo()
+    st.tl.predict_expression(sdata, ["ERBB2"], net)
+    table = sdata["table"]
+    raw = encode(sdata, net, modality="image", genes=["ERBB2"]).predicted_expression
+    np.testing.assert_allclose(table.layers["storm_predicted"][:, [table.var_names.get_loc("ERBB2")]], raw, atol=1e-6)
+    assert "scale" not in table.uns["storm"]["storm_predicted"]
+    with pytest.raises(ValueError, match="no expression reference"):
+        net.set_expression_reference(np.zeros(len(net.vocab)), np.ones(len(net.vocab)))
+
+
 def test_predict_expression_on_a_table_with_genes(model, caplog):
     sdata = st.datasets.demo()
     genes = ["ERBB2", "KRT19", sdata["table"].var_names[900]]  # the last is not in the vocabulary
@@ -71,7 +127,7 @@ def test_predict_expression_on_a_table_with_genes(model, caplog):
     assert "1 of 3 genes are not in the model's vocabulary" in caplog.text and genes[2] in caplog.text
     table = sdata["table"]
     layer = table.layers["storm_predicted"]
-    expected = encode(sdata, model, modality="image", genes=genes[:2]).predicted_expression
+    expected = decoded(sdata, model, genes[:2])
     np.testing.assert_allclose(layer[:, table.var_names.get_indexer(genes[:2])], expected, rtol=1e-5, atol=1e-6)
     assert np.isnan(layer[:, table.var_names.get_loc(genes[2])]).all()
     assert int(table.var["storm_predicted"].sum()) == 2
@@ -91,17 +147,21 @@ def test_predict_expression_on_an_he_only_slide_keeps_the_users_table(model):
     frame = grid.obsm["storm_predicted"]
     assert list(frame.columns) == ["ERBB2", "KRT19"] and frame.index.equals(grid.obs_names)
     assert np.isfinite(frame.to_numpy()).all() and frame["ERBB2"].std() > 0
-    expected = encode(sdata, model, modality="image", genes=["ERBB2", "KRT19"], table_key="grid")
-    np.testing.assert_allclose(frame.to_numpy(), expected.predicted_expression, rtol=1e-5, atol=1e-6)
+    expected = decoded(sdata, model, ["ERBB2", "KRT19"], table_key="grid")
+    np.testing.assert_allclose(frame.to_numpy(), expected, rtol=1e-5, atol=1e-6)
     # any vocabulary gene can be predicted on an H&E-only table, measured on the panel or not
     assert list(out.tables["grid"].obsm["storm_predicted"].columns) == ["ERBB2", "NOT_ON_THE_PANEL"]
     assert grid.uns["storm"]["storm_predicted"]["keys"] == {"obsm": ["storm_predicted"]}
     # an H&E-only AnnData works in place too
     adata = st.io.to_anndata(sdata, table_key="grid")
     adata.obsm.pop("storm_predicted")
-    st.tl.predict_expression(adata, ["ERBB2"], model)
-    # (its image is to_anndata's 2,000-px copy of the H&E, so the tiles differ in the last bits of resampling)
-    np.testing.assert_allclose(adata.obsm["storm_predicted"]["ERBB2"], frame["ERBB2"], rtol=1e-2, atol=1e-4)
+    st.tl.predict_expression(adata, ["ERBB2"], model, scale="model", key_added="conditional")
+    st.tl.predict_expression(sdata, ["ERBB2"], model, table_key="grid", scale="model", key_added="conditional")
+    # (its image is to_anndata's 2,000-px copy of the H&E, so the tiles differ in the last bits of resampling; the
+    # untrained decoder's spread is tiny, so the comparison is made before scale="slide" magnifies those bits)
+    np.testing.assert_allclose(
+        adata.obsm["conditional"]["ERBB2"], grid.obsm["conditional"]["ERBB2"], rtol=1e-2, atol=1e-4
+    )
     fig = st.pl.genes(sdata, ["KRT19"], table_key="grid", return_fig=True, show=False)
     assert len(fig.axes) == 2  # the prediction and its colour bar: nothing measured to compare
     with pytest.raises(KeyError, match="predicted genes"):

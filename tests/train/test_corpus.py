@@ -212,3 +212,27 @@ def test_images_much_coarser_than_the_tiles_are_left_out(caplog):
     assert NicheDataset(dropped).get_batch([0, 1]).get("tiles") is None
     with pytest.raises(ValueError, match="max_upsample"):
         Corpus.from_sources([st.datasets.demo()], max_upsample=0.5)
+
+
+def test_expression_reference_pools_the_slides_within_slide_moments(mixed_corpus):
+    corpus = mixed_corpus
+    mean, std = corpus.expression_reference()
+    assert mean.shape == std.shape == (30,)
+    both, genes = corpus.slides[0], corpus.slides[1]
+    x = {s.name: s.expression.toarray()[s.expression_mask] for s in (both, genes)}
+    # GENE0 (on both slides): spot-weighted mean of the slide means, root of the weighted mean of the slide variances
+    g = corpus.vocab.align(["GENE0"]).indices[0]
+    n = {name: len(v) for name, v in x.items()}
+    col = {s.name: x[s.name][:, list(s.gene_index).index(g)] for s in (both, genes)}
+    expected_mean = sum(n[k] * col[k].mean() for k in n) / sum(n.values())
+    expected_std = np.sqrt(sum(n[k] * col[k].var() for k in n) / sum(n.values()))
+    np.testing.assert_allclose([mean[g], std[g]], [expected_mean, expected_std], rtol=1e-4)
+    # GENE25 is only on the second slide: its own moments; the pooled spread is within slides, not across them
+    g25 = corpus.vocab.align(["GENE25"]).indices[0]
+    col25 = x["genes"][:, list(genes.gene_index).index(g25)]
+    np.testing.assert_allclose([mean[g25], std[g25]], [col25.mean(), col25.std()], rtol=1e-4)
+    # a vocabulary gene no slide measures: mean 0, standard deviation 1
+    unmeasured = Corpus.from_sources(
+        synthetic(n_genes=3), vocab=GeneVocab(["GENE0", "ABSENT"]), tile_px=16, tile_um=16.0, niche_size=2
+    ).expression_reference()
+    assert (unmeasured[0][1], unmeasured[1][1]) == (0.0, 1.0)

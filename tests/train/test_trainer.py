@@ -201,3 +201,18 @@ def test_two_threads_give_identical_weights(tmp_path):
     assert not torch.are_deterministic_algorithms_enabled()
     for name, tensor in models[0].items():
         assert torch.equal(tensor, models[1][name]), name
+
+
+def test_a_fresh_model_learns_the_corpus_expression_reference(tmp_path):
+    st.settings.progress = False
+    corpus = _corpus()
+    model = Trainer(corpus, _config(tmp_path, max_steps=1, checkpoint_every=100)).fit()
+    mean, std = corpus.expression_reference()
+    np.testing.assert_allclose(model.expression_reference.numpy(), np.stack([mean, std]), rtol=1e-6)
+    assert float(std.min()) > 0 and float(mean.max()) > 1  # log1p(CP10k) moments, not the placeholder 0 and 1
+    loaded = st.models.StormModel.from_pretrained(tmp_path / "model")
+    assert torch.equal(loaded.expression_reference, model.expression_reference)
+    # training a given model (st.tl.adapt, fine-tuning) keeps the reference it was pretrained with
+    model.expression_reference.fill_(2.0)
+    again = Trainer(corpus, _config(tmp_path / "again", max_steps=1, checkpoint_every=100), model=model).fit()
+    assert bool((again.expression_reference == 2.0).all())

@@ -349,6 +349,41 @@ class Corpus:
         return slide, index - self.offsets[slide]
 
     # -- description ----------------------------------------------------------------------------------------------
+    def expression_reference(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each vocabulary gene's mean and within-slide standard deviation of log1p(CP10k) over the corpus.
+
+        Slides weigh by their spots with expression: the mean is the weighted mean of the slides' means, the standard
+        deviation the square root of the weighted mean of the slides' variances (the spread of a gene within one
+        slide, not across slides). Genes no slide measures get mean 0 and standard deviation 1.
+
+        Returns
+        -------
+        ``(mean, std)``, float32 arrays of the vocabulary's length.
+
+        Examples
+        --------
+        >>> import storm as st
+        >>> from storm.data import Corpus
+        >>> corpus = Corpus.from_sources([st.datasets.demo()], tile_px=32)
+        >>> mean, std = corpus.expression_reference()
+        >>> mean.shape == (len(corpus.vocab),), bool((std >= 0).all())
+        (True, True)
+        """
+        total = np.zeros(len(self.vocab))
+        first = np.zeros(len(self.vocab))
+        second = np.zeros(len(self.vocab))
+        for s in self.slides:
+            if s.gene_mean is None or s.gene_std is None:
+                continue
+            n = float(s.expression_mask.sum())
+            np.add.at(total, s.gene_index, n)
+            np.add.at(first, s.gene_index, n * s.gene_mean)
+            np.add.at(second, s.gene_index, n * s.gene_std.astype(np.float64) ** 2)
+        seen = total > 0
+        mean = np.divide(first, total, out=np.zeros_like(first), where=seen)
+        std = np.sqrt(np.divide(second, total, out=np.ones_like(second), where=seen))
+        return mean.astype(np.float32), std.astype(np.float32)
+
     def stats(self) -> dict[str, Any]:
         """Corpus statistics as plain data (stored with checkpoints).
 

@@ -8,6 +8,7 @@ from typing import Any
 
 #: Ways the gene branch reads a spot's expression (the gene branch of :class:`~storm.models.StormModel`).
 GENE_ENCODINGS = ("panel", "top")
+EXPRESSION_TARGETS = ("standardised", "log1p")
 
 #: Preset name -> overrides of :class:`StormConfig` defaults. Parameter counts (with a 20,000-gene vocabulary) are
 #: checked in the tests: tiny < 5M, small ~ 5M (the shipped default), base ~ 150M, large ~ 555M.
@@ -91,6 +92,12 @@ class StormConfig:
         expression standardised (and half-whitened) per slide; ``"top"`` makes tokens of the ``max_genes`` most
         expressed genes only (checkpoints whose config has no ``gene_encoding`` were written before it existed and
         are ``"top"``).
+    expression_target
+        What the image -> expression decoder learns: ``"standardised"`` (the default) each gene's log1p(CP10k)
+        standardised within its slide, so that every gene's spatial pattern counts whatever its level and slides'
+        offsets do not; predictions return to log1p(CP10k) through each gene's mean and within-slide standard deviation
+        over the pretraining corpus (stored with the weights). ``"log1p"``: log1p(CP10k) itself (checkpoints whose config
+        has no ``expression_target`` were written before it existed and are ``"log1p"``).
     gene_components
         With ``gene_encoding="panel"``: the standardised expression is projected on this many principal axes of each
         slide, each divided by the square root of its standard deviation (computed by the data layer; see
@@ -126,6 +133,7 @@ class StormConfig:
     decoder_layers: int = 1
     decoder_queries: int = 4
     gene_encoding: str = "panel"
+    expression_target: str = "standardised"
     gene_components: int = 32
     max_genes: int = 128
     value_bins: int = 32
@@ -146,6 +154,10 @@ class StormConfig:
                 raise ValueError(f"`{name}` must be non-negative, got {getattr(self, name)!r}.")
         if self.gene_encoding not in GENE_ENCODINGS:
             raise ValueError(f"`gene_encoding` must be one of {GENE_ENCODINGS}, got {self.gene_encoding!r}.")
+        if self.expression_target not in EXPRESSION_TARGETS:
+            raise ValueError(
+                f"`expression_target` must be one of {EXPRESSION_TARGETS}, got {self.expression_target!r}."
+            )
         if not self.tile_um > 0:
             raise ValueError(f"`tile_um` must be positive, got {self.tile_um!r}.")
         if not 0 < self.pos_min_um < self.pos_max_um:
@@ -184,5 +196,5 @@ class StormConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"Unknown config keys {unknown}; this checkpoint needs a newer storm.")
-        # configs written before the "panel" encoding existed have no `gene_encoding`: they are "top"
-        return cls(**{"gene_encoding": "top", **data})
+        # configs written before the "panel" encoding (or the standardised decoder) existed lack the key: old behaviour
+        return cls(**{"gene_encoding": "top", "expression_target": "log1p", **data})

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -89,7 +90,7 @@ class GeneHead(nn.Module):
         self.bias = nn.Parameter(torch.zeros(max(vocab_size, 1)))
 
     def forward(self, latent: torch.Tensor, gene_embeddings: torch.Tensor, genes: torch.Tensor) -> torch.Tensor:
-        """(B, dim) latent, (V, dim) embeddings, (G,) indices -> (B, G) log1p expression."""
+        """(B, dim) latent, (V, dim) embeddings, (G,) indices -> (B, G) expression (in the model's target units)."""
         weights = self.proj(gene_embeddings[genes])
         return latent @ weights.T / weights.shape[-1] ** 0.5 + self.bias[genes]
 
@@ -144,8 +145,47 @@ class StormModel(nn.Module):
         self.expression_head = GeneHead(dim, config.vocab_size)
         self.reconstruction_head = GeneHead(dim, config.vocab_size)
         self.image_feature_head = nn.Linear(dim, self.image.feature_dim)
+        if config.expression_target == "standardised":
+            # (2, V): each gene's mean and within-slide standard deviation of log1p(CP10k) over the pretraining corpus
+            vocab_rows = max(config.vocab_size, 1)
+            self.register_buffer("expression_reference", torch.stack([torch.zeros(vocab_rows), torch.ones(vocab_rows)]))
         nn.init.trunc_normal_(self.modality, std=0.02)
         nn.init.trunc_normal_(self.centre, std=0.02)
+
+    def set_expression_reference(self, mean: np.ndarray, std: np.ndarray) -> None:
+        """Set each vocabulary gene's log1p(CP10k) mean and within-slide standard deviation (``"standardised"`` target).
+
+        :class:`~storm.train.Trainer` sets them from the corpus a model is pretrained on
+        (:meth:`storm.data.Corpus.expression_reference`); they turn the decoder's standardised predictions back into
+        log1p(CP10k) (:meth:`expression_to_log1p`).
+        """
+        if self.config.expression_target != "standardised":
+            raise ValueError("This model's decoder predicts log1p(CP10k) itself; it has no expression reference.")
+        reference = torch.as_tensor(np.stack([mean, std]), dtype=self.expression_reference.dtype)
+        if reference.shape != self.expression_reference.shape:
+            raise ValueError(
+                f"The expression reference has shape {tuple(reference.shape)}, but the model expects "
+                f"{tuple(self.expression_reference.shape)} (2 x vocabulary size)."
+            )
+        self.expression_reference.copy_(reference)
+
+    def expression_to_log1p(self, predicted: np.ndarray, genes: np.ndarray, *, slide_scale: bool) -> np.ndarray:
+        """Decoder outputs ``(n_spots, G)`` for vocabulary indices ``genes`` -> log1p(CP10k).
+
+        For a ``"standardised"`` target: ``mean + z * std`` with the gene's reference (see
+        :meth:`set_expression_reference`); with ``slide_scale``, each gene's predictions ``z`` are first standardised
+        over the spots given (a slide), so that each gene's map spans its typical within-slide spread rather than the
+        decoder's conditional mean, which shrinks towards the mean where the image says little. A ``"log1p"`` target is
+        returned as predicted (``slide_scale`` does not apply).
+        """
+        if self.config.expression_target != "standardised":
+            return predicted
+        z = np.asarray(predicted, dtype=np.float64)
+        if slide_scale:
+            spread = z.std(axis=0)
+            z = (z - z.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
+        mean, std = self.expression_reference.detach().cpu().double().numpy()[:, np.asarray(genes)]
+        return (mean + z * std).astype(np.float32)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of parameters (all, or only those that require gradients)."""

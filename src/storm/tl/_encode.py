@@ -34,7 +34,9 @@ class Encoded:
     image_embedding, gene_embedding
         ``(n_spots, dim)`` branch embeddings before fusion; ``None`` when that modality was not used.
     predicted_expression
-        ``(n_spots, len(genes))`` log1p(CP10k) expression predicted from the image; ``None`` without images.
+        ``(n_spots, len(genes))`` the decoder's expression predicted from the image, in the units of the model's
+        ``expression_target`` (standardised per slide, or log1p(CP10k); :meth:`~storm.models.StormModel.expression_to_log1p`
+        converts); ``None`` without images.
     genes
         Symbols of the columns of ``predicted_expression``.
     modalities

@@ -14,6 +14,9 @@ from ._encode import encode
 from ._head import StormHead, as_head, model_for_head
 from ._results import Results, check_keys, target_of, write_results
 
+#: Values of ``predict_expression(scale=...)``.
+SCALES = ("slide", "model")
+
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
@@ -36,6 +39,7 @@ def predict_expression(
     layer: str | None = None,
     batch_size: int | None = None,
     head: StormHead | str | Path | None = None,
+    scale: str = "slide",
     key_added: str = LAYER_PREDICTED,
     copy: bool = False,
 ) -> SpatialData | AnnData | None:
@@ -63,6 +67,14 @@ def predict_expression(
     head
         An expression head from :func:`storm.tl.finetune` (or its folder): predictions come from it instead of the
         model's decoder, for the genes it was trained on.
+    scale
+        How the decoder's standardised predictions return to log1p(CP10k) (models whose config has
+        ``expression_target="standardised"``, the default's included): ``"slide"`` standardises each gene's predictions
+        over the spots of this call, then gives them the gene's mean and typical within-slide spread from the
+        pretraining corpus, so that each map spans a realistic range (the spots' ranking, and so Pearson r, is the
+        decoder's); ``"model"`` keeps the decoder's conditional mean, which has lower squared error but shrinks towards
+        the mean where the H&E says little (flat maps). Older ``"log1p"`` decoders and ``head`` predictions are
+        returned as predicted, whatever ``scale``.
     key_added
         Layer (and ``var`` flag, and ``uns["storm"]`` key) written.
     {copy_param}
@@ -84,6 +96,8 @@ def predict_expression(
     from ..io._resolve import resolve, resolve_args
     from ._model_arg import get_model, model_record
 
+    if scale not in SCALES:
+        raise ValueError(f"`scale` must be one of {SCALES}, got {scale!r}.")
     head = None if head is None else _expression_head(head)
     net = get_model(model) if head is None else model_for_head(head, model)
     target = target_of(sdata, copy)
@@ -113,8 +127,10 @@ def predict_expression(
             f"None of the {len(requested)} requested genes can be predicted (not in the "
             f"{'model vocabulary' if head is None else 'head'}); nothing to predict."
         )
-    values = _predictions(slide, net, known, head, batch_size)
+    values = _predictions(slide, net, known, head, batch_size, scale)
     record = {"n_spots": int(len(values)), "n_genes": len(known), "not_predicted": unknown, **model_record(net)}
+    if head is None and net.config.expression_target == "standardised":
+        record["scale"] = scale
     if head is not None:
         record["head"] = {"target": head.target, "metrics": head.metrics}
     if he_only:
@@ -145,11 +161,13 @@ def _expression_head(head: Any) -> StormHead:
 
 
 def _predictions(
-    slide: Any, net: StormModel, genes: list[str], head: StormHead | None, batch_size: int | None
+    slide: Any, net: StormModel, genes: list[str], head: StormHead | None, batch_size: int | None, scale: str
 ) -> np.ndarray:
-    """``(n_spots, len(genes))`` predictions from the model's decoder, or from ``head`` on the image embeddings."""
+    """``(n_spots, len(genes))`` log1p(CP10k) from the model's decoder, or from ``head`` on the image embeddings."""
     if head is None:
-        return encode(slide, net, modality="image", genes=genes, batch_size=batch_size).predicted_expression
+        predicted = encode(slide, net, modality="image", genes=genes, batch_size=batch_size).predicted_expression
+        indices = np.asarray(net.vocab.align(genes).indices)
+        return net.expression_to_log1p(predicted, indices, slide_scale=scale == "slide")
     import torch
 
     from ._finetune import spot_features

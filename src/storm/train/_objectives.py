@@ -41,7 +41,10 @@ class ObjectiveWeights:
         Masked image modelling: MSE between reconstructed and layer-normalised backbone features of the hidden tokens
         of the centre tile (MAE-style targets; default 1.0).
     expression_from_image
-        Image -> expression: MSE of the centre's measured log1p expression predicted from images alone (default 1.0).
+        Image -> expression: MSE of the centre's measured expression predicted from images alone, in the units of the
+        model's ``expression_target``: log1p(CP10k) standardised per gene within the slide (the default; the error
+        then counts in units of each gene's within-slide spread, so a marker's pattern weighs as much as a
+        housekeeping gene's level and slide offsets are not learned), or log1p(CP10k) (default 1.0).
     image_from_expression
         Expression -> image: MSE of the centre tile's layer-normalised pooled backbone features predicted from
         expression alone (default 0.5).
@@ -137,6 +140,8 @@ class _Niches:
         self.gene_mean, self.gene_std = batch.get("gene_mean"), batch.get("gene_std")
         gene = getattr(model, "gene", None)
         self.panel_encoder = gene if getattr(gene, "encoding", "top") == "panel" else None
+        config = getattr(model, "config", None)
+        self.gene_encoder = gene if getattr(config, "expression_target", "log1p") == "standardised" else None
         self.gene_components, self.component_scale = batch.get("gene_components"), batch.get("component_scale")
         if self.expression is not None and self.gene_index is None:
             raise ValueError("`gene_index` is needed with `expression`: align the genes with `model.vocab.align`.")
@@ -213,6 +218,18 @@ class _Niches:
         if self.panel_encoder is None or self.gene_mean is None or self.gene_std is None:
             return x
         return self.panel_encoder.standardise(x, self.centre_genes, None, self.gene_mean, self.gene_std, None)
+
+    def expression_target(self) -> torch.Tensor:
+        """The centre spots' expression (B, G) as the image -> expression decoder learns it (its ``expression_target``).
+
+        Standardised with the slide's statistics, or without them (a batch built by hand) with those of the batch's
+        centres.
+        """
+        x = self.expression[:, 0].float()
+        if self.gene_encoder is None:
+            return x
+        valid = self.expression_valid[:, 0]
+        return self.gene_encoder.standardise(x, self.centre_genes, None, self.gene_mean, self.gene_std, valid)
 
     def centre_columns(self, prediction: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Predictions over the model's ``genes`` -> the centre spot's dataset columns (R, G)."""
@@ -425,7 +442,7 @@ class StormObjectives(nn.Module):
             gene_out = model(**niches.inputs(rows_gene, image=False, expression=True))
         with _fp32(niches):
             if image_out is not None and w.expression_from_image > 0:
-                target = niches.expression[rows_image, 0]
+                target = niches.expression_target()[rows_image]
                 mask = (niches.centre_genes[rows_image] >= 0) & centre_both[rows_image, None]
                 pred = niches.centre_columns(image_out.predicted_expression, rows_image)
                 losses["expression_from_image"] = _masked_mse(pred, target, mask)

@@ -49,7 +49,11 @@ class Trainer:
         logger.info("training corpus:\n%r", corpus)
         if model is not None:
             corpus.check_model(model)
-        self.model = model if model is not None else StormModel(config.model_config(), vocab=corpus.vocab)
+        if model is None:
+            model = StormModel(config.model_config(), vocab=corpus.vocab)
+            if model.config.expression_target == "standardised":
+                model.set_expression_reference(*corpus.expression_reference())
+        self.model = model
         self.model.to(self.dist.device)
         augment = None if config.augment is None else Augment(**config.augment)
         self.dataset = NicheDataset(corpus, augment=augment, seed=config.seed)
