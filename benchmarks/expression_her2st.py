@@ -145,11 +145,8 @@ def per_fold(models: dict[str, Any]) -> dict[str, Callable[[Fold], tuple[np.ndar
         key = f"X_fold_{fold.held}"
         for sdata in fold.sections.values():
             st.tl.embed(sdata, models[fold.held], modality="image", key_added=key)
-        feats = {s: obsm_of(sdata, f"{key}_image") for s, sdata in fold.sections.items()}
-        pred, alpha = ridge_probe(
-            [feats[s] for s in fold.train], [fold.targets[s] for s in fold.train], feats[fold.held]
-        )
-        return pred, {"alpha": alpha}
+        fold.features[key] = {s: obsm_of(sdata, f"{key}_image") for s, sdata in fold.sections.items()}
+        return fold.ridge(key)
 
     def finetune_fold(fold: Fold) -> tuple[np.ndarray, dict]:
         return finetune(models[fold.held])(fold)

@@ -48,10 +48,9 @@ from storm.tl._metrics import pearson_per_gene
 def model_readouts(model: StormModel, held, train, genes: list[str]) -> dict[str, np.ndarray]:
     held_out = encode(held, model, modality="image", genes=genes)
     train_out = [encode(s, model, modality="image") for s in train]
-    indices = np.asarray(model.vocab.align(genes).indices)
     return {
-        "zero_shot": model.expression_to_log1p(held_out.predicted_expression, indices, slide_scale=False),
-        "zero_shot_slide": model.expression_to_log1p(held_out.predicted_expression, indices, slide_scale=True),
+        "zero_shot": model.expression_to_log1p(held_out.predicted_expression, genes, slide_scale=False),
+        "zero_shot_slide": model.expression_to_log1p(held_out.predicted_expression, genes, slide_scale=True),
         "ridge": (held_out.embedding, [o.embedding for o in train_out]),
         "ridge_image_branch": (held_out.image_embedding, [o.image_embedding for o in train_out]),
     }

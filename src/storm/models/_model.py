@@ -17,6 +17,8 @@ from ._encoders import GeneEncoder, ImageEncoder
 from ._layers import Block, DistanceBias, Sincos2D, key_padding_bias
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ._vocab import GeneVocab
 
 
@@ -169,8 +171,8 @@ class StormModel(nn.Module):
             )
         self.expression_reference.copy_(reference)
 
-    def expression_to_log1p(self, predicted: np.ndarray, genes: np.ndarray, *, slide_scale: bool) -> np.ndarray:
-        """Decoder outputs ``(n_spots, G)`` for vocabulary indices ``genes`` -> log1p(CP10k).
+    def expression_to_log1p(self, predicted: np.ndarray, genes: Sequence[str], *, slide_scale: bool) -> np.ndarray:
+        """Decoder outputs ``(n_spots, G)`` for the vocabulary genes ``genes`` (symbols) -> log1p(CP10k).
 
         For a ``"standardised"`` target: ``mean + z * std`` with the gene's reference (see
         :meth:`set_expression_reference`); with ``slide_scale``, each gene's predictions ``z`` are first standardised
@@ -184,7 +186,8 @@ class StormModel(nn.Module):
         if slide_scale:
             spread = z.std(axis=0)
             z = (z - z.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
-        mean, std = self.expression_reference.detach().cpu().double().numpy()[:, np.asarray(genes)]
+        index = np.asarray(self.vocab.align(list(genes)).indices)
+        mean, std = self.expression_reference.detach().cpu().double().numpy()[:, index]
         return (mean + z * std).astype(np.float32)
 
     def num_parameters(self, trainable_only: bool = False) -> int:

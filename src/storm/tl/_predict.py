@@ -166,8 +166,7 @@ def _predictions(
     """``(n_spots, len(genes))`` log1p(CP10k) from the model's decoder, or from ``head`` on the image embeddings."""
     if head is None:
         predicted = encode(slide, net, modality="image", genes=genes, batch_size=batch_size).predicted_expression
-        indices = np.asarray(net.vocab.align(genes).indices)
-        return net.expression_to_log1p(predicted, indices, slide_scale=scale == "slide")
+        return net.expression_to_log1p(predicted, genes, slide_scale=scale == "slide")
     import torch
 
     from ._finetune import spot_features
