@@ -343,6 +343,18 @@ def test_optimisation_reduces_the_loss():
 # --- niche denoising -----------------------------------------------------------------------------------------------
 
 
+def _hand_sketch(batch):
+    """The "sketch" target computed by hand: batch-standardised centre expression x fixed random gene vectors."""
+    from storm.train._objectives import SKETCH_SEED
+
+    x = batch["expression"][:, 0]
+    known = batch["gene_index"] >= 0
+    z = ((x - x.mean(0)) / x.std(0, unbiased=False).clamp(min=0.05)).clamp(-10, 10) * known
+    vectors = torch.randn(V, 64, generator=torch.Generator().manual_seed(SKETCH_SEED))  # tiny: dim 64
+    h = z @ vectors[batch["gene_index"].clamp(min=0)] / math.sqrt(int(known.sum()))
+    return h / h.pow(2).mean().sqrt()
+
+
 def test_niche_denoising_matches_hand_computation(monkeypatch):
     from storm.train import _objectives
 
@@ -353,16 +365,36 @@ def test_niche_denoising_matches_hand_computation(monkeypatch):
     _, parts = objectives(model, batch, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         out = model(**batch)
-        target = model.gene(batch["expression"][:, 0], batch["gene_index"])  # the teacher is the untrained branch
-        expected = (objectives.denoising_head(out.embedding) - target).pow(2).mean()
+        expected = (objectives.denoising_head(out.embedding) - _hand_sketch(batch)).pow(2).mean()
     assert set(parts) == {"total", "niche_denoising"}
     assert parts["niche_denoising"] == pytest.approx(float(expected), rel=1e-5)
 
 
-def test_niche_denoising_teacher_is_frozen_and_hidden_centres_change_the_loss():
+def test_niche_denoising_sketch_keeps_distances_and_ignores_the_weights():
+    batch = _batch(_model(), b=24)
+    targets = []
+    for seed in (0, 1):  # two different models: the target does not depend on their weights
+        model = _model(seed)
+        objectives = StormObjectives(ObjectiveWeights(**_only("niche_denoising")), model=model)
+        assert "sketch" not in objectives.state_dict()  # regenerated from SKETCH_SEED, never stored
+        niches = __import__("storm.train._objectives", fromlist=["_Niches"])._Niches(batch, model)
+        targets.append(objectives._sketch_of(niches))
+    torch.testing.assert_close(targets[0], targets[1])
+    torch.testing.assert_close(targets[0], _hand_sketch(batch))
+    x = batch["expression"][:, 0]
+    z = ((x - x.mean(0)) / x.std(0, unbiased=False)) * (batch["gene_index"] >= 0)
+    upper = torch.triu_indices(24, 24, 1)
+    d_expression = torch.cdist(z, z)[upper[0], upper[1]]
+    d_target = torch.cdist(targets[0], targets[0])[upper[0], upper[1]]
+    # Johnson-Lindenstrauss: 64 random directions keep the distances between 24 spots of 17 genes (0.81 here)
+    assert torch.corrcoef(torch.stack([d_expression, d_target]))[0, 1] > 0.75
+
+
+def test_niche_denoising_gene_branch_teacher_is_frozen_and_hidden_centres_change_the_loss():
     model = _model()
     batch = _batch(model)
-    objectives = StormObjectives(ObjectiveWeights(**_only("niche_denoising")), model=model)
+    weights = ObjectiveWeights(**_only("niche_denoising"))
+    objectives = StormObjectives(weights, model=model, denoising_target="gene_branch")
     objectives.train()
     assert not objectives.teacher.training
     assert all(not p.requires_grad for p in objectives.teacher.parameters())
@@ -374,5 +406,25 @@ def test_niche_denoising_teacher_is_frozen_and_hidden_centres_change_the_loss():
     assert all(torch.equal(v, objectives.teacher.state_dict()[k]) for k, v in teacher.items())
     _, other = objectives(model, batch, generator=torch.Generator().manual_seed(5))  # other centres hidden
     assert other["niche_denoising"] != first["niche_denoising"]
+
+
+def test_niche_denoising_gene_branch_target_is_the_untrained_branch(monkeypatch):
+    from storm.train import _objectives
+
+    model = _model()
+    batch = _batch(model)
+    weights = ObjectiveWeights(**_only("niche_denoising"))
+    objectives = StormObjectives(weights, model=model, denoising_target="gene_branch")
+    monkeypatch.setattr(_objectives, "DENOISING_HIDDEN", 0.0)
+    _, parts = objectives(model, batch, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        target = model.gene(batch["expression"][:, 0], batch["gene_index"])
+        expected = (objectives.denoising_head(model(**batch).embedding) - target).pow(2).mean()
+    assert parts["niche_denoising"] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_niche_denoising_arguments_are_checked():
     with pytest.raises(ValueError, match="needs the `model`"):
         StormObjectives(ObjectiveWeights(niche_denoising=1.0))
+    with pytest.raises(ValueError, match="`denoising_target` must be one of"):
+        StormObjectives(denoising_target="teacher")

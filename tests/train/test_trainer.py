@@ -82,11 +82,22 @@ def test_training_reduces_the_loss(tmp_path):
     assert sum(totals[-5:]) / 5 < 0.85 * sum(totals[:5]) / 5
 
 
+@pytest.mark.parametrize("target", ["sketch", "gene_branch"])
+def test_denoising_target_reaches_the_objectives(tmp_path, target):
+    config = _config(tmp_path, objectives={"niche_denoising": 1.0}, denoising_target=target)
+    trainer = Trainer(_corpus(), config)
+    assert trainer.objectives.denoising_target == target
+    assert (trainer.objectives.teacher is None) == (target == "sketch")
+    assert (trainer.objectives.sketch is None) == (target == "gene_branch")
+
+
 def test_config_errors(tmp_path):
     with pytest.raises(ValueError, match="max_steps"):
         TrainConfig(max_steps=0)
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(precision="int8")
+    with pytest.raises(ValueError, match="denoising_target"):
+        TrainConfig(denoising_target="teacher")
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("model: tiny\nbogus: 1\n")
     with pytest.raises(ValueError, match="bogus"):

@@ -134,6 +134,23 @@ class ImageEncoder(nn.Module):
 GENE_STD_FLOOR = 0.05
 
 
+def whiten(z: torch.Tensor, components: torch.Tensor | None, scale: torch.Tensor | None) -> torch.Tensor:
+    """Standardised values (N, G) within the slide's principal axes, rescaled; still over the same genes.
+
+    ``components`` (G, r) are the axes and ``scale`` (r,) their weights (``whitening_axes``); ``z`` is returned
+    unchanged without axes.
+
+    Examples
+    --------
+    >>> axes = torch.eye(3)[:, :1]  # the first gene is the only axis
+    >>> whiten(torch.ones(2, 3), axes, torch.tensor([2.0])).tolist()
+    [[2.0, 0.0, 0.0], [2.0, 0.0, 0.0]]
+    """
+    if components is None or scale is None or components.shape[-1] == 0:
+        return z
+    return ((z @ components.float()) * scale.float()) @ components.float().T
+
+
 class GeneEncoder(nn.Module):
     """Panel-agnostic gene branch: one token per spot from its expression over the vocabulary genes of the panel.
 
@@ -211,9 +228,7 @@ class GeneEncoder(nn.Module):
         """
         if self.encoding == "panel":
             z = self.standardise(values, gene_index, value_mask, gene_mean, gene_std, valid)
-            if components is not None and component_scale is not None and components.shape[-1] > 0:
-                z = ((z @ components.float()) * component_scale.float()) @ components.float().T
-            return self._panel(z, gene_index)
+            return self._panel(whiten(z, components, component_scale), gene_index)
         return self._top(values, gene_index, value_mask)
 
     def standardise(

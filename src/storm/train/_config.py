@@ -43,6 +43,10 @@ class TrainConfig:
         Seed of initialisation, data order, augmentation and masking.
     objectives
         Weights of the objectives (fields of :class:`~storm.train.ObjectiveWeights`).
+    denoising_target
+        What the ``niche_denoising`` objective regresses: ``"sketch"`` (a fixed random projection of the slide's
+        whitened expression) or ``"gene_branch"`` (the gene branch as it was when the run started); see
+        :class:`~storm.train.StormObjectives`.
     augment
         Keyword arguments of :class:`~storm.data.Augment`; ``None`` disables augmentation.
     max_grad_norm
@@ -76,6 +80,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     objectives: dict[str, float] = field(default_factory=dict)
+    denoising_target: str = "sketch"
     augment: dict[str, Any] | None = field(default_factory=dict)
     max_grad_norm: float = 1.0
     deterministic: bool = True
@@ -103,6 +108,10 @@ class TrainConfig:
             raise ValueError(f"`num_workers` must be a non-negative integer or None, got {self.num_workers!r}.")
         if not self.lr > 0:
             raise ValueError(f"`lr` must be positive, got {self.lr!r}.")
+        from ._objectives import DENOISING_TARGETS
+
+        if self.denoising_target not in DENOISING_TARGETS:
+            raise ValueError(f"`denoising_target` must be one of {DENOISING_TARGETS}, got {self.denoising_target!r}.")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"`precision` must be 'auto', 'fp32', 'bf16' or 'fp16', got {self.precision!r}.")
 

@@ -26,6 +26,10 @@ STAGES = ("warmup", "joint")
 _TEMPERATURES = ("spot", "fused", "niche", "spot_niche")
 #: Fraction of niches whose centre expression the denoising objective hides.
 DENOISING_HIDDEN = 0.5
+#: What niche denoising regresses (``StormObjectives(denoising_target=...)``, ``TrainConfig.denoising_target``).
+DENOISING_TARGETS = ("sketch", "gene_branch")
+#: Seed of the fixed random gene vectors of the ``"sketch"`` denoising target (the same for every run and model).
+SKETCH_SEED = 0
 
 
 @dataclass
@@ -59,10 +63,10 @@ class ObjectiveWeights:
         spot–niche alignment; default 0.5).
     niche_denoising
         Niche denoising: the centre's expression is hidden in a random half of the niches, and a linear head on the
-        joint centre embedding regresses the centre's clean gene token as the gene branch encoded it when training
-        started (a frozen copy, the teacher). The embedding learns to infer each spot's expression profile from its
-        neighbours while keeping the teacher's geometry, which for the ``"panel"`` encoding holds the slide's
-        whitened principal axes (the objective of :func:`storm.tl.adapt`; default 0).
+        joint centre embedding regresses a fixed summary of the centre's clean expression (``denoising_target`` of
+        :class:`StormObjectives`; by default a random projection of the slide-standardised expression within the
+        slide's principal axes). The embedding learns to infer each spot's expression profile from its neighbours
+        while keeping the slide's main axes of variation (the objective of :func:`storm.tl.adapt`; default 0).
     """
 
     masked_gene: float = 1.0
@@ -139,6 +143,7 @@ class _Niches:
         self.gene_index = batch.get("gene_index")
         self.gene_mean, self.gene_std = batch.get("gene_mean"), batch.get("gene_std")
         gene = getattr(model, "gene", None)
+        self.gene_branch = gene
         self.panel_encoder = gene if getattr(gene, "encoding", "top") == "panel" else None
         config = getattr(model, "config", None)
         self.gene_encoder = gene if getattr(config, "expression_target", "log1p") == "standardised" else None
@@ -231,6 +236,19 @@ class _Niches:
         valid = self.expression_valid[:, 0]
         return self.gene_encoder.standardise(x, self.centre_genes, None, self.gene_mean, self.gene_std, valid)
 
+    def whitened_centre(self) -> torch.Tensor:
+        """The centre spots' expression (B, G) as the ``"panel"`` gene branch reads it; unknown genes are 0.
+
+        Standardised with the slide's statistics (those of the batch's centres without them), clipped, and within the
+        slide's half-whitened principal axes when the batch has them.
+        """
+        from ..models._encoders import whiten
+
+        index = self.gene_index if self.shared else self.centre_genes
+        valid = self.expression_valid[:, 0]
+        z = self.gene_branch.standardise(self.expression[:, 0], index, None, self.gene_mean, self.gene_std, valid)
+        return whiten(z, self.gene_components, self.component_scale)
+
     def centre_columns(self, prediction: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Predictions over the model's ``genes`` -> the centre spot's dataset columns (R, G)."""
         if self.shared:
@@ -277,7 +295,19 @@ class StormObjectives(nn.Module):
     gene_ratio, token_ratio
         Fractions of measured genes and backbone tokens hidden for masked modelling (see :func:`~storm.train.make_masks`).
     model
-        The model being trained; needed when ``niche_denoising`` > 0 (its gene branch is copied as the teacher).
+        The model being trained; needed when ``niche_denoising`` > 0.
+    denoising_target
+        What niche denoising regresses, from the centre's clean expression:
+
+        * ``"sketch"`` (default): the expression standardised with the slide's statistics and restricted to the slide's
+          half-whitened principal axes, as the ``"panel"`` gene branch reads it, projected onto fixed random gene
+          vectors (``SKETCH_SEED``; one per vocabulary gene, the same in every run) and scaled to unit mean square
+          over the batch. A random projection keeps the distances between spots (Johnson–Lindenstrauss), so the
+          target holds the slide's own geometry whatever the model has learnt: on a tissue that pretraining never
+          saw, adaptation keeps the axes that separate its regions.
+        * ``"gene_branch"``: the centre's gene token as the model's gene branch encoded it when training started (a
+          frozen copy). From random weights this is also a random map of the whitened expression; from pretrained
+          weights it keeps the pretrained geometry (the recipe of the shipped default checkpoint).
     """
 
     def __init__(
@@ -289,6 +319,7 @@ class StormObjectives(nn.Module):
         gene_ratio: float = 0.15,
         token_ratio: float = 0.5,
         model: nn.Module | None = None,
+        denoising_target: str = "sketch",
     ) -> None:
         super().__init__()
         low, high = temperature_range
@@ -301,13 +332,22 @@ class StormObjectives(nn.Module):
         self.log_temperature_range = (math.log(low), math.log(high))
         self.gene_ratio = gene_ratio
         self.token_ratio = token_ratio
+        if denoising_target not in DENOISING_TARGETS:
+            raise ValueError(f"`denoising_target` must be one of {DENOISING_TARGETS}, got {denoising_target!r}.")
+        self.denoising_target = denoising_target
         self.teacher: nn.Module | None = None
         self.denoising_head: nn.Module | None = None
+        self.register_buffer("sketch", None, persistent=False)  # (vocabulary, dim) gene vectors of "sketch"
         if self.weights.niche_denoising > 0:
             if model is None:
-                raise ValueError("`niche_denoising` needs the `model` whose gene branch becomes its frozen teacher.")
+                raise ValueError("`niche_denoising` needs the `model` being trained (its gene vocabulary and width).")
             core = getattr(model, "module", model)
-            self.teacher = copy.deepcopy(core.gene).requires_grad_(False).eval()
+            if denoising_target == "gene_branch":
+                self.teacher = copy.deepcopy(core.gene).requires_grad_(False).eval()
+            else:
+                vocab, dim = core.gene.gene_embedding.weight.shape
+                vectors = torch.randn(vocab, dim, generator=torch.Generator().manual_seed(SKETCH_SEED))
+                self.sketch = vectors
             self.denoising_head = nn.Linear(core.config.dim, core.config.dim)
 
     def train(self, mode: bool = True) -> StormObjectives:
@@ -487,21 +527,38 @@ class StormObjectives(nn.Module):
         self, model: nn.Module, niches: _Niches, generator: torch.Generator | None
     ) -> torch.Tensor | None:
         centre = niches.expression_valid[:, 0]
-        if self.teacher is None or not bool(centre.any()):
+        if self.denoising_head is None or not bool(centre.any()):
             return None
         draw = uniform((niches.b,), generator, centre.device)
         value_mask = torch.zeros(niches.expression.shape, dtype=torch.bool, device=centre.device)
         value_mask[:, 0] = ((draw < DENOISING_HIDDEN) & centre)[:, None]
         out = model(**niches.inputs(None, image=niches.has_image, expression=True, value_mask=value_mask))
         with torch.no_grad():
-            target = self.teacher(
-                niches.expression[:, 0],
-                niches.gene_index if niches.shared else niches.centre_genes,
-                gene_mean=niches.gene_mean,
-                gene_std=niches.gene_std,
-                components=niches.gene_components,
-                component_scale=niches.component_scale,
-                valid=centre,
-            )
+            target = self._sketch_of(niches) if self.teacher is None else self._teacher_of(niches)
         with _fp32(niches):
             return (self.denoising_head(out.embedding.float()) - target.float()).pow(2).mean(-1)[centre].mean()
+
+    def _sketch_of(self, niches: _Niches) -> torch.Tensor:
+        """The ``"sketch"`` target (B, dim): random projection of the centres' whitened expression, unit mean square."""
+        z = niches.whitened_centre()
+        if niches.shared:
+            known = niches.gene_index >= 0
+            h = (z @ self.sketch[niches.gene_index.clamp(min=0)]) / known.sum().clamp(min=1).float().sqrt()
+        else:
+            known = niches.centre_genes >= 0
+            vectors = self.sketch[niches.centre_genes.clamp(min=0)]
+            h = torch.einsum("bg,bgd->bd", z, vectors) / known.sum(1, keepdim=True).clamp(min=1).float().sqrt()
+        scale = h[niches.expression_valid[:, 0]].pow(2).mean().sqrt().clamp(min=1e-6)
+        return h / scale
+
+    def _teacher_of(self, niches: _Niches) -> torch.Tensor:
+        """The ``"gene_branch"`` target (B, dim): the centres' gene tokens from the frozen copy of the gene branch."""
+        return self.teacher(
+            niches.expression[:, 0],
+            niches.gene_index if niches.shared else niches.centre_genes,
+            gene_mean=niches.gene_mean,
+            gene_std=niches.gene_std,
+            components=niches.gene_components,
+            component_scale=niches.component_scale,
+            valid=niches.expression_valid[:, 0],
+        )

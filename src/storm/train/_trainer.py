@@ -66,7 +66,9 @@ class Trainer:
             world_size=self.dist.world_size,
             repeats=[config.image_repeats if slide.has_image else 1 for slide in corpus.slides],
         )
-        self.objectives = StormObjectives(ObjectiveWeights(**config.objectives), model=self.model).to(self.dist.device)
+        self.objectives = StormObjectives(
+            ObjectiveWeights(**config.objectives), model=self.model, denoising_target=config.denoising_target
+        ).to(self.dist.device)
         self.optimizer = torch.optim.AdamW(
             [*self.model.parameters(), *self.objectives.parameters()], lr=config.lr, weight_decay=config.weight_decay
         )
