@@ -120,16 +120,16 @@ class Trainer:
         logger.info("resumed from %s at step %d", folder, self.step)
         return True
 
-    def fit(self, *, resume: bool = True, until: int | None = None) -> StormModel:
+    def fit(self, *, resume: bool = True, until: int | None = None, label: str = "pretrain") -> StormModel:
         """Train until ``max_steps``; writes ``output_dir/model`` (the final checkpoint) and returns the model.
 
         ``until`` stops earlier, at that step, after writing a resume point (for time-boxed jobs: the next ``fit``
-        continues exactly where this one stopped).
+        continues exactly where this one stopped). ``label`` names the run on the progress bar.
         """
         with _deterministic_kernels(self.config.deterministic and self.dist.device.type == "cpu"):
-            return self._fit(resume, until)
+            return self._fit(resume, until, label)
 
-    def _fit(self, resume: bool, until: int | None) -> StormModel:
+    def _fit(self, resume: bool, until: int | None, label: str) -> StormModel:
         cfg = self.config
         if resume:
             self.resume()
@@ -139,7 +139,7 @@ class Trainer:
         self.model.train()
         self._fit_started = time.perf_counter()
         batches = self._batches()
-        progress = _progress(cfg.max_steps, self.step, self.dist.is_main)
+        progress = _progress(cfg.max_steps, self.step, self.dist.is_main, label)
         stop = cfg.max_steps if until is None else min(until, cfg.max_steps)
         while self.step < stop:
             stage = self.stage(self.step)
@@ -317,9 +317,9 @@ def _tensorboard(folder: Path):
     return SummaryWriter(str(folder / "tensorboard"))
 
 
-def _progress(total: int, start: int, show: bool):
+def _progress(total: int, start: int, show: bool, label: str):
     if not (show and settings.progress):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=start, desc="pretrain", unit="step")
+    return tqdm(total=total, initial=start, desc=label, unit="step")
