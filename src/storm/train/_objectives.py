@@ -146,7 +146,7 @@ class _Niches:
         self.gene_branch = gene
         self.panel_encoder = gene if getattr(gene, "encoding", "top") == "panel" else None
         config = getattr(model, "config", None)
-        self.gene_encoder = gene if getattr(config, "expression_target", "log1p") == "standardised" else None
+        self.standardised_target = getattr(config, "expression_target", "log1p") == "standardised"
         self.gene_components, self.component_scale = batch.get("gene_components"), batch.get("component_scale")
         if self.expression is not None and self.gene_index is None:
             raise ValueError("`gene_index` is needed with `expression`: align the genes with `model.vocab.align`.")
@@ -230,24 +230,22 @@ class _Niches:
         Standardised with the slide's statistics, or without them (a batch built by hand) with those of the batch's
         centres.
         """
-        x = self.expression[:, 0].float()
-        if self.gene_encoder is None:
-            return x
-        valid = self.expression_valid[:, 0]
-        return self.gene_encoder.standardise(x, self.centre_genes, None, self.gene_mean, self.gene_std, valid)
+        return self._centre_z() if self.standardised_target else self.expression[:, 0].float()
 
     def whitened_centre(self) -> torch.Tensor:
         """The centre spots' expression (B, G) as the ``"panel"`` gene branch reads it; unknown genes are 0.
 
-        Standardised with the slide's statistics (those of the batch's centres without them), clipped, and within the
-        slide's half-whitened principal axes when the batch has them.
+        Standardised as :meth:`expression_target` and, when the batch has the slide's principal axes, within those
+        axes, half-whitened.
         """
         from ..models._encoders import whiten
 
-        index = self.gene_index if self.shared else self.centre_genes
-        valid = self.expression_valid[:, 0]
-        z = self.gene_branch.standardise(self.expression[:, 0], index, None, self.gene_mean, self.gene_std, valid)
-        return whiten(z, self.gene_components, self.component_scale)
+        return whiten(self._centre_z(), self.gene_components, self.component_scale)
+
+    def _centre_z(self) -> torch.Tensor:
+        """Centre expression standardised per gene with the slide's statistics (the valid centres' without them)."""
+        x, valid = self.expression[:, 0], self.expression_valid[:, 0]
+        return self.gene_branch.standardise(x, self.centre_genes, None, self.gene_mean, self.gene_std, valid)
 
     def centre_columns(self, prediction: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Predictions over the model's ``genes`` -> the centre spot's dataset columns (R, G)."""
