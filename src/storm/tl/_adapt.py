@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 
 #: Optimiser steps of :func:`adapt` by default: about a minute for a 4,000-spot Visium slide on 2 CPU cores.
 ADAPT_STEPS = 300
-#: Objective weights of adaptation (the rest keep their pretraining defaults): niche denoising, with the "sketch" target,
-#: keeps the slide's own axes.
+#: Objective weights of adaptation (the rest keep their pretraining defaults): niche denoising, with the "sketch"
+#: target, keeps the slide's own axes.
 ADAPT_OBJECTIVES = {"niche_denoising": 1.0}
 
 
@@ -45,8 +45,8 @@ def adapt(
     own standardised, whitened expression, inferred from its neighbours; see :class:`~storm.train.StormObjectives`)
     run for ``steps`` optimiser steps on niches of these slides, as GraphST or BANKSY fit each data set. The
     embedding keeps the slide's own main axes of variation even on a tissue the model never saw: on DLPFC 151673,
-    held out of the default's pretraining, domains go from ARI 0.31 to 0.51 (``docs/benchmarks.md``). Then embed with the returned
-    model (:func:`storm.tl.embed`), or let :func:`storm.tl.domains` do both with ``adapt=True``.
+    held out of the default's pretraining, domains go from ARI 0.31 to 0.51 (``docs/benchmarks.md``). Then embed
+    with the returned model (:func:`storm.tl.embed`), or let :func:`storm.tl.domains` do both with ``adapt=True``.
 
     The passed model is not changed, nothing is written to the slides or to disk, and the same seed gives the same
     weights. A progress bar shows the steps (``storm.settings.progress``).

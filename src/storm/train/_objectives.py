@@ -344,8 +344,7 @@ class StormObjectives(nn.Module):
                 self.teacher = copy.deepcopy(core.gene).requires_grad_(False).eval()
             else:
                 vocab, dim = core.gene.gene_embedding.weight.shape
-                vectors = torch.randn(vocab, dim, generator=torch.Generator().manual_seed(SKETCH_SEED))
-                self.sketch = vectors
+                self.sketch = torch.randn(vocab, dim, generator=torch.Generator().manual_seed(SKETCH_SEED))
             self.denoising_head = nn.Linear(core.config.dim, core.config.dim)
 
     def train(self, mode: bool = True) -> StormObjectives:
