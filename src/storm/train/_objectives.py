@@ -235,8 +235,8 @@ class _Niches:
     def whitened_centre(self) -> torch.Tensor:
         """The centre spots' expression (B, G) as the ``"panel"`` gene branch reads it; unknown genes are 0.
 
-        Standardised as :meth:`expression_target` and, when the batch has the slide's principal axes, within those
-        axes, half-whitened.
+        Standardised per gene with the slide's statistics (the valid centres' without them), whatever the decoder's
+        target, and, when the batch has the slide's principal axes, within those axes, half-whitened.
         """
         from ..models._encoders import whiten
 
