@@ -2,7 +2,8 @@
 
 Usage: python benchmarks/expression_her2st.py [--model default] [--data ../shared/data] [--genes 250]
                                               [--cnn-epochs 6] [--cnn-px 112] [--skip stnet ...]
-                                              [--fold-models runs/folds] [--stored stnet --stored-from OLD.json]
+                                              [--fold-models runs/folds] [--fold-name "storm per fold"]
+                                              [--stored stnet --stored-from OLD.json]
 
 Protocol:
 * sections: the her2st sections with full-resolution H&E, B4, C2, C3, C4 and C5; each is held out in turn and every
@@ -22,7 +23,8 @@ Contenders:
   (summary, histogram, texture) + ridge, both of the model's tile and with the niche mean;
 * with ``--fold-models DIR``: storm pretrained once per fold with the held-out section excluded from everything it saw
   (``benchmarks/pretrain_folds.py`` writes ``DIR/<section>/model``): its zero-shot decoder, ridge on its image-branch
-  embedding and its ``st.tl.finetune`` head, so that every section is a held-out score for storm;
+  embedding and its ``st.tl.finetune`` head, so that every section is a held-out score for storm (``--fold-name``
+  names them in the table, e.g. for the models of ``benchmarks/adapt_folds.py``);
 * an ST-Net-style CNN: DenseNet-121 trained end to end from scratch (``_image_baselines.py``), at ``--cnn-px`` px per
   112-µm tile for ``--cnn-epochs`` epochs (the published recipe used 224 px, ImageNet weights and 50 epochs, out of
   reach offline on 2 CPU cores).
@@ -76,9 +78,9 @@ LABELS = {
     "handcrafted_ridge": "hand-crafted colour/texture + ridge",
     "squidpy_ridge": "squidpy calculate_image_features + ridge",
     "stnet": "ST-Net-style DenseNet-121, trained from scratch",
-    "fold_zero_shot": "storm pretrained per fold: zero-shot decoder",
-    "fold_ridge_image_branch": "storm pretrained per fold: ridge on X_storm_image",
-    "fold_finetune": "storm pretrained per fold: st.tl.finetune head",
+    "fold_zero_shot": "{fold}: zero-shot decoder",
+    "fold_ridge_image_branch": "{fold}: ridge on X_storm_image",
+    "fold_finetune": "{fold}: st.tl.finetune head",
 }
 #: Contenders whose results may be copied from an earlier run (they do not depend on storm's model).
 STORABLE = ("stnet", "handcrafted_ridge", "squidpy_ridge")
@@ -270,6 +272,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cnn": {"tile_px": args.cnn_px, "tile_um": net.config.tile_um, "epochs": args.cnn_epochs},
         "model": net.checkpoint_info,
         "fold_models": None if args.fold_models is None else {s: m.checkpoint_info for s, m in folds.items()},
+        "fold_name": args.fold_name,
         "stored": {name: {k: v for k, v in record.items() if k != "results"} for name, record in stored.items()},
         "literature_mean_r_her2st": LITERATURE,
         "results": results,
@@ -321,7 +324,7 @@ def table(part: dict[str, Any]) -> str:
     for name, by_section in part["results"].items():
         cells = [f"{by_section[s]['mean_r']:.3f} ({by_section[s]['top50_mean_r']:.3f})" for s in part["sections"]]
         lines.append(
-            f"| {LABELS[name]} | "
+            f"| {LABELS[name].format(fold=part.get('fold_name'))} | "
             + " | ".join(cells)
             + f" | {by_section['mean_r_over_sections']:.3f} | {by_section['top50_mean_r_over_sections']:.3f} |"
         )
@@ -341,6 +344,7 @@ def main() -> None:
     parser.add_argument("--cnn-px", type=int, default=112)
     parser.add_argument("--skip", nargs="*", default=[], choices=["handcrafted", "squidpy", "stnet"])
     parser.add_argument("--fold-models", type=Path, default=None, help="folder of benchmarks/pretrain_folds.py")
+    parser.add_argument("--fold-name", default="storm pretrained per fold", help="the fold models' name in the table")
     parser.add_argument("--stored", nargs="*", default=[], choices=STORABLE)
     parser.add_argument("--stored-from", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS / "expression_her2st.json")

@@ -1,4 +1,4 @@
-"""``st.tl.adapt``: label-free adaptation of a storm model to the slides being analysed (STORM's rapid finetuning)."""
+"""``st.tl.adapt``: adaptation of a storm model to the slides being analysed (STORM's rapid finetuning)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
+    from ..data import Corpus
     from ..models import StormModel
 
 #: Optimiser steps of :func:`adapt` by default: about a minute for a 4,000-spot Visium slide on 2 CPU cores.
 ADAPT_STEPS = 300
-#: Objective weights of adaptation (the rest keep their pretraining defaults): niche denoising, with the "sketch"
-#: target, keeps the slide's own axes.
-ADAPT_OBJECTIVES = {"niche_denoising": 1.0}
+#: Peak learning rate of each adaptation task by default.
+ADAPT_LR = {"embedding": 5e-4, "expression": 1e-3}
 
 
 @doc_params
@@ -26,9 +26,10 @@ def adapt(
     sdata: SpatialData | AnnData | Sequence[SpatialData | AnnData],
     model: StormModel | str | Path | None = None,
     *,
+    task: str = "embedding",
     steps: int = ADAPT_STEPS,
     batch_size: int = 16,
-    lr: float = 5e-4,
+    lr: float | None = None,
     table_key: str | None = None,
     image_key: str | None = None,
     shapes_key: str | None = None,
@@ -40,13 +41,21 @@ def adapt(
 ) -> StormModel:
     """Adapt a storm model to your slides, without labels, and return the adapted copy.
 
-    The model's own self-supervised objectives (masked gene and image-token modelling, cross-modal reconstruction,
-    contrastive alignment) plus niche denoising (each spot's expression, as a fixed random projection of the slide's
-    own standardised, whitened expression, inferred from its neighbours; see :class:`~storm.train.StormObjectives`)
-    run for ``steps`` optimiser steps on niches of these slides, as GraphST or BANKSY fit each data set. The
-    embedding keeps the slide's own main axes of variation even on a tissue the model never saw: on DLPFC 151673,
+    With ``task="embedding"`` (the default), the model's own self-supervised objectives (masked gene and image-token
+    modelling, cross-modal reconstruction, contrastive alignment) plus niche denoising (each spot's expression, as a
+    fixed random projection of the slide's own standardised, whitened expression, inferred from its neighbours; see
+    :class:`~storm.train.StormObjectives`) run for ``steps`` optimiser steps on niches of these slides, as GraphST
+    or BANKSY fit each data set. The embedding keeps the slide's own main axes of variation even on a tissue the model never saw: on DLPFC 151673,
     held out of the default's pretraining, domains go from ARI 0.31 to 0.51 (``docs/benchmarks.md``). Then embed
     with the returned model (:func:`storm.tl.embed`), or let :func:`storm.tl.domains` do both with ``adapt=True``.
+
+    With ``task="expression"``, the slides' measured counts supervise H&E -> expression instead: the image ->
+    expression objective alone (the spot's H&E and its neighbours' in, the spot's slide-standardised expression out)
+    trains the image branch, the shared transformer and the decoder, so that :func:`storm.tl.predict_expression` with
+    the returned model predicts H&E-only slides of the same tissue better. Every slide needs an H&E image and counts.
+    It fits the slides it is given: on her2st, per-fold models adapted on four sections raised the decoder's mean r on
+    a held-out section of the same patient from 0.06–0.12 to 0.12–0.20, but lowered it on a section of another
+    patient (B4) from 0.30 to 0.11 (``docs/benchmarks.md``). Adapt on slides like those you will predict.
 
     The passed model is not changed, nothing is written to the slides or to disk, and the same seed gives the same
     weights. A progress bar shows the steps (``storm.settings.progress``).
@@ -57,12 +66,16 @@ def adapt(
         One slide or a list of slides (SpatialData, squidpy-style AnnData or resolved :class:`~storm.io.Slide`),
         adapted to together.
     {model_param}
+    task
+        ``"embedding"`` (self-supervised, for :func:`storm.tl.embed` and :func:`storm.tl.domains`) or
+        ``"expression"`` (supervised by the counts, for :func:`storm.tl.predict_expression` from H&E).
     steps
         Optimiser steps (``batch_size`` niches each).
     batch_size
         Niches per step.
     lr
-        Peak AdamW learning rate (linear warm-up over the first tenth of the steps, then cosine decay).
+        Peak AdamW learning rate (linear warm-up over the first tenth of the steps, then cosine decay); default
+        5e-4 for ``"embedding"``, 1e-3 for ``"expression"``.
     {resolve_params}
     seed
         Seed of the data order and masks (default ``storm.settings.seed``).
@@ -78,6 +91,8 @@ def adapt(
     >>> sdata = st.datasets.demo()
     >>> adapted = st.tl.adapt(sdata, steps=20)  # doctest: +SKIP
     >>> st.tl.embed(sdata, adapted)  # doctest: +SKIP
+    >>> to_he = st.tl.adapt(sdata, task="expression", steps=20)  # doctest: +SKIP
+    >>> st.tl.predict_expression(st.datasets.demo(), model=to_he)  # doctest: +SKIP
     """
     import copy
     import tempfile
@@ -89,13 +104,18 @@ def adapt(
     from ._model_arg import get_model
     from ._slides import as_slides
 
+    if task not in ADAPT_LR:
+        raise ValueError(f"`task` must be one of {tuple(ADAPT_LR)}, got {task!r}.")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
     where = resolve_args(locals())
     net = get_model(model)
     slides = [resolve(s, **where) for s in as_slides(sdata, "sdata")]
     corpus = Corpus.for_model(slides, net)
+    if task == "expression":
+        _check_supervised(corpus)
     seed = settings.seed if seed is None else int(seed)
+    lr = ADAPT_LR[task] if lr is None else lr
     with tempfile.TemporaryDirectory(prefix="storm-adapt-") as scratch:
         config = TrainConfig(
             model=net.config.to_dict(),
@@ -110,18 +130,53 @@ def adapt(
             checkpoint_every=steps + 1,
             log_every=max(steps // 10, 1),
             seed=seed,
-            objectives=dict(ADAPT_OBJECTIVES),
+            objectives=_objective_weights(task),
             denoising_target="sketch",
         )
         adapted = Trainer(corpus, config, model=copy.deepcopy(net)).fit(resume=False, label="adapt")
-    adapted.checkpoint_info = _adapted_info(net, steps, len(slides))
+    adapted.checkpoint_info = _adapted_info(net, task, steps, len(slides))
     return adapted.eval()
 
 
-def _adapted_info(model: StormModel, steps: int, n_slides: int) -> dict[str, Any]:
+def _objective_weights(task: str) -> dict[str, float]:
+    """Objective weights of an adaptation task.
+
+    ``"embedding"``: the pretraining objectives (at their default weights) plus niche denoising, whose "sketch" target
+    keeps the slide's own axes. ``"expression"``: the image -> expression objective alone, so that every step carries
+    the supervised signal that the decoder of H&E-only slides needs.
+
+    Examples
+    --------
+    >>> {k: v for k, v in _objective_weights("expression").items() if v}
+    {'expression_from_image': 1.0}
+    """
+    from ..train import ObjectiveWeights
+
+    if task == "embedding":
+        return {"niche_denoising": 1.0}
+    return {name: float(name == "expression_from_image") for name in ObjectiveWeights.names()}
+
+
+def _check_supervised(corpus: Corpus) -> None:
+    """``task="expression"`` learns each spot's counts from its H&E: every slide needs both."""
+    lacking = [
+        f"slide {i} ({s.name!r}): {'no H&E image' if not s.has_image else 'no genes of the model in its counts'}"
+        for i, s in enumerate(corpus.slides)
+        if not (s.has_image and s.has_expression)
+    ]
+    if lacking:
+        raise ValueError(
+            "`task='expression'` learns expression from H&E, so every slide needs an H&E image and counts; "
+            + "; ".join(lacking)
+            + ". Pass `image_key` for a slide's image, or leave such slides out (task='embedding' takes them)."
+        )
+
+
+def _adapted_info(model: StormModel, task: str, steps: int, n_slides: int) -> dict[str, Any]:
     """``checkpoint_info`` of an adapted copy: the source checkpoint's, with the adaptation in the name, no hash."""
     info = dict(model.checkpoint_info or {})
     base = info.get("name", "in-memory model")
-    info.update(name=f"{base}, adapted ({steps} steps on {n_slides} slide{'s' * (n_slides != 1)})", sha256=None)
+    what = "adapted" if task == "embedding" else "adapted to H&E -> expression"
+    info.update(name=f"{base}, {what} ({steps} steps on {n_slides} slide{'s' * (n_slides != 1)})", sha256=None)
     info["adapted_from_sha256"] = (model.checkpoint_info or {}).get("sha256")
     return info
