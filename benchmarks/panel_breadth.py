@@ -1,15 +1,18 @@
 """Domains when the panel is widened by low-count genes, as a full ``scanpy.read_visium`` panel would be.
 
 Usage: python benchmarks/panel_breadth.py [--data ../shared/data] [--sample 151673] [--extra 13000] [--out FILE]
+                                          [--panels original widened] [--peers graphst banksy]
 
 The DLPFC count matrices in ``../shared/data`` hold 5,000 (151673) or 500 (151510) preselected genes; a Visium slide
-read with ``scanpy.read_visium`` holds every gene of the kit (~33,500, ~18,000 of them detected), most at a few
+read with ``scanpy.read_visium`` holds every gene of the kit (33,538 for these DLPFC sections), most at a few
 counts per spot. To see what that does to each contender, the section's own genes are kept and ``--extra`` genes of
 storm's vocabulary that the section lacks are added with simulated counts: Poisson with a per-gene rate drawn from a
 log-normal (median 0.05 counts per spot, log-sd 1.5) times each spot's library size over the median, so that they
 carry the spots' depth and nothing else. Contenders, each on the original and the widened panel: storm zero-shot and
 adapted (``st.tl.adapt``, 300 steps, seed 0) through ``st.tl.domains``, and scanpy PCA -> k-means, which picks its own
-2,000 highly variable genes. ARI against the manual layers, mean over 3 clustering seeds, k = 7.
+2,000 highly variable genes. ARI against the manual layers, mean over 3 clustering seeds, k = 7. ``--peers`` adds
+GraphST and BANKSY as ``domain_peers.py`` runs them (each picks its own genes; GraphST takes 15–30 min per panel, so
+run it once, with ``--out`` to a file of its own, in the bench environment).
 Writes benchmarks/results/panel_breadth.json and prints a markdown table.
 """
 
@@ -27,10 +30,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _clustering import kmeans, scanpy_pca, scored
 from _common import DEFAULT_DATA, RESULTS, header, write
+from domain_peers import PEERS, RUNNERS, SEEDS, counts_of
 
 import storm as st
 
-SEEDS = (0, 1, 2)
+PANELS = ("original", "widened")
 #: Median and log-standard deviation of the simulated genes' counts per spot (at the median library size).
 RATE_MEDIAN, RATE_LOG_SD = 0.05, 1.5
 
@@ -59,8 +63,8 @@ def widened(sdata: Any, vocab: Any, extra: int, seed: int = 0) -> Any:
     return sdata
 
 
-def contenders(sdata: Any, k: int, mask: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
-    """ARI (mean and per seed) of each contender on ``sdata``, and storm's adaptation time."""
+def contenders(sdata: Any, k: int, mask: np.ndarray, truth: np.ndarray, peers: list[str]) -> dict[str, Any]:
+    """ARI (mean and per seed) of each contender on ``sdata``, and storm's adaptation time (and the peers')."""
     from sklearn.metrics import adjusted_rand_score
 
     table = sdata["table"]
@@ -84,6 +88,19 @@ def contenders(sdata: Any, k: int, mask: np.ndarray, truth: np.ndarray) -> dict[
     out["adapt_seconds"] = round(time.perf_counter() - t0, 1)
     out["storm_adapted"] = ari(storm_domains("X_storm_adapted"))
     out["scanpy_kmeans"] = ari([kmeans(scanpy_pca(table, s).obsm["X_pca"], k, s) for s in SEEDS])
+    for peer in peers:
+        adata, rows = counts_of({"sdata": sdata})
+        t0 = time.perf_counter()
+        for name, runs in RUNNERS[peer](adata, k).items():
+            out[name] = ari([_at_rows(labels, rows, table.n_obs) for labels in runs])
+        out[f"{peer}_seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def _at_rows(labels: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    """Labels of the resolved spots ``rows`` placed in the table's row order (-1 elsewhere)."""
+    out = np.full(n, -1)
+    out[rows] = labels
     return out
 
 
@@ -95,25 +112,28 @@ def main() -> None:
     parser.add_argument("--sample", default="151673")
     parser.add_argument("--extra", type=int, default=13000)
     parser.add_argument("--out", type=Path, default=RESULTS / "panel_breadth.json")
+    parser.add_argument("--panels", nargs="+", default=list(PANELS), choices=PANELS)
+    parser.add_argument("--peers", nargs="*", default=[], choices=PEERS)
     args = parser.parse_args()
     st.settings.progress = False
     vocab = StormModel.from_pretrained("default").vocab
     record = header("panel_breadth", "scanpy", "scikit-learn")
     record.update(sample=args.sample, extra_genes=args.extra, rate_median=RATE_MEDIAN, rate_log_sd=RATE_LOG_SD)
-    for panel in ("original", "widened"):
+    record["command"] = " ".join(sys.argv)
+    for panel in args.panels:
         sdata = st.datasets.dlpfc(args.sample, args.data / "dlpfc")
         if panel == "widened":
             widened(sdata, vocab, args.extra)
         labels = sdata["table"].obs["layer"]
         mask = scored(labels)
         truth = labels.astype(str).to_numpy()[mask]
-        record[panel] = contenders(sdata, len(np.unique(truth)), mask, truth)
+        record[panel] = contenders(sdata, len(np.unique(truth)), mask, truth, args.peers)
         print(panel, record[panel], flush=True)
     write(record, args.out)
-    print("| contender | original panel | widened panel |\n|---|---:|---:|")
-    print(f"| genes | {record['original']['genes']:,} | {record['widened']['genes']:,} |")
-    for name in ("storm_zero_shot", "storm_adapted", "scanpy_kmeans"):
-        print(f"| {name} | {record['original'][name]['ari_mean']:.3f} | {record['widened'][name]['ari_mean']:.3f} |")
+    print("| contender | " + " | ".join(f"{p} panel" for p in args.panels) + " |\n|---|" + "---:|" * len(args.panels))
+    print("| genes | " + " | ".join(f"{record[p]['genes']:,}" for p in args.panels) + " |")
+    for name in [k for k, v in record[args.panels[0]].items() if isinstance(v, dict)]:
+        print(f"| {name} | " + " | ".join(f"{record[p][name]['ari_mean']:.3f}" for p in args.panels) + " |")
 
 
 if __name__ == "__main__":
