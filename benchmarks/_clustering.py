@@ -15,6 +15,13 @@ def scored(labels: Any) -> np.ndarray:
     return np.array([v is not None and v == v and str(v) not in NOT_A_LABEL for v in values])
 
 
+def at_table_rows(labels: Any, rows: Any, n: int, fill: Any = -1) -> np.ndarray:
+    """Labels of the resolved spots ``rows`` placed in a table of ``n`` rows, in its order (``fill`` elsewhere)."""
+    out = np.full(n, fill, dtype=object if isinstance(fill, str) else None)
+    out[rows] = labels
+    return out
+
+
 def scanpy_pca(table: Any, seed: int) -> Any:
     """The standard scanpy pipeline up to the neighbour graph, on the raw counts of ``table``."""
     import anndata as ad

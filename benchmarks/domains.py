@@ -42,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _clustering import kmeans, leiden_with_k, scanpy_pca, scored
+from _clustering import at_table_rows, kmeans, leiden_with_k, scanpy_pca, scored
 from _common import DEFAULT_DATA, RESULTS, header, write
 from _image_baselines import squidpy_features
 
@@ -144,9 +144,7 @@ def stored_peers(sections: list[dict[str, Any]], record: Any) -> list[str]:
                 notes.append(f"{peer} has no stored run for {section['name']}")
                 continue
             for key, labels in run["labels"].items():
-                full = [np.full(rows_all, "unassigned", dtype=object) for _ in labels]
-                for out, lab in zip(full, labels, strict=True):
-                    out[run["rows"]] = lab
+                full = [at_table_rows(lab, run["rows"], rows_all, fill="unassigned") for lab in labels]
                 record(key, section["name"], full, stored_run=f"{run['date']}, {run['seconds']} s")
             notes.append(
                 f"{peer} {section['name']}: stored run of {run['date']} ({run['seconds']} s, {run['machine']['cpu']}, "

@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _clustering import kmeans, scanpy_pca, scored
+from _clustering import at_table_rows, kmeans, scanpy_pca, scored
 from _common import DEFAULT_DATA, RESULTS, header, write
 from domain_peers import PEERS, RUNNERS, SEEDS, counts_of
 
@@ -92,15 +92,8 @@ def contenders(sdata: Any, k: int, mask: np.ndarray, truth: np.ndarray, peers: l
         adata, rows = counts_of({"sdata": sdata})
         t0 = time.perf_counter()
         for name, runs in RUNNERS[peer](adata, k).items():
-            out[name] = ari([_at_rows(labels, rows, table.n_obs) for labels in runs])
+            out[name] = ari([at_table_rows(labels, rows, table.n_obs) for labels in runs])
         out[f"{peer}_seconds"] = round(time.perf_counter() - t0, 1)
-    return out
-
-
-def _at_rows(labels: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
-    """Labels of the resolved spots ``rows`` placed in the table's row order (-1 elsewhere)."""
-    out = np.full(n, -1)
-    out[rows] = labels
     return out
 
 
