@@ -40,8 +40,10 @@ def test_it_is_the_small_preset_trained_with_b4_held_out(default):
 
 
 def test_model_none_is_the_default_and_predicts_expression(default):
-    # The demo is a crop of her2st C2, one of the pretraining sections: this checks the shipped weights work end to
-    # end; the held-out figure is checked on B4 below (and in the model card and docs/benchmarks.md).
+    # The demo is a 151-spot crop of her2st C2 (patient C), where H&E carries little of the genes' variation: per-gene r
+    # there is at noise level for any model (0.10 with the previous default, 0.03 now, 0.07 untrained). So this checks
+    # that the shipped weights run end to end and give maps with the slide's spread; that they beat an untrained
+    # model is checked on the held-out section below.
     sdata = st.datasets.demo()
     table = sdata["table"]
     genes = list(table.var_names[np.argsort(-np.asarray(log1p_cp10k(table.X).mean(0)).ravel())[:50]])
@@ -51,12 +53,7 @@ def test_model_none_is_the_default_and_predicts_expression(default):
     predicted = table.layers["storm_predicted"][:, columns]
     measured = log1p_cp10k(table.X).toarray()[:, columns]
     assert np.isfinite(predicted).all()
-    trained = pearson_per_gene(predicted, measured).mean()
-    torch.manual_seed(0)
-    untrained = StormModel(default.config, vocab=default.vocab).eval()
-    st.tl.predict_expression(sdata, genes, untrained, key_added="untrained")
-    baseline = pearson_per_gene(table.layers["untrained"][:, columns], measured).mean()
-    assert trained > baseline, (trained, baseline)
+    assert 0.5 < np.median(predicted.std(0) / measured.std(0)) < 2.0  # each gene spreads like its measurement
 
 
 @pytest.mark.data
@@ -72,6 +69,11 @@ def test_default_predicts_the_held_out_section(default, shared_data_path):
     predicted, measured = table.layers["storm_predicted"][:, columns], measured_all[:, columns]
     held_out = pearson_per_gene(predicted, measured).mean()
     assert held_out > 0.25, held_out  # 0.30 on the 250 most expressed genes in the model card
+    torch.manual_seed(0)
+    untrained = StormModel(default.config, vocab=default.vocab).eval()
+    st.tl.predict_expression(sdata, genes, untrained, key_added="untrained")
+    baseline = pearson_per_gene(table.layers["untrained"][:, columns], measured).mean()
+    assert held_out > baseline + 0.15, (held_out, baseline)  # 0.04 untrained in the model card
     # maps are not flat: each gene's predictions spread about as much as its measured values (scale="slide")
     spread = np.median(predicted.std(0) / measured.std(0))
     assert 0.5 < spread < 2.0, spread

@@ -50,8 +50,9 @@ class CorpusSlide:
         ``(n_genes_in_vocab,)`` float32 mean and standard deviation of each column of ``expression`` over the spots
         with expression (the per-slide standardisation of the model's ``"panel"`` gene encoding).
     gene_components, component_scale
-        ``(n_genes_in_vocab, r)`` principal axes of the standardised expression and ``(r,)`` the factor that gives
-        each axis unit variance (the per-slide whitening of the ``"panel"`` gene encoding; ``r = 0`` without it).
+        ``(n_genes_in_vocab, r)`` principal axes of the slide's expression (of its standardised Poisson residuals, or
+        of ``expression`` standardised; ``gene_axes``) and ``(r,)`` the factor that halves each axis' spread on the log
+        scale (the per-slide whitening of the ``"panel"`` gene encoding; ``r = 0`` without it).
     neighbours
         ``(n_spots, niche_size + 1)`` int64 spot positions of each niche, the centre first, then its neighbours by
         increasing distance in µm; ``-1`` pads slides with fewer than ``niche_size + 1`` spots.
@@ -141,6 +142,7 @@ class Corpus:
         tile_um: float = 112.0,
         niche_size: int = 8,
         gene_components: int = 0,
+        gene_axes: str = "residuals",
         table_key: str | Sequence[str | None] | None = None,
         image_key: str | Sequence[str | None] | None = None,
         shapes_key: str | Sequence[str | None] | None = None,
@@ -175,6 +177,10 @@ class Corpus:
         gene_components
             Principal axes of each slide's standardised expression kept for the whitening of the ``"panel"`` gene
             encoding (default 0: standardise only; :meth:`for_model` takes the model's ``gene_components``).
+        gene_axes
+            Where those axes come from: ``"residuals"`` (default) the slide's Poisson residuals standardised per
+            gene, ``"log1p"`` the standardised log1p(CP10k) expression (``residual_axes`` and ``whitening_axes`` in
+            ``storm.data._corpus``); :meth:`for_model` takes the model's ``gene_axes``.
         table_key, image_key, shapes_key, um_per_px, platform, coordinate_system, layer
             Passed to :func:`storm.io.resolve`: one value for all slides, or a list with one per source (``layer``:
             the layer of raw counts, default ``X``; a resolved :class:`~storm.io.Slide` keeps its own).
@@ -208,6 +214,10 @@ class Corpus:
         if not sources:
             raise ValueError("The corpus is empty: pass at least one SpatialData or path to a SpatialData .zarr store.")
         _check_geometry(tile_px, tile_um, niche_size)
+        from ..models._config import GENE_AXES
+
+        if gene_axes not in GENE_AXES:
+            raise ValueError(f"`gene_axes` must be one of {GENE_AXES}, got {gene_axes!r}.")
         n = len(sources)
         where = resolve_args(locals())
         per_slide = {key: _per_slide(value, key, n) for key, value in where.items()}
@@ -235,7 +245,17 @@ class Corpus:
         for i, ((_, slide), name, genes) in enumerate(zip(resolved, labels, var_names, strict=True)):
             try:
                 slides.append(
-                    _build_slide(name, slide, genes, vocab, tile_px, tile_um, niche_size, gene_components, max_upsample)
+                    _build_slide(
+                        name,
+                        slide,
+                        genes,
+                        vocab,
+                        tile_px,
+                        tile_um,
+                        niche_size,
+                        (gene_components, gene_axes),
+                        max_upsample,
+                    )
                 )
             except (ValueError, TypeError, KeyError, OSError) as error:
                 raise _in_slide(error, i, name) from error
@@ -246,7 +266,7 @@ class Corpus:
 
     @classmethod
     def for_model(cls, sources: Source | Sequence[Source], model: Any, **kwargs: Any) -> Corpus:
-        """:meth:`from_sources` at the model's geometry (tile px, tile µm, niche size, gene components) and vocabulary.
+        """:meth:`from_sources` at the model's geometry (tile px, tile µm, niche size, gene axes) and vocabulary.
 
         Every ``st.tl`` tool builds its niches this way, so geometry and genes come from the model's config only.
 
@@ -267,6 +287,7 @@ class Corpus:
             tile_um=config.tile_um,
             niche_size=config.niche_size,
             gene_components=config.slide_axes,
+            gene_axes=config.gene_axes,
             **kwargs,
         )
 
@@ -491,10 +512,9 @@ def whitening_axes(
     ``scale = (sqrt(n) / singular value) ** WHITENING_POWER`` (0.5), so ``(z @ V) * scale @ V.T`` is ``z`` restricted to its r main
     directions, each divided by the square root of its standard deviation ("half whitening"), still over the same
     genes. The main axes still weigh more than the last ones, which on small slides are mostly noise: full whitening
-    let those weigh as much, and gave worse domains (``docs/benchmarks.md``). The axes come from the eigenvectors of
-    the smaller Gram matrix when the slide has at most ``DENSE_GRAM`` spots or genes (exact, and independent of the
-    order of the rows), else from ARPACK on an implicit operator (``x`` stays sparse). Fewer axes when the slide has
-    fewer spots or genes; ``(G, 0)`` and ``(0,)`` for ``n_components=0``.
+    let those weigh as much, and gave worse domains (``docs/benchmarks.md``). The axes of the ``"log1p"``
+    ``gene_axes`` of :class:`~storm.models.StormConfig` (``principal_axes`` solves); fewer axes when
+    the slide has fewer spots or genes; ``(G, 0)`` and ``(0,)`` for ``n_components=0``.
 
     Examples
     --------
@@ -508,17 +528,78 @@ def whitening_axes(
 
     from ..models._encoders import GENE_STD_FLOOR
 
-    n, g = x.shape
+    inv = 1.0 / np.maximum(std.astype(np.float64), GENE_STD_FLOOR)
+    scaled = sparse.csr_matrix(x.astype(np.float64) @ sparse.diags(inv))
+    ones = np.ones((x.shape[0], 1))
+    return principal_axes(scaled, ones, (mean.astype(np.float64) * inv)[:, None], n_components)
+
+
+def residual_axes(counts: sparse.csr_matrix, n_components: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n_components`` principal axes of a slide's Poisson residuals, standardised per gene, and their scales.
+
+    With ``s`` each spot's total over the columns and ``p`` each gene's share of all counts, the residual is
+    ``(counts - s p) / sqrt(s p)`` (analytic Pearson residuals without overdispersion, as
+    ``scanpy.experimental.pp.normalize_pearson_residuals`` with ``theta=inf``), then centred and divided by its
+    standard deviation per gene (genes without counts weigh 0). A gene's residual no longer follows the spots' depth,
+    which the log1p of a gene seen at a few counts per spot does: on a whole-kit panel, thousands of such genes
+    would otherwise make depth a main axis. Axes and scales as in :func:`whitening_axes` (half whitening); the model
+    projects its standardised log1p(CP10k) values on them. The residuals are never formed: a sparse matrix and two
+    rank-one corrections go to ``principal_axes``.
+
+    Examples
+    --------
+    >>> from scipy import sparse
+    >>> x = sparse.csr_matrix(np.random.default_rng(0).poisson(1.0, (50, 20)).astype(np.float32))
+    >>> axes, scale = residual_axes(x, 4)
+    >>> axes.shape, bool(np.allclose(axes.T @ axes, np.eye(4), atol=1e-5))
+    ((20, 4), True)
+    """
+    from scipy import sparse
+
+    counts = sparse.csr_matrix(counts, dtype=np.float64)
+    n = max(counts.shape[0], 1)
+    total = np.asarray(counts.sum(1)).ravel()
+    column_sums = np.asarray(counts.sum(0)).ravel()
+    share = column_sums / max(total.sum(), 1e-12)
+    row = 1.0 / np.sqrt(np.maximum(total, 1e-12))
+    column = np.where(share > 0, 1.0 / np.sqrt(np.maximum(share, 1e-300)), 0.0)
+    base = sparse.csr_matrix(sparse.diags(row) @ counts @ sparse.diags(column))  # counts / sqrt(s p)
+    root_total, root_share = np.sqrt(total), np.sqrt(share)
+    mean = (np.asarray(base.sum(0)).ravel() - root_share * root_total.sum()) / n
+    square = np.asarray(base.multiply(base).sum(0)).ravel() - 2 * column_sums + share * total.sum()
+    std = np.sqrt(np.maximum(square / n - mean**2, 0.0))
+    inv = np.where(std > 1e-8, 1.0 / np.maximum(std, 1e-8), 0.0)
+    left = np.stack([root_total, np.ones(counts.shape[0])], axis=1)
+    right = np.stack([root_share * inv, mean * inv], axis=1)
+    return principal_axes(sparse.csr_matrix(base @ sparse.diags(inv)), left, right, n_components)
+
+
+def principal_axes(
+    scaled: sparse.csr_matrix, left: np.ndarray, right: np.ndarray, n_components: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top right singular vectors (G, r) of ``z = scaled - left @ right.T`` and their half-whitening scales (r,).
+
+    ``scaled`` (n, G) is sparse and ``left`` (n, k), ``right`` (G, k) a low-rank correction (centring, expected
+    counts), so ``z`` is never formed. The axes come from the eigenvectors of the smaller Gram matrix when the slide
+    has at most ``DENSE_GRAM`` spots or genes (exact, and independent of the order of the rows), else from ARPACK on
+    an implicit operator. ``scale = (sqrt(n) / singular value) ** WHITENING_POWER``; at most ``min(n, G) - 1`` axes.
+
+    Examples
+    --------
+    >>> from scipy import sparse
+    >>> x = np.random.default_rng(0).poisson(1.0, (30, 10)).astype(float)
+    >>> axes, scale = principal_axes(sparse.csr_matrix(x), np.ones((30, 1)), x.mean(0)[:, None], 3)
+    >>> bool(np.allclose(np.abs(axes.T @ np.linalg.svd(x - x.mean(0))[2][:3].T), np.eye(3), atol=1e-6))
+    True
+    """
+    n, g = scaled.shape
     r = max(0, min(int(n_components), n - 1, g - 1))
     if r == 0:
         return np.zeros((g, 0), dtype=np.float32), np.zeros(0, dtype=np.float32)
-    inv = 1.0 / np.maximum(std.astype(np.float64), GENE_STD_FLOOR)
-    scaled = sparse.csr_matrix(x.astype(np.float64) @ sparse.diags(inv))
-    shift = mean.astype(np.float64) * inv
     if min(n, g) <= DENSE_GRAM:
-        values, vt = _gram_axes(scaled, shift, r)
+        values, vt = _gram_axes(scaled, left, right, r)
     else:
-        values, vt = _arpack_axes(scaled, shift, r)
+        values, vt = _arpack_axes(scaled, left, right, r)
     scale = (np.sqrt(n) / np.maximum(values, 1e-6)) ** WHITENING_POWER
     return np.ascontiguousarray(vt.T, dtype=np.float32), scale.astype(np.float32)
 
@@ -529,35 +610,33 @@ WHITENING_POWER = 0.5
 DENSE_GRAM = 6000
 
 
-def _gram_axes(scaled: Any, shift: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``r`` singular values and right singular vectors (r, G) of ``z = scaled - shift`` from its smaller Gram."""
+def _gram_axes(scaled: Any, left: np.ndarray, right: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``r`` singular values and right singular vectors (r, G) of ``scaled - left @ right.T`` from its smaller Gram."""
     n, g = scaled.shape
-    ones = np.ones(n)
     if n <= g:
-        s_shift = scaled @ shift
-        gram = (scaled @ scaled.T).toarray() - np.outer(s_shift, ones) - np.outer(ones, s_shift) + shift @ shift
+        cross = np.asarray(scaled @ right)  # (n, k)
+        gram = (scaled @ scaled.T).toarray() - cross @ left.T - left @ cross.T + left @ (right.T @ right) @ left.T
         eigenvalues, u = np.linalg.eigh(gram)
         top = np.argsort(eigenvalues)[::-1][:r]
         values = np.sqrt(np.maximum(eigenvalues[top], 0))
-        vt = (scaled.T @ u[:, top] - np.outer(shift, ones @ u[:, top])).T / np.maximum(values, 1e-12)[:, None]
+        vt = (scaled.T @ u[:, top] - right @ (left.T @ u[:, top])).T / np.maximum(values, 1e-12)[:, None]
         return values, vt
-    column_sums = np.asarray(scaled.sum(0)).ravel()
-    gram = (scaled.T @ scaled).toarray() - np.outer(column_sums, shift) - np.outer(shift, column_sums)
-    gram += n * np.outer(shift, shift)
+    cross = np.asarray(scaled.T @ left)  # (G, k)
+    gram = (scaled.T @ scaled).toarray() - cross @ right.T - right @ cross.T + right @ (left.T @ left) @ right.T
     eigenvalues, v = np.linalg.eigh(gram)
     top = np.argsort(eigenvalues)[::-1][:r]
     return np.sqrt(np.maximum(eigenvalues[top], 0)), v[:, top].T
 
 
-def _arpack_axes(scaled: Any, shift: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``r`` singular values and right singular vectors (r, G) of ``z = scaled - shift`` by ARPACK."""
+def _arpack_axes(scaled: Any, left: np.ndarray, right: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``r`` singular values and right singular vectors (r, G) of ``scaled - left @ right.T`` by ARPACK."""
     from scipy.sparse.linalg import LinearOperator, svds
 
     n, g = scaled.shape
     operator = LinearOperator(
         (n, g),
-        matvec=lambda v: scaled @ v.ravel() - shift @ v.ravel(),
-        rmatvec=lambda u: scaled.T @ u.ravel() - shift * u.sum(),
+        matvec=lambda v: scaled @ v.ravel() - left @ (right.T @ v.ravel()),
+        rmatvec=lambda u: scaled.T @ u.ravel() - right @ (left.T @ u.ravel()),
         dtype=np.float64,
     )
     start = np.random.default_rng(0).standard_normal(min(n, g))
@@ -603,7 +682,7 @@ def _build_slide(
     tile_px: int,
     tile_um: float,
     niche_size: int,
-    gene_components: int,
+    axes: tuple[int, str],
     max_upsample: float,
 ) -> CorpusSlide:
     from ..pp import TileSet
@@ -643,7 +722,14 @@ def _build_slide(
             mask = np.asarray(expression.getnnz(axis=1) > 0)
             measured = expression[mask] if mask.any() else expression
             gene_mean, gene_std = column_moments(measured)
-            components, component_scale = whitening_axes(measured, gene_mean, gene_std, gene_components)
+            n_axes, source = axes
+            if source == "residuals":
+                from scipy import sparse
+
+                raw = sparse.csr_matrix(counts)[:, columns].tocsr()
+                components, component_scale = residual_axes(raw[mask] if mask.any() else raw, n_axes)
+            else:
+                components, component_scale = whitening_axes(measured, gene_mean, gene_std, n_axes)
     return CorpusSlide(
         name=name,
         slide=slide,

@@ -9,6 +9,7 @@ from typing import Any
 #: Ways the gene branch reads a spot's expression (the gene branch of :class:`~storm.models.StormModel`).
 GENE_ENCODINGS = ("panel", "top")
 EXPRESSION_TARGETS = ("standardised", "log1p")
+GENE_AXES = ("residuals", "log1p")
 
 #: Preset name -> overrides of :class:`StormConfig` defaults. Parameter counts (with a 20,000-gene vocabulary) are
 #: checked in the tests: tiny < 5M, small ~ 5M (the shipped default), base ~ 150M, large ~ 555M.
@@ -103,6 +104,12 @@ class StormConfig:
         slide, each divided by the square root of its standard deviation (computed by the data layer; see
         ``whitening_axes`` in ``storm.data``), so that the main directions of variation of the slide count and the rest,
         mostly noise, is dropped; 0 standardises only.
+    gene_axes
+        Where those axes come from: ``"residuals"`` (the default) the principal axes of the slide's Poisson residuals
+        ``(counts - expected) / sqrt(expected)``, expected = spot total x gene share, standardised per gene, so that
+        the many genes of a whole-kit panel seen at a few counts per spot, whose log1p values follow each spot's depth,
+        do not add a shared depth axis; ``"log1p"``: those of the standardised log1p(CP10k) expression itself
+        (checkpoints whose config has no ``gene_axes`` were written before it existed and are ``"log1p"``).
     max_genes
         Gene tokens per spot with ``gene_encoding="top"`` (the most expressed of the panel's genes in the vocabulary).
     value_bins
@@ -135,6 +142,7 @@ class StormConfig:
     gene_encoding: str = "panel"
     expression_target: str = "standardised"
     gene_components: int = 32
+    gene_axes: str = "residuals"
     max_genes: int = 128
     value_bins: int = 32
     niche_size: int = 6
@@ -158,6 +166,8 @@ class StormConfig:
             raise ValueError(
                 f"`expression_target` must be one of {EXPRESSION_TARGETS}, got {self.expression_target!r}."
             )
+        if self.gene_axes not in GENE_AXES:
+            raise ValueError(f"`gene_axes` must be one of {GENE_AXES}, got {self.gene_axes!r}.")
         if not self.tile_um > 0:
             raise ValueError(f"`tile_um` must be positive, got {self.tile_um!r}.")
         if not 0 < self.pos_min_um < self.pos_max_um:
@@ -196,5 +206,5 @@ class StormConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"Unknown config keys {unknown}; this checkpoint needs a newer storm.")
-        # configs written before the "panel" encoding (or the standardised decoder) existed lack the key: old behaviour
-        return cls(**{"gene_encoding": "top", "expression_target": "log1p", **data})
+        # configs written before the "panel" encoding (standardised decoder, residual axes) existed lack the key
+        return cls(**{"gene_encoding": "top", "expression_target": "log1p", "gene_axes": "log1p", **data})
