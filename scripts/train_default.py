@@ -32,7 +32,8 @@ DESCRIPTION = (
     "warm-up, then joint training) on the her2st HER2+ breast cancer sections (legacy Spatial Transcriptomics, 100 µm "
     "spots) and the DLPFC 151510 Visium count matrix in storm's development data. Its gene branch reads every gene of "
     "a slide's panel (the `panel` encoding: expression standardised and whitened within the slide's 32 principal "
-    "axes, taken from its Poisson residuals so that genes seen at a few counts per spot add no depth axis). Its image -> expression decoder learns each gene's expression standardised within its slide, and "
+    "axes, taken from its Poisson residuals so that genes seen at a few counts per spot add no depth axis). Its "
+    "image -> expression decoder learns each gene's expression standardised within its slide, and "
     "`st.tl.predict_expression` returns log1p(CP10k) through each gene's mean and within-slide spread over the "
     'pretraining corpus. It is what `model=None` and `StormModel.from_pretrained("default")` load. The image backbone was '
     "trained from scratch (no ImageNet weights can be downloaded here) on the H&E of four sections of one patient, on "

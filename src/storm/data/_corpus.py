@@ -253,7 +253,8 @@ class Corpus:
                         tile_px,
                         tile_um,
                         niche_size,
-                        (gene_components, gene_axes),
+                        gene_components,
+                        gene_axes,
                         max_upsample,
                     )
                 )
@@ -682,7 +683,8 @@ def _build_slide(
     tile_px: int,
     tile_um: float,
     niche_size: int,
-    axes: tuple[int, str],
+    gene_components: int,
+    gene_axes: str,
     max_upsample: float,
 ) -> CorpusSlide:
     from ..pp import TileSet
@@ -722,14 +724,13 @@ def _build_slide(
             mask = np.asarray(expression.getnnz(axis=1) > 0)
             measured = expression[mask] if mask.any() else expression
             gene_mean, gene_std = column_moments(measured)
-            n_axes, source = axes
-            if source == "residuals":
+            if gene_axes == "residuals":
                 from scipy import sparse
 
                 raw = sparse.csr_matrix(counts)[:, columns].tocsr()
-                components, component_scale = residual_axes(raw[mask] if mask.any() else raw, n_axes)
+                components, component_scale = residual_axes(raw[mask] if mask.any() else raw, gene_components)
             else:
-                components, component_scale = whitening_axes(measured, gene_mean, gene_std, n_axes)
+                components, component_scale = whitening_axes(measured, gene_mean, gene_std, gene_components)
     return CorpusSlide(
         name=name,
         slide=slide,
