@@ -137,7 +137,10 @@ def test_adapt_errors(tiny):
 @pytest.mark.data
 @pytest.mark.slow
 def test_adapted_default_finds_the_layers_of_a_held_out_dlpfc_section(shared_data_path):
-    """DLPFC 151673 was held out of the default's pretraining: adaptation recovers its layers (ARI 0.51, zero-shot 0.31)."""
+    """DLPFC 151673 was held out of the default's pretraining: zero-shot finds its layers, adaptation adds to them.
+
+    ARI 0.45 zero-shot and 0.50 adapted with the residual-axes default (0.31 and 0.51 with the log1p-axes one).
+    """
     from sklearn.metrics import adjusted_rand_score
 
     st.settings.progress = False
@@ -151,4 +154,5 @@ def test_adapted_default_finds_the_layers_of_a_held_out_dlpfc_section(shared_dat
         st.tl.domains(sdata, n_domains=7, adapt=adapt, seed=0, key_added=key)
         scores[adapt] = adjusted_rand_score(truth, table.obs[key].astype(str).to_numpy()[labelled])
         del table.obsm["X_storm"]
-    assert scores[True] > 0.45 and scores[True] > scores[False] + 0.1, scores
+    assert scores[False] > 0.4, scores
+    assert scores[True] > 0.45 and scores[True] > scores[False] + 0.03, scores
