@@ -24,7 +24,6 @@ from typing import Any
 import yaml
 
 import storm as st
-from storm._cli import _source
 from storm.models import StormConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +78,7 @@ def main() -> None:
             print(f"{held}: done already ({folder})")
             continue
         config = fold_config(recipe, held, args.steps, dict(args.changes))
-        sources = [_source(entry, str(data)) for entry in config.pop("corpus")]
+        sources = [st.datasets.load(entry, data) for entry in config.pop("corpus")]
         started = time.perf_counter()
         st.tl.pretrain(sources, config=config, output_dir=folder, resume=folder.is_dir())
         print(f"{held}: {time.perf_counter() - started:.0f} s -> {folder / 'model'}")

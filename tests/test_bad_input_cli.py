@@ -182,7 +182,7 @@ def test_refused_before_any_work_and_nothing_changed(name, tmp_path, monkeypatch
     argv = build(tmp_path, monkeypatch)
     before = listing(tmp_path)
     stop = lambda *args, **kwargs: pytest.fail("work started before the paths were checked")  # noqa: E731
-    for module, attribute in [(_cli, "_read"), (_cli, "_source"), (_model_arg, "get_model")]:
+    for module, attribute in [(_cli, "_read"), (st.datasets, "load"), (_model_arg, "get_model")]:
         monkeypatch.setattr(module, attribute, stop)
     assert main(argv) == 2
     err = capsys.readouterr().err.splitlines()

@@ -202,6 +202,7 @@ def _tile(args: argparse.Namespace) -> int:
 def _pretrain(args: argparse.Namespace) -> int:
     import yaml
 
+    from .datasets import load
     from .tl import pretrain
     from .tl._pretrain import check_output
     from .train import TrainConfig
@@ -223,30 +224,10 @@ def _pretrain(args: argparse.Namespace) -> int:
         config.output_dir = str(args.output_dir)
     check_output(config.output_dir, resume=True, corpus=raw["corpus"])  # before any slide is read
     data_dir = raw.get("data_dir")
-    sources = [_source(entry, data_dir) for entry in raw["corpus"]]
+    sources = [load(entry, data_dir) for entry in raw["corpus"]]
     pretrain(sources, config=config, output_dir=config.output_dir)
     print(f"wrote {Path(config.output_dir) / 'model'}")
     return 0
-
-
-def _source(entry: str, data_dir: str | None):
-    """A corpus entry: a SpatialData .zarr path, 'demo', or '<dataset>:<section>' read from `data_dir`."""
-    from . import datasets
-
-    if entry == "demo":
-        return datasets.demo()
-    if ":" in entry and not Path(entry).exists():
-        name, _, section = entry.partition(":")
-        loaders = {"her2st": datasets.her2st, "dlpfc": datasets.dlpfc}
-        if name not in loaders:
-            raise ValueError(
-                f"Unknown corpus entry {entry!r}; use a .zarr path, 'demo', 'her2st:<section>' or 'dlpfc:<id>'."
-            )
-        return loaders[name](section, path=None if data_dir is None else Path(data_dir) / name)
-    path = Path(entry)
-    if not path.exists():
-        raise FileNotFoundError(f"Corpus entry {entry!r} does not exist.")
-    return path
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from ._demo import demo
 from ._dlpfc import dlpfc
 from ._her2st import her2st
 from ._her2st_clinical import her2st_clinical
+from ._load import load
 from ._synthetic import synthetic
 
-__all__ = ["demo", "dlpfc", "her2st", "her2st_clinical", "planted_cohort", "synthetic"]
+__all__ = ["demo", "dlpfc", "her2st", "her2st_clinical", "load", "planted_cohort", "synthetic"]
