@@ -428,3 +428,16 @@ def test_niche_denoising_arguments_are_checked():
         StormObjectives(ObjectiveWeights(niche_denoising=1.0))
     with pytest.raises(ValueError, match="`denoising_target` must be one of"):
         StormObjectives(denoising_target="teacher")
+
+
+def test_masked_gene_target_is_the_panel_encoders_standardisation(model):
+    """The masked-gene target is the centres' expression standardised as the panel encoder reads it."""
+    from storm.train._objectives import _Niches
+
+    batch = _batch(model, b=6)
+    x, known = batch["expression"][:, 0], batch["gene_index"] >= 0
+    by_hand = ((x - x.mean(0)) / x.std(0, unbiased=False).clamp(min=0.05)).clamp(-10, 10) * known
+    torch.testing.assert_close(_Niches(batch, model).standardised_centre(), by_hand)  # the batch's statistics
+    mean, std = torch.full((G,), 1.5), torch.full((G,), 0.5)
+    with_stats = _Niches({**batch, "gene_mean": mean, "gene_std": std}, model).standardised_centre()
+    torch.testing.assert_close(with_stats, ((x - 1.5) / 0.5) * known)  # the slide's statistics

@@ -215,14 +215,11 @@ class _Niches:
         return kwargs
 
     def standardised_centre(self) -> torch.Tensor:
-        """The centre spots' expression (B, G), standardised per gene for a ``"panel"`` gene encoding.
+        """The centre spots' expression (B, G), standardised per gene for a ``"panel"`` gene encoding (raw otherwise).
 
-        The encoder's own standardisation with the slide's statistics, so that every gene weighs the same.
+        The encoder's own standardisation (:meth:`_centre_z`), so that every gene weighs the same.
         """
-        x = self.expression[:, 0].float()
-        if self.panel_encoder is None or self.gene_mean is None or self.gene_std is None:
-            return x
-        return self.panel_encoder.standardise(x, self.centre_genes, None, self.gene_mean, self.gene_std, None)
+        return self._centre_z() if self.panel_encoder is not None else self.expression[:, 0].float()
 
     def expression_target(self) -> torch.Tensor:
         """The centre spots' expression (B, G) as the image -> expression decoder learns it (its ``expression_target``).
