@@ -12,7 +12,10 @@ For each size n (0 = every labelled training spot), n spots are drawn at random 
 draws) and three contenders are fitted on exactly those spots:
 * storm: the linear head of ``st.tl.finetune`` (softmax on the spots' joint + niche embeddings from the expression
   branch, L2 penalty by cross-validation) — the embeddings are computed once and the head fitted with the same code
-  ``finetune`` calls (``storm.tl._fit.fit_spot_head``); one full ``st.tl.finetune`` call checks they agree;
+  ``finetune`` calls (``storm.tl._fit.fit_spot_head``); one full ``st.tl.finetune`` call (shared genes) checks they agree;
+* storm head, shared genes: the same head with ``st.tl.finetune(input_genes=...)`` set to the genes every slide of
+  the transfer measures, so that the expression branch reads the same genes on training and test slides (what a
+  user transferring labels to a slide of another panel passes; the baseline reads the same genes);
 * storm adapted: the same head on the embeddings of the model after ``st.tl.adapt`` (its default steps, seed 0) on the
   training and test slides together — label-free, as a user adapts to every slide they analyse;
 * expression PCA + logistic regression: log1p(CP10k) of the genes measured on every slide, 50 principal components
@@ -37,7 +40,7 @@ import numpy as np
 import storm as st
 from storm._compute import cpu_name
 from storm.io import resolve
-from storm.tl._finetune import spot_features
+from storm.tl._finetune import on_genes, spot_features
 from storm.tl._fit import fit_spot_head
 from storm.tl._metrics import balanced_accuracy
 from storm.tl._model_arg import get_model
@@ -61,25 +64,32 @@ def load(task: dict, name: str, data: Path):
     return st.datasets.her2st(name, data / "her2st", image=False)
 
 
-def restrict_to_shared_genes(slides: list) -> None:
-    """Keep in every table only the genes measured on all slides (one input panel for training and test slides)."""
+def shared_genes(slides: list) -> list[str]:
+    """The genes measured on all slides, in the first slide's order."""
     shared = set(slides[0]["table"].var_names)
     for s in slides[1:]:
         shared &= set(s["table"].var_names)
+    return [g for g in slides[0]["table"].var_names if g in shared]
+
+
+def restrict_to_shared_genes(slides: list) -> None:
+    """Keep in every table only the genes measured on all slides (one input panel for training and test slides)."""
+    shared = shared_genes(slides)
     for s in slides:
-        table = s["table"]
-        s.tables["table"] = table[:, [g for g in table.var_names if g in shared]].copy()
+        s.tables["table"] = s["table"][:, shared].copy()
 
 
-def slide_arrays(sdata, label: str, net, adapted) -> dict:
+def slide_arrays(sdata, label: str, net, adapted, shared: list[str]) -> dict:
     slide = resolve(sdata)
     x, used = spot_features(slide, net, "expression", None)
+    x_shared, _ = spot_features(on_genes(slide, shared), net, "expression", None)
     x_adapted, _ = spot_features(slide, adapted, "expression", None)
     labels = sdata["table"].obs[label].iloc[slide.rows].astype(object).to_numpy()
     keep = np.array([v is not None and v == v and str(v) not in DROP for v in labels])
     table = sdata["table"]
     return {
         "features": x[keep],
+        "features_shared": x_shared[keep],
         "features_adapted": x_adapted[keep],
         "labels": labels[keep].astype(str),
         "expression": log1p_cp10k(table.X[slide.rows][keep]),
@@ -132,6 +142,7 @@ def storm_head(
 
 CONTENDERS = {
     "storm head": storm_head,
+    "storm head, shared genes": lambda train, test, rows, seed: storm_head(train, test, rows, seed, "features_shared"),
     "storm adapted head": lambda train, test, rows, seed: storm_head(train, test, rows, seed, "features_adapted"),
     "expression PCA + logistic": pca_logistic,
 }
@@ -161,8 +172,9 @@ def main() -> None:
         t_adapt = time.perf_counter()
         adapted = st.tl.adapt(train_sd + test_sd, net, seed=0)
         adapt_s = time.perf_counter() - t_adapt
-        train = [slide_arrays(s, task["label"], net, adapted) for s in train_sd]
-        test = [slide_arrays(s, task["label"], net, adapted) for s in test_sd]
+        shared = shared_genes(train_sd + test_sd)
+        train = [slide_arrays(s, task["label"], net, adapted, shared) for s in train_sd]
+        test = [slide_arrays(s, task["label"], net, adapted, shared) for s in test_sd]
         embed_s = time.perf_counter() - t0 - adapt_s
         truth = np.concatenate([s["labels"] for s in test])
         n_train = sum(len(s["labels"]) for s in train)
@@ -185,7 +197,7 @@ def main() -> None:
                 for k, vals in scores.items()
             }
             print(name, n, {k: round(v["balanced_accuracy_mean"], 3) for k, v in rows_by_size[str(n)].items()})
-        check = st.tl.finetune(train_sd, task["label"], modality="expression", model=net)
+        check = st.tl.finetune(train_sd, task["label"], modality="expression", model=net, input_genes=shared)
         results[name] = {
             "input_panel": "genes shared by all slides" if args.shared_panel else "each slide's own genes",
             "train": task["train"],
@@ -194,6 +206,7 @@ def main() -> None:
             "n_test_labelled": int(len(truth)),
             "classes_test": sorted(set(truth)),
             "modality": train[0]["modality"],
+            "n_shared_genes": len(shared),
             "by_size": rows_by_size,
             "finetune_all_labels_cv_balanced_accuracy": check.metrics["cv_score"],
             "embedding_seconds": embed_s,

@@ -111,3 +111,43 @@ def test_finetune_bad_input(planted, tmp_path):
         st.tl.finetune(train, "expression", genes=["NOT_A_GENE"])
     with pytest.raises(FileNotFoundError, match="not a storm head folder"):
         st.tl.StormHead.load(tmp_path)
+
+
+def test_input_genes_keep_a_head_on_the_same_genes_across_panels(tmp_path):
+    """A head fitted on chosen genes reads exactly those on a slide that measures more (or in another order)."""
+    train, test = halves(st.datasets.demo())
+    genes = list(train["table"].var_names[::3])
+    for s in (train, test):
+        x = log1p_cp10k(s["table"].X).toarray()
+        s["table"].obs["erbb2"] = np.where(x[:, s["table"].var_names.get_loc("ERBB2")] > 1.5, "high", "low")
+    head = st.tl.finetune(train, "erbb2", modality="expression", input_genes=genes)
+    assert head.meta["input"]["genes"] == genes
+    head.save(tmp_path / "h")
+    narrowed = test["table"][:, genes[::-1]].copy()  # only the head's genes, in another order
+    full, small = test, SpatialData(shapes=dict(test.shapes), tables={"table": narrowed})
+    lacking = SpatialData(shapes=dict(test.shapes), tables={"table": test["table"][:, genes[1:]].copy()})
+    st.tl.annotate(full, tmp_path / "h")
+    st.tl.annotate(small, head)
+    np.testing.assert_allclose(full["table"].obsm["storm_erbb2_proba"], narrowed.obsm["storm_erbb2_proba"], atol=1e-5)
+    assert balanced_accuracy(full["table"].obs["erbb2"].to_numpy(), full["table"].obs["storm_erbb2"].astype(str)) > 0.7
+    whole = st.tl.finetune(train, "erbb2", modality="expression")  # each slide's whole panel: other features
+    assert whole.meta["input"]["genes"] is None
+    on_full = st.tl.annotate(full, whole, key_added="w", copy=True)["table"].obsm["w_proba"]
+    on_small = st.tl.annotate(small, whole, key_added="w", copy=True)["table"].obsm["w_proba"]
+    assert np.abs(on_full - on_small).max() > 1e-3
+    with pytest.raises(ValueError, match=rf"this slide does not measure 1 of the {len(genes)} input genes"):
+        st.tl.annotate(lacking, head)
+    assert "storm_erbb2" not in lacking["table"].obs
+
+
+def test_input_genes_bad_input():
+    train, _ = halves(st.datasets.demo())
+    train["table"].obs["half"] = np.where(np.arange(train["table"].n_obs) % 2, "a", "b")
+    with pytest.raises(TypeError, match=r"pass \['ERBB2'\]"):
+        st.tl.finetune(train, "half", modality="expression", input_genes="ERBB2")
+    with pytest.raises(ValueError, match="at least one gene, each once"):
+        st.tl.finetune(train, "half", modality="expression", input_genes=["ERBB2", "ERBB2"])
+    with pytest.raises(ValueError, match="modality='image' reads none"):
+        st.tl.finetune(train, "half", modality="image", input_genes=["ERBB2"])
+    with pytest.raises(ValueError, match=r"slide 0 does not measure 1 of the 2 input genes \(e.g. \['NOPE'\]\)"):
+        st.tl.finetune(train, "half", modality="expression", input_genes=["ERBB2", "NOPE"])

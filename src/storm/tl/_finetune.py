@@ -34,6 +34,7 @@ def finetune(
     *,
     task: str | None = None,
     genes: Sequence[str] | None = None,
+    input_genes: Sequence[str] | None = None,
     model: StormModel | str | Path | None = None,
     modality: str | None = None,
     hidden: int | None = None,
@@ -68,6 +69,10 @@ def finetune(
     genes
         Genes to learn for ``target="expression"`` (default: every gene measured on all slides). They need not be in
         the model's vocabulary.
+    input_genes
+        Genes the expression branch reads (as in the tables' ``var_names``; default: each slide's whole panel). For a
+        head that will label slides measured on another panel, pass the genes both panels share: the embeddings then
+        mean the same on both, and :func:`storm.tl.annotate` reads the same genes. Every slide must measure them.
     {model_param}
     modality
         Modalities the embeddings use: ``"image"`` (default for expression, so that the head works on H&E-only
@@ -93,6 +98,12 @@ def finetune(
     >>> head = st.tl.finetune(sdata, "expression", genes=["ERBB2", "KRT19"])  # doctest: +SKIP
     >>> head.metrics["cv_score"] > 0  # doctest: +SKIP
     True
+
+    Labels on a 5,000-gene slide, to be transferred to one with 500 genes:
+
+    >>> shared = ref["table"].var_names.intersection(query["table"].var_names)  # doctest: +SKIP
+    >>> head = st.tl.finetune(ref, "layer", modality="expression", input_genes=shared)  # doctest: +SKIP
+    >>> st.tl.annotate(query, head)  # doctest: +SKIP
     """
     from .._settings import settings
     from ..io._resolve import resolve, resolve_args
@@ -103,13 +114,16 @@ def finetune(
     seed = settings.seed if seed is None else int(seed)
     if modality is None:
         modality = "image" if target == EXPRESSION else "auto"
+    reads = _input_genes(input_genes, modality)
     net = get_model(model)
     where = resolve_args(locals())
     resolved = [resolve(s, **where, image=modality != "expression") for s in slides_in]
     outputs, targets, kind = _targets(resolved, target, task, genes)
+    for index, slide in enumerate(resolved):
+        _check_input_genes(slide, reads, f"slide {index}", "pass genes that every slide measures")
     features, groups, kept, used = [], [], [], set()
     for index, (slide, y) in enumerate(zip(resolved, targets, strict=True)):
-        x, modalities = spot_features(slide, net, modality, batch_size)
+        x, modalities = spot_features(on_genes(slide, reads), net, modality, batch_size)
         used.add(modalities)
         keep = _labelled(y)
         features.append(x[keep])
@@ -133,7 +147,7 @@ def finetune(
         "target": target,
         "outputs": outputs,
         "modality": used.pop(),
-        "input": {"layer": layer, "preprocessing": PREPROCESSING},
+        "input": {"layer": layer, "preprocessing": PREPROCESSING, "genes": reads},
         "model": model_record(net),
         "metrics": metrics,
         "init": {"n_features": int(x.shape[1]), "n_outputs": len(outputs), "hidden": hidden},
@@ -227,7 +241,7 @@ def annotate(
     slide = resolve(target, **where, image=head.modality != "expression")
     check_head_input(head, slide)
     check_keys(slide, obs=[key])
-    x, _ = spot_features(slide, net, head.modality, batch_size)
+    x, _ = spot_features(on_genes(slide, head_input_genes(head)), net, head.modality, batch_size)
     with torch.no_grad():
         out = head.module(torch.as_tensor(x, dtype=torch.float32))
     record = {
@@ -249,7 +263,7 @@ def annotate(
 
 
 def check_head_input(head: StormHead, slide: Slide) -> None:
-    """Raise when a head that reads expression was trained on another counts layer than the slide's."""
+    """Raise when a head that reads expression was trained on another counts layer, or on genes the slide lacks."""
     if head.modality == "image":
         return
     trained = (head.meta.get("input") or {}).get("layer")
@@ -257,6 +271,47 @@ def check_head_input(head: StormHead, slide: Slide) -> None:
         raise ValueError(
             f"The head was trained on counts from layer={trained!r} (log1p CP10k), but this slide resolved "
             f"layer={slide.layer!r}; pass `layer={trained!r}` (or the layer holding the same raw counts)."
+        )
+    _check_input_genes(
+        slide, head_input_genes(head), "this slide", "fine-tune the head again with `input_genes=` genes both measure"
+    )
+
+
+def head_input_genes(head: StormHead) -> list[str] | None:
+    """The genes a head's expression features were computed on (``None``: each slide's whole panel)."""
+    return (head.meta.get("input") or {}).get("genes")
+
+
+def on_genes(slide: Slide, genes: list[str] | None) -> Slide:
+    """The slide with its table narrowed to ``genes`` (a view, to encode from; results go to ``slide.table``)."""
+    if genes is None:
+        return slide
+    import dataclasses
+
+    return dataclasses.replace(slide, table=slide.table[:, slide.table.var_names.get_indexer(genes)])
+
+
+def _input_genes(genes: Sequence[str] | None, modality: str) -> list[str] | None:
+    """``input_genes`` checked: a non-empty list of distinct names, for embeddings that read expression."""
+    if genes is None:
+        return None
+    if isinstance(genes, str):
+        raise TypeError(f"`input_genes` must be a list of gene names, got the string {genes!r}; pass [{genes!r}].")
+    names = [str(g) for g in genes]
+    if not names or len(set(names)) != len(names):
+        raise ValueError("`input_genes` must list at least one gene, each once.")
+    if modality == "image":
+        raise ValueError("`input_genes` chooses the genes the expression branch reads; modality='image' reads none.")
+    return names
+
+
+def _check_input_genes(slide: Slide, genes: list[str] | None, which: str, fix: str) -> None:
+    if genes is None:
+        return
+    missing = [g for g in genes if g not in slide.table.var_names]
+    if missing:
+        raise ValueError(
+            f"{which} does not measure {len(missing)} of the {len(genes)} input genes (e.g. {missing[:3]}); {fix}."
         )
 
 
