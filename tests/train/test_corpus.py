@@ -97,6 +97,15 @@ def test_log1p_cp10k_on_a_hand_made_matrix():
         log1p_cp10k(np.array([[1.0, -1.0]]))
 
 
+def test_log1p_cp10k_leaves_a_matrix_with_unsorted_indices_as_it_was():
+    counts = sparse.csr_matrix(np.array([[1, 3, 0, 6], [2, 0, 5, 0]], dtype=np.float32))[:, [3, 0, 2, 1]]
+    assert not counts.has_sorted_indices
+    before = counts.toarray().copy()
+    out = log1p_cp10k(counts)
+    np.testing.assert_array_equal(counts.toarray(), before)
+    np.testing.assert_allclose(np.expm1(out.toarray()), before / before.sum(1, keepdims=True) * 1e4, rtol=1e-5)
+
+
 def test_expression_is_normalised_over_all_genes_and_aligned_to_the_vocab():
     sdata = synthetic(n_genes=6)
     vocab = GeneVocab(["GENE3", "OTHER", "GENE0"])

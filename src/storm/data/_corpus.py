@@ -473,7 +473,7 @@ def log1p_cp10k(counts: Any) -> sparse.csr_matrix:
     """
     from scipy import sparse
 
-    x = sparse.csr_matrix(counts, dtype=np.float64)
+    x = sparse.csr_matrix(counts, dtype=np.float64, copy=True)  # own index arrays: sum_duplicates sorts them in place
     x.sum_duplicates()
     if x.nnz and (not np.isfinite(x.data).all() or x.data.min() < 0):
         raise ValueError(
