@@ -12,7 +12,8 @@ For each size n (0 = every labelled training spot), n spots are drawn at random 
 draws) and three contenders are fitted on exactly those spots:
 * storm: the linear head of ``st.tl.finetune`` (softmax on the spots' joint + niche embeddings from the expression
   branch, L2 penalty by cross-validation) — the embeddings are computed once and the head fitted with the same code
-  ``finetune`` calls (``storm.tl._fit.fit_spot_head``); one full ``st.tl.finetune`` call (shared genes) checks they agree;
+  ``finetune`` calls (``storm.tl._fit.fit_spot_head``); one full ``st.tl.finetune`` call (shared genes) checks they
+  agree;
 * storm head, shared genes: the same head with ``st.tl.finetune(input_genes=...)`` set to the genes every slide of
   the transfer measures, so that the expression branch reads the same genes on training and test slides (what a
   user transferring labels to a slide of another panel passes; the baseline reads the same genes);

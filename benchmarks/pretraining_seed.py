@@ -28,11 +28,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _clustering import scored
 from _common import DEFAULT_DATA, RESULTS, header, write
 from domains import domains_of, labelled_sections
-from low_label import TASKS, shared_genes, storm_head
+from low_label import TASKS, shared_genes, slide_arrays, storm_head
 
 import storm as st
-from storm.io import resolve
-from storm.tl._finetune import on_genes, spot_features
 from storm.tl._metrics import balanced_accuracy
 from storm.tl._model_arg import get_model
 
@@ -63,28 +61,20 @@ def few_labels(net, data: Path) -> dict[str, dict[str, float]]:
     test_sd = [st.datasets.dlpfc(s, data / "dlpfc") for s in task["test"]]
     shared = shared_genes(train_sd + test_sd)
 
-    def arrays(sdata) -> dict:
-        slide = resolve(sdata)
-        labels = sdata["table"].obs[task["label"]].iloc[slide.rows].astype(object).to_numpy()
-        keep = np.array([v is not None and v == v for v in labels])
-        return {
-            "own": spot_features(slide, net, "expression", None)[0][keep],
-            "shared": spot_features(on_genes(slide, shared), net, "expression", None)[0][keep],
-            "labels": labels[keep].astype(str),
-        }
-
-    train, test = [arrays(s) for s in train_sd], [arrays(s) for s in test_sd]
+    train = [slide_arrays(s, task["label"], net, net, shared) for s in train_sd]
+    test = [slide_arrays(s, task["label"], net, net, shared) for s in test_sd]
     truth = np.concatenate([s["labels"] for s in test])
     n_train = sum(len(s["labels"]) for s in train)
     out: dict[str, dict[str, float]] = {"own": {}, "shared": {}}
+    features = {"own": "features", "shared": "features_shared"}
     for size in SIZES:
         n = n_train if size == 0 else size
-        for features in out:
+        for name, key in features.items():
             scores = []
             for rep in range(REPEATS if n < n_train else 1):
                 rows = np.sort(np.random.default_rng(rep).choice(n_train, n, replace=False))
-                scores.append(balanced_accuracy(truth, storm_head(train, test, rows, rep, features)))
-            out[features][str(n)] = float(np.mean(scores))
+                scores.append(balanced_accuracy(truth, storm_head(train, test, rows, rep, key)))
+            out[name][str(n)] = float(np.mean(scores))
     return out
 
 
