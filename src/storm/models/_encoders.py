@@ -137,8 +137,8 @@ GENE_STD_FLOOR = 0.05
 def whiten(z: torch.Tensor, components: torch.Tensor | None, scale: torch.Tensor | None) -> torch.Tensor:
     """Standardised values (N, G) within the slide's principal axes, rescaled; still over the same genes.
 
-    ``components`` (G, r) are the axes and ``scale`` (r,) their weights (``residual_axes`` or ``whitening_axes``); ``z`` is returned
-    unchanged without axes.
+    ``components`` (G, r) are the axes and ``scale`` (r,) their weights (``residual_axes`` or ``whitening_axes``);
+    ``z`` is returned unchanged without axes.
 
     Examples
     --------
