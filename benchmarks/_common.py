@@ -10,13 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _handcrafted import niche_features, tile_features
 
 import storm as st
 from storm._compute import cpu_name
 from storm.data._corpus import log1p_cp10k
 from storm.tl._metrics import pearson_per_gene
-from storm.train import Corpus
 
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -99,9 +97,7 @@ def top_genes(held: Any, sections: list[Any], vocab: Any, n: int) -> list[str]:
 
 
 def handcrafted(sdata: Any, config: Any) -> np.ndarray:
-    """Hand-crafted features of each spot's tile, at the model's tile geometry, and their mean over its niche."""
-    corpus = Corpus.from_sources(sdata, tile_px=config.image_size, tile_um=config.tile_um, niche_size=config.niche_size)
-    cs = corpus.slides[0]
-    tiles = cs.tiles.read(np.arange(cs.n_spots))
-    per_tile = np.stack([tile_features(t) for t in tiles])
-    return niche_features(per_tile, cs.neighbours)
+    """Hand-crafted colour/texture features of each spot's tile (storm's ``morphology_features``) and niche mean."""
+    from storm.tl._morphology import morphology_features
+
+    return morphology_features(st.io.resolve(sdata), config)

@@ -26,7 +26,8 @@ def squidpy_features(sdata: Any, config: Any, neighbours: np.ndarray, n_jobs: in
     """squidpy summary/histogram/texture features of each spot's ``config.tile_um`` crop, with its niche mean."""
     import anndata as ad
     import squidpy as sq
-    from _handcrafted import niche_features
+
+    from storm.tl._morphology import niche_mean
 
     slide = resolve(sdata)
     pixels = np.moveaxis(np.asarray(slide.levels[0].data), 0, -1)  # (y, x, c) at full resolution
@@ -47,7 +48,7 @@ def squidpy_features(sdata: Any, config: Any, neighbours: np.ndarray, n_jobs: in
         copy=True,
     )
     per_spot = np.nan_to_num(features.to_numpy(dtype=np.float64))
-    return niche_features(per_spot, neighbours)
+    return niche_mean(per_spot, neighbours)
 
 
 def tiles_of(sdata: Any, tile_px: int, tile_um: float) -> np.ndarray:

@@ -17,10 +17,12 @@ Protocol:
 Contenders:
 * storm default checkpoint: zero-shot image -> expression decoder (``st.tl.predict_expression``); ridge probe on the
   image-only embeddings (``X_storm`` and the image-branch ``X_storm_image`` of ``st.tl.embed(modality="image")``);
-  the ``st.tl.finetune`` expression head;
+  the ``st.tl.finetune`` expression head (features standardised within each slide, its default for expression; with
+  ``per_slide=False``; and with the tile's colour/texture statistics, ``morphology=True``);
 * the same architecture untrained (random init, seed 0): zero-shot decoder and ridge on ``X_storm``;
 * hand-crafted colour/texture features + ridge (``_handcrafted.py``) and squidpy ``calculate_image_features``
-  (summary, histogram, texture) + ridge, both of the model's tile and with the niche mean;
+  (summary, histogram, texture) + ridge, both of the model's tile and with the niche mean, as they are and
+  standardised within each section (what ``per_slide`` does for storm's heads);
 * with ``--fold-models DIR``: storm pretrained once per fold with the held-out section excluded from everything it saw
   (``benchmarks/pretrain_folds.py`` writes ``DIR/<section>/model``): its zero-shot decoder, ridge on its image-branch
   embedding and its ``st.tl.finetune`` head, so that every section is a held-out score for storm (``--fold-name``
@@ -73,17 +75,29 @@ LABELS = {
     "storm_ridge_joint": "storm default: ridge on X_storm (image-only)",
     "storm_ridge_image_branch": "storm default: ridge on X_storm_image",
     "storm_finetune": "storm default: st.tl.finetune head",
+    "storm_finetune_pooled": "storm default: st.tl.finetune head, per_slide=False",
+    "storm_finetune_morphology": "storm default: st.tl.finetune head, morphology=True",
     "untrained_zero_shot": "same architecture untrained: zero-shot decoder",
     "untrained_ridge_joint": "same architecture untrained: ridge on X_storm",
     "handcrafted_ridge": "hand-crafted colour/texture + ridge",
+    "handcrafted_ridge_per_section": "hand-crafted colour/texture, standardised per section + ridge",
     "squidpy_ridge": "squidpy calculate_image_features + ridge",
+    "squidpy_ridge_per_section": "squidpy calculate_image_features, standardised per section + ridge",
     "stnet": "ST-Net-style DenseNet-121, trained from scratch",
     "fold_zero_shot": "{fold}: zero-shot decoder",
     "fold_ridge_image_branch": "{fold}: ridge on X_storm_image",
     "fold_finetune": "{fold}: st.tl.finetune head",
+    "fold_finetune_pooled": "{fold}: st.tl.finetune head, per_slide=False",
+    "fold_finetune_morphology": "{fold}: st.tl.finetune head, morphology=True",
 }
 #: Contenders whose results may be copied from an earlier run (they do not depend on storm's model).
-STORABLE = ("stnet", "handcrafted_ridge", "squidpy_ridge")
+STORABLE = (
+    "stnet",
+    "handcrafted_ridge",
+    "handcrafted_ridge_per_section",
+    "squidpy_ridge",
+    "squidpy_ridge_per_section",
+)
 
 
 @dataclass
@@ -100,8 +114,10 @@ class Fold:
     def train(self) -> list[str]:
         return [s for s in self.sections if s != self.held]
 
-    def ridge(self, key: str) -> tuple[np.ndarray, dict[str, Any]]:
+    def ridge(self, key: str, per_section: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
         feats = self.features[key]
+        if per_section:
+            feats = {s: (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0) for s, x in feats.items()}
         pred, alpha = ridge_probe(
             [feats[s] for s in self.train], [self.targets[s] for s in self.train], feats[self.held]
         )
@@ -126,9 +142,10 @@ def zero_shot(net: Any, key: str) -> Callable[[Fold], tuple[np.ndarray, dict]]:
     return predict
 
 
-def finetune(net: Any) -> Callable[[Fold], tuple[np.ndarray, dict]]:
+def finetune(net: Any, **options: bool) -> Callable[[Fold], tuple[np.ndarray, dict]]:
     def predict(fold: Fold) -> tuple[np.ndarray, dict]:
-        head = st.tl.finetune([fold.sections[s] for s in fold.train], target="expression", genes=fold.genes, model=net)
+        train = [fold.sections[s] for s in fold.train]
+        head = st.tl.finetune(train, target="expression", genes=fold.genes, model=net, **options)
         sdata = fold.sections[fold.held]
         st.tl.predict_expression(sdata, genes=fold.genes, head=head, model=net, key_added="storm_finetuned")
         metrics = {k: v for k, v in head.metrics.items() if isinstance(v, int | float | str)}
@@ -153,7 +170,19 @@ def per_fold(models: dict[str, Any]) -> dict[str, Callable[[Fold], tuple[np.ndar
     def finetune_fold(fold: Fold) -> tuple[np.ndarray, dict]:
         return finetune(models[fold.held])(fold)
 
-    return {"fold_zero_shot": zero_shot_fold, "fold_ridge_image_branch": ridge_fold, "fold_finetune": finetune_fold}
+    def pooled_fold(fold: Fold) -> tuple[np.ndarray, dict]:
+        return finetune(models[fold.held], per_slide=False)(fold)
+
+    def morphology_fold(fold: Fold) -> tuple[np.ndarray, dict]:
+        return finetune(models[fold.held], morphology=True)(fold)
+
+    return {
+        "fold_zero_shot": zero_shot_fold,
+        "fold_ridge_image_branch": ridge_fold,
+        "fold_finetune": finetune_fold,
+        "fold_finetune_pooled": pooled_fold,
+        "fold_finetune_morphology": morphology_fold,
+    }
 
 
 def stnet(tiles: dict[str, np.ndarray], epochs: int) -> Callable[[Fold], tuple[np.ndarray, dict]]:
@@ -204,15 +233,24 @@ def contenders(net: Any, untrained: Any, tiles: dict[str, np.ndarray], args: Any
         "storm_ridge_joint": lambda fold: fold.ridge("storm_joint"),
         "storm_ridge_image_branch": lambda fold: fold.ridge("storm_image_branch"),
         "storm_finetune": finetune(net),
+        "storm_finetune_pooled": finetune(net, per_slide=False),
+        "storm_finetune_morphology": finetune(net, morphology=True),
         "untrained_zero_shot": zero_shot(untrained, "untrained_predicted"),
         "untrained_ridge_joint": lambda fold: fold.ridge("untrained_joint"),
         "handcrafted_ridge": lambda fold: fold.ridge("handcrafted"),
+        "handcrafted_ridge_per_section": lambda fold: fold.ridge("handcrafted", per_section=True),
         "squidpy_ridge": lambda fold: fold.ridge("squidpy"),
+        "squidpy_ridge_per_section": lambda fold: fold.ridge("squidpy", per_section=True),
         "stnet": stnet(tiles, args.cnn_epochs),
     }
-    skipped = {"handcrafted": "handcrafted_ridge", "squidpy": "squidpy_ridge", "stnet": "stnet"}
+    skipped = {
+        "handcrafted": ("handcrafted_ridge", "handcrafted_ridge_per_section"),
+        "squidpy": ("squidpy_ridge", "squidpy_ridge_per_section"),
+        "stnet": ("stnet",),
+    }
     for name in args.skip:
-        out.pop(skipped[name], None)
+        for contender in skipped[name]:
+            out.pop(contender, None)
     return out
 
 

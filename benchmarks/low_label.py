@@ -82,9 +82,9 @@ def restrict_to_shared_genes(slides: list) -> None:
 
 def slide_arrays(sdata, label: str, net, adapted, shared: list[str]) -> dict:
     slide = resolve(sdata)
-    x, used = spot_features(slide, net, "expression", None)
-    x_shared, _ = spot_features(on_genes(slide, shared), net, "expression", None)
-    x_adapted, _ = spot_features(slide, adapted, "expression", None)
+    x, used = spot_features(slide, net, "expression", None, per_slide=False)
+    x_shared, _ = spot_features(on_genes(slide, shared), net, "expression", None, per_slide=False)
+    x_adapted, _ = spot_features(slide, adapted, "expression", None, per_slide=False)
     labels = sdata["table"].obs[label].iloc[slide.rows].astype(object).to_numpy()
     keep = np.array([v is not None and v == v and str(v) not in DROP for v in labels])
     table = sdata["table"]

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from spatialdata import SpatialData
 
 import storm as st
@@ -10,6 +11,7 @@ from storm.io import resolve
 from storm.tl._finetune import spot_features
 from storm.tl._metrics import balanced_accuracy, pearson_per_gene
 from storm.tl._model_arg import get_model
+from storm.tl._morphology import N_TILE_STATISTICS
 
 
 def halves(sdata):
@@ -28,7 +30,7 @@ def planted():
     sdata = st.datasets.demo()
     net = get_model(None)
     slides = halves(sdata)
-    features = [spot_features(resolve(s), net, "image", None)[0] for s in slides]
+    features = [spot_features(resolve(s), net, "image", None, per_slide=False)[0] for s in slides]
     stacked = np.concatenate(features)
     stacked = (stacked - stacked.mean(0)) / (stacked.std(0) + 1e-6)
     direction = np.linalg.svd(stacked, full_matrices=False)[2][:2].sum(0)  # along the main axes of variation
@@ -111,6 +113,55 @@ def test_finetune_bad_input(planted, tmp_path):
         st.tl.finetune(train, "expression", genes=["NOT_A_GENE"])
     with pytest.raises(FileNotFoundError, match="not a storm head folder"):
         st.tl.StormHead.load(tmp_path)
+    with pytest.raises(TypeError, match="`per_slide`"):
+        st.tl.finetune(train, "signal", per_slide="yes")
+
+
+def test_per_slide_heads_see_each_slide_standardised_and_keep_it(planted, tmp_path):
+    """Expression heads standardise features within each slide by default (obs heads do not), also when applied."""
+    train, test = planted
+    net = get_model(None)
+    raw, _ = spot_features(resolve(test), net, "image", None, per_slide=False)
+    within, _ = spot_features(resolve(test), net, "image", None, per_slide=True)
+    varying = raw.std(0) > 0
+    np.testing.assert_allclose(within[:, varying], (raw - raw.mean(0))[:, varying] / raw.std(0)[varying], atol=1e-6)
+    np.testing.assert_allclose(within[:, ~varying], 0.0)
+    assert st.tl.finetune(train, "signal", modality="image").meta["input"]["per_slide"] is False
+    head = st.tl.finetune(train, "signal", modality="image", per_slide=True)
+    assert head.meta["input"]["per_slide"] is True and head.metrics["cv_score"] > 0.8
+    head.save(tmp_path / "signal")
+    st.tl.annotate(test, tmp_path / "signal")
+    predicted = test["table"].obs["storm_signal"].to_numpy()
+    assert np.corrcoef(predicted, test["table"].obs["signal"])[0, 1] > 0.8
+    # the head saw the test slide standardised: its predictions are the linear map of the standardised features
+    module = st.tl.StormHead.load(tmp_path / "signal").module
+    expected = ((within - module.feature_mean.numpy()) / module.feature_std.numpy()) @ module.net[
+        -1
+    ].weight.detach().numpy().T
+    expected = expected[:, 0] * module.target_std.numpy()[0] + module.target_mean.numpy()[0]
+    np.testing.assert_allclose(predicted, expected, rtol=1e-4, atol=1e-4)
+    genes = ["ERBB2", "KRT19"]
+    assert st.tl.finetune(train, "expression", genes=genes).meta["input"]["per_slide"] is True
+
+
+def test_morphology_heads_read_the_tile_statistics_wherever_applied(tmp_path):
+    train, test = halves(st.datasets.demo())
+    net = get_model(None)
+    genes = ["ERBB2", "KRT19", "MGP", "ACTB"]
+    head = st.tl.finetune(train, "expression", genes=genes, morphology=True)
+    assert head.meta["input"]["morphology"] is True
+    assert head.meta["init"]["n_features"] == 2 * net.config.dim + 2 * N_TILE_STATISTICS
+    head.save(tmp_path / "head")
+    st.tl.predict_expression(test, head=tmp_path / "head")
+    predicted = test["table"].layers["storm_predicted"][:, test["table"].var_names.get_indexer(genes)]
+    x, _ = spot_features(resolve(test), net, "image", None, per_slide=True, morphology=True)
+    np.testing.assert_allclose(
+        predicted, head.module.predict(torch.as_tensor(x, dtype=torch.float32)).detach().numpy(), atol=1e-4
+    )
+    with pytest.raises(ValueError, match="reads the H&E"):
+        st.tl.finetune(train, "expression", genes=genes, modality="expression", morphology=True)
+    with pytest.raises(TypeError, match="`morphology`"):
+        st.tl.finetune(train, "expression", genes=genes, morphology=1)
 
 
 def test_input_genes_keep_a_head_on_the_same_genes_across_panels(tmp_path):

@@ -146,13 +146,13 @@ def encode(
     )
 
 
-def _progress(total: int) -> Any:
+def _progress(total: int, desc: str = "embed") -> Any:
     """A progress bar over spots (``storm.settings.progress``; hidden for a few spots)."""
     from tqdm.auto import tqdm
 
     from .._settings import settings
 
-    return tqdm(total=total, desc="embed", unit="spot", disable=not settings.progress or total < 2, leave=False)
+    return tqdm(total=total, desc=desc, unit="spot", disable=not settings.progress or total < 2, leave=False)
 
 
 def _modalities(corpus: Corpus, requested: str) -> str:

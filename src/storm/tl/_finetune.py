@@ -38,6 +38,8 @@ def finetune(
     model: StormModel | str | Path | None = None,
     modality: str | None = None,
     hidden: int | None = None,
+    per_slide: bool | None = None,
+    morphology: bool = False,
     table_key: str | None = None,
     image_key: str | None = None,
     shapes_key: str | None = None,
@@ -80,6 +82,16 @@ def finetune(
         the same modalities, and with expression, on counts from the same ``layer``.
     hidden
         Width of a hidden layer (``None``: linear head).
+    per_slide
+        Standardise every feature within each slide before the head (and within every slide the head is applied to),
+        so that what differs between whole slides (staining, scanner, section thickness) does not count, only how
+        spots differ within a slide. Default: ``True`` for ``target="expression"``, which storm predicts and scores
+        within a slide, ``False`` for ``obs`` targets, whose classes may be absent from a slide.
+    morphology
+        Also read 40 colour and texture statistics of each spot's H&E tile and their mean over its niche (stain
+        intensities, nuclear density, co-occurrence texture; about 20 ms per spot on a CPU core): what the image
+        branch, pretrained on few imaged spots, partly loses. Needs the image; kept with the head and computed again
+        wherever it is applied.
     {resolve_params}
     {batch_size_param}
     n_folds
@@ -109,21 +121,34 @@ def finetune(
     from ..io._resolve import resolve, resolve_args
     from ._fit import fit_spot_head
     from ._model_arg import get_model, model_record
+    from ._morphology import N_TILE_STATISTICS
 
     slides_in = as_slides(sdatas, "sdatas")
     seed = settings.seed if seed is None else int(seed)
     if modality is None:
         modality = "image" if target == EXPRESSION else "auto"
     reads = _input_genes(input_genes, modality)
+    if per_slide is None:
+        per_slide = target == EXPRESSION
+    elif not isinstance(per_slide, bool):
+        raise TypeError(f"`per_slide` must be True, False or None, got {per_slide!r}.")
+    if not isinstance(morphology, bool):
+        raise TypeError(f"`morphology` must be True or False, got {morphology!r}.")
+    if morphology and modality == "expression":
+        raise ValueError("`morphology=True` reads the H&E tiles; pass modality='image', 'both' or 'auto'.")
     net = get_model(model)
     where = resolve_args(locals())
     resolved = [resolve(s, **where, image=modality != "expression") for s in slides_in]
     outputs, targets, kind = _targets(resolved, target, task, genes)
     for index, slide in enumerate(resolved):
         _check_input_genes(slide, reads, f"slide {index}", "pass genes that every slide measures")
+        if morphology and not slide.has_image:
+            raise ValueError(f"slide {index} has no image for `morphology=True`; pass morphology=False.")
     features, groups, kept, used = [], [], [], set()
     for index, (slide, y) in enumerate(zip(resolved, targets, strict=True)):
-        x, modalities = spot_features(on_genes(slide, reads), net, modality, batch_size)
+        x, modalities = spot_features(
+            on_genes(slide, reads), net, modality, batch_size, per_slide=per_slide, morphology=morphology
+        )
         used.add(modalities)
         keep = _labelled(y)
         features.append(x[keep])
@@ -139,15 +164,23 @@ def finetune(
         raise ValueError(f"only {len(x)} labelled spots; a head needs at least 4.")
     if kind == "classification" and len(np.unique(y)) < 2:
         raise ValueError(f"`target={target!r}` has a single class among the labelled spots; a classifier needs two.")
+    # the embeddings and the tile statistics weigh the same in the head, whatever their widths
+    blocks = (x.shape[1] - 2 * N_TILE_STATISTICS, 2 * N_TILE_STATISTICS) if morphology else None
     module, metrics = fit_spot_head(
-        x, y, task=kind, groups=group, n_classes=len(outputs), hidden=hidden, n_folds=n_folds, seed=seed
+        x, y, task=kind, groups=group, n_classes=len(outputs), hidden=hidden, n_folds=n_folds, seed=seed, blocks=blocks
     )
     meta = {
         "task": kind,
         "target": target,
         "outputs": outputs,
         "modality": used.pop(),
-        "input": {"layer": layer, "preprocessing": PREPROCESSING, "genes": reads},
+        "input": {
+            "layer": layer,
+            "preprocessing": PREPROCESSING,
+            "genes": reads,
+            "per_slide": per_slide,
+            "morphology": morphology,
+        },
         "model": model_record(net),
         "metrics": metrics,
         "init": {"n_features": int(x.shape[1]), "n_outputs": len(outputs), "hidden": hidden},
@@ -241,7 +274,7 @@ def annotate(
     slide = resolve(target, **where, image=head.modality != "expression")
     check_head_input(head, slide)
     check_keys(slide, obs=[key])
-    x, _ = spot_features(on_genes(slide, head_input_genes(head)), net, head.modality, batch_size)
+    x, _ = spot_features(on_genes(slide, head_input_genes(head)), net, head.modality, batch_size, **head_reads(head))
     with torch.no_grad():
         out = head.module(torch.as_tensor(x, dtype=torch.float32))
     record = {
@@ -282,6 +315,12 @@ def head_input_genes(head: StormHead) -> list[str] | None:
     return (head.meta.get("input") or {}).get("genes")
 
 
+def head_reads(head: StormHead) -> dict[str, bool]:
+    """How a head's features are made (``per_slide``, ``morphology``; heads saved before the options: neither)."""
+    given = head.meta.get("input") or {}
+    return {"per_slide": bool(given.get("per_slide", False)), "morphology": bool(given.get("morphology", False))}
+
+
 def on_genes(slide: Slide, genes: list[str] | None) -> Slide:
     """The slide with its table narrowed to ``genes`` (a view, to encode from; results go to ``slide.table``)."""
     if genes is None:
@@ -315,12 +354,24 @@ def _check_input_genes(slide: Slide, genes: list[str] | None, which: str, fix: s
         )
 
 
-def spot_features(slide: Slide, net: StormModel, modality: str, batch_size: int | None) -> tuple[np.ndarray, str]:
-    """Features a head sees for every resolved spot: joint and niche embeddings side by side, and modalities used."""
+def spot_features(
+    slide: Slide, net: StormModel, modality: str, batch_size: int | None, *, per_slide: bool, morphology: bool = False
+) -> tuple[np.ndarray, str]:
+    """Features a head sees for every resolved spot: joint and niche embeddings side by side, and modalities used.
+
+    With ``morphology``, the tile statistics of :func:`~storm.tl._morphology.morphology_features` follow; with
+    ``per_slide``, each feature is standardised over the slide's spots (a constant one becomes 0).
+    """
     from ._encode import encode
+    from ._morphology import morphology_features
 
     out = encode(slide, net, modality=modality, batch_size=batch_size)
-    return np.concatenate([out.embedding, out.niche_embedding], axis=1), out.modalities
+    x = np.concatenate([out.embedding, out.niche_embedding], axis=1).astype(np.float64)
+    if morphology:
+        x = np.concatenate([x, morphology_features(slide, net.config)], axis=1)
+    if per_slide:
+        x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
+    return x, out.modalities
 
 
 def _targets(

@@ -53,11 +53,16 @@ def fit_spot_head(
     n_folds: int = 5,
     epochs: int = 300,
     seed: int = 0,
+    blocks: tuple[int, ...] | None = None,
 ) -> tuple[SpotHead, dict[str, Any]]:
     """A :class:`~storm.models.SpotHead` with its penalty chosen by cross-validation over ``groups``, refitted on all.
 
     Regression ``y`` is ``(n, k)``; classification ``y`` holds class codes ``0..n_classes-1``. A linear regression
     head is solved in closed form (ridge); other heads are trained by full-batch Adam with an L2 penalty.
+
+    Features are standardised; with ``blocks`` (the widths of consecutive groups of columns, e.g. embeddings and
+    tile statistics), each group is also divided by the square root of its width, so that every group carries the
+    same total variance under the one penalty, however many columns it has.
 
     Returns
     -------
@@ -65,6 +70,7 @@ def fit_spot_head(
     accuracy), the score of every penalty, the penalty, and how folds were made.
     """
     x = np.asarray(x, dtype=np.float64)
+    weight = _block_weight(x.shape[1], blocks)
     linear_ridge = task == "regression" and not hidden
     penalties = RIDGE_PENALTIES if linear_ridge else L2_PENALTIES
     fold_list = folds(groups, n_folds, seed)
@@ -75,12 +81,12 @@ def fit_spot_head(
             train = np.setdiff1d(np.arange(len(x)), val)
             if task == "classification" and len(np.unique(y[train])) < 2:
                 continue
-            head = _fit_once(x[train], y[train], task, n_classes, hidden, penalty, epochs, seed, linear_ridge)
+            head = _fit_once(x[train], y[train], task, n_classes, hidden, penalty, epochs, seed, linear_ridge, weight)
             per_fold.append(_score(head, x[val], y[val], task))
         scores[penalty] = float(np.nanmean(per_fold)) if per_fold else float("nan")
     valid = {p: s for p, s in scores.items() if np.isfinite(s)}
     best = max(valid, key=valid.get) if valid else penalties[len(penalties) // 2]
-    head = _fit_once(x, y, task, n_classes, hidden, best, epochs, seed, linear_ridge)
+    head = _fit_once(x, y, task, n_classes, hidden, best, epochs, seed, linear_ridge, weight)
     metrics = {
         "cv_metric": "mean Pearson r over outputs" if task == "regression" else "balanced accuracy",
         "cv_score": scores[best],
@@ -103,6 +109,7 @@ def _fit_once(
     epochs: int,
     seed: int,
     linear_ridge: bool,
+    weight: np.ndarray,
 ) -> SpotHead:
     import torch
 
@@ -111,7 +118,7 @@ def _fit_once(
     torch.manual_seed(seed)
     n_out = y.shape[1] if task == "regression" else n_classes
     head = SpotHead(x.shape[1], n_out, hidden=hidden)
-    mean, std = x.mean(0), x.std(0) + 1e-6
+    mean, std = x.mean(0), (x.std(0) + 1e-6) / weight
     head.feature_mean.copy_(torch.as_tensor(mean))
     head.feature_std.copy_(torch.as_tensor(std))
     xs = torch.as_tensor((x - mean) / std, dtype=torch.float32)
@@ -127,6 +134,15 @@ def _fit_once(
     else:
         _train(head, xs, target, task, n_classes, penalty, epochs)
     return head.eval()
+
+
+def _block_weight(n_features: int, blocks: tuple[int, ...] | None) -> np.ndarray:
+    """Per-column factor on standardised features: 1, or 1 / sqrt(width of the column's block)."""
+    if not blocks:
+        return np.ones(n_features)
+    if sum(blocks) != n_features or min(blocks) < 1:
+        raise ValueError(f"`blocks` {blocks} must be positive widths adding up to the {n_features} features.")
+    return np.concatenate([np.full(width, 1 / np.sqrt(width)) for width in blocks])
 
 
 def _solve_ridge(head: SpotHead, xs: torch.Tensor, ys: torch.Tensor, penalty: float) -> None:

@@ -169,9 +169,9 @@ def _predictions(
         return net.expression_to_log1p(predicted, genes, slide_scale=scale == "slide")
     import torch
 
-    from ._finetune import spot_features
+    from ._finetune import head_reads, spot_features
 
-    features, _ = spot_features(slide, net, "image", batch_size)
+    features, _ = spot_features(slide, net, "image", batch_size, **head_reads(head))
     with torch.no_grad():
         out = head.module.predict(torch.as_tensor(features, dtype=torch.float32)).numpy()
     return out[:, [head.outputs.index(g) for g in genes]]

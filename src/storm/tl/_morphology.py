@@ -1,0 +1,95 @@
+"""Colour and texture statistics of each spot's H&E tile, with their mean over its niche.
+
+A head from :func:`storm.tl.finetune` can read them beside storm's embeddings (``morphology=True``): pretraining on a
+few thousand imaged spots shapes the image branch around the axes it shares with expression, and the stain intensity,
+nuclear density and texture that a patient's genes also follow within a section are partly lost; these statistics
+keep them. Per tile (40 numbers): RGB mean and standard deviation; haematoxylin and eosin optical densities (colour
+deconvolution) at the 10th/50th/90th percentiles with their mean and standard deviation; the fractions of background
+(white) and of strongly haematoxylin-stained pixels (a nuclear-density proxy); grey-level co-occurrence statistics
+(contrast, dissimilarity, homogeneity, energy, correlation at distances 1 and 4 px, averaged over 4 directions); a
+uniform local-binary-pattern histogram (8 neighbours, radius 1); Sobel gradient magnitude mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..io import Slide
+
+GLCM_PROPS = ("contrast", "dissimilarity", "homogeneity", "energy", "correlation")
+#: Statistics per tile; a spot's features are these for its tile and their mean over its niche (twice as many).
+N_TILE_STATISTICS = 40
+#: Tiles read and described at a time (bounds memory on large slides).
+_CHUNK = 256
+
+
+def tile_morphology(tile: np.ndarray) -> np.ndarray:
+    """The 40 colour/texture statistics of one ``(H, W, 3)`` uint8 RGB tile.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from storm.tl._morphology import tile_morphology
+    >>> white = np.full((32, 32, 3), 255, dtype=np.uint8)
+    >>> stats = tile_morphology(white)
+    >>> stats.shape, float(stats[0]), float(stats[16])  # RGB mean of red, background fraction
+    ((40,), 1.0, 1.0)
+    """
+    from skimage.color import rgb2gray, rgb2hed
+    from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
+    from skimage.filters import sobel
+
+    rgb = tile.reshape(-1, 3).astype(np.float32) / 255.0
+    hed = rgb2hed(tile).reshape(-1, 3)
+    h, e = hed[:, 0], hed[:, 1]
+    grey = rgb2gray(tile)
+    levels = (grey * 31).astype(np.uint8)
+    glcm = graycomatrix(levels, distances=[1, 4], angles=[0, np.pi / 4, np.pi / 2, 3 * np.pi / 4], levels=32)
+    texture = [graycoprops(glcm, prop).mean(axis=1) for prop in GLCM_PROPS]  # (props, distances)
+    lbp = local_binary_pattern((grey * 255).astype(np.uint8), P=8, R=1, method="uniform")
+    lbp_hist = np.bincount(lbp.astype(np.int64).ravel(), minlength=10)[:10] / lbp.size
+    gradient = sobel(grey)
+    features = [
+        rgb.mean(0),
+        rgb.std(0),
+        np.percentile(h, [10, 50, 90]),
+        [h.mean(), h.std()],
+        np.percentile(e, [10, 50, 90]),
+        [e.mean(), e.std()],
+        [float((rgb.min(1) > 0.86).mean()), float((h > np.percentile(h, 50) + 2 * h.std()).mean())],
+        np.concatenate(texture),
+        lbp_hist,
+        [gradient.mean(), gradient.std()],
+    ]
+    return np.concatenate([np.ravel(np.asarray(f, dtype=np.float64)) for f in features])
+
+
+def niche_mean(per_spot: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """Each spot's features next to their mean over its niche (``neighbours``: (n, S), centre first, -1 padding)."""
+    valid = neighbours >= 0
+    summed = (per_spot[np.maximum(neighbours, 0)] * valid[..., None]).sum(1)
+    return np.concatenate([per_spot, summed / valid.sum(1, keepdims=True)], axis=1)
+
+
+def morphology_features(slide: Slide | Any, config: Any) -> np.ndarray:
+    """``(n_spots, 80)`` statistics of every resolved spot's tile and their niche mean, at the model's tile geometry.
+
+    ``config`` is the model's :class:`~storm.models.StormConfig` (tile pixels, tile µm and niche size); rows follow the
+    slide's resolved spots, as the embeddings do.
+    """
+    from ..data import Corpus
+    from ._encode import _progress
+
+    corpus = Corpus.from_sources(slide, tile_px=config.image_size, tile_um=config.tile_um, niche_size=config.niche_size)
+    cs = corpus.slides[0]
+    order = cs.tiles.raster_order()
+    per_spot = np.empty((cs.n_spots, N_TILE_STATISTICS))
+    with _progress(cs.n_spots, "morphology") as bar:
+        for start in range(0, cs.n_spots, _CHUNK):
+            index = order[start : start + _CHUNK]
+            per_spot[index] = [tile_morphology(tile) for tile in cs.tiles.read(index)]
+            bar.update(len(index))
+    return niche_mean(per_spot, cs.neighbours)
