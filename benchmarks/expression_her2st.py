@@ -17,8 +17,9 @@ Protocol:
 Contenders:
 * storm default checkpoint: zero-shot image -> expression decoder (``st.tl.predict_expression``); ridge probe on the
   image-only embeddings (``X_storm`` and the image-branch ``X_storm_image`` of ``st.tl.embed(modality="image")``);
-  the ``st.tl.finetune`` expression head (features standardised within each slide, its default for expression; with
-  ``per_slide=False``; and with the tile's colour/texture statistics, ``morphology=True``);
+  the ``st.tl.finetune`` expression head (its defaults for expression: embeddings and the tile's colour/texture
+  statistics, standardised within each slide; without the statistics, ``morphology=False``; and on raw features as
+  before, ``per_slide=False, morphology=False``);
 * the same architecture untrained (random init, seed 0): zero-shot decoder and ridge on ``X_storm``;
 * hand-crafted colour/texture features + ridge (``_handcrafted.py``) and squidpy ``calculate_image_features``
   (summary, histogram, texture) + ridge, both of the model's tile and with the niche mean, as they are and
@@ -75,8 +76,8 @@ LABELS = {
     "storm_ridge_joint": "storm default: ridge on X_storm (image-only)",
     "storm_ridge_image_branch": "storm default: ridge on X_storm_image",
     "storm_finetune": "storm default: st.tl.finetune head",
-    "storm_finetune_pooled": "storm default: st.tl.finetune head, per_slide=False",
-    "storm_finetune_morphology": "storm default: st.tl.finetune head, morphology=True",
+    "storm_finetune_embeddings": "storm default: st.tl.finetune head, morphology=False",
+    "storm_finetune_pooled": "storm default: st.tl.finetune head, per_slide=False, morphology=False",
     "untrained_zero_shot": "same architecture untrained: zero-shot decoder",
     "untrained_ridge_joint": "same architecture untrained: ridge on X_storm",
     "handcrafted_ridge": "hand-crafted colour/texture + ridge",
@@ -87,8 +88,8 @@ LABELS = {
     "fold_zero_shot": "{fold}: zero-shot decoder",
     "fold_ridge_image_branch": "{fold}: ridge on X_storm_image",
     "fold_finetune": "{fold}: st.tl.finetune head",
-    "fold_finetune_pooled": "{fold}: st.tl.finetune head, per_slide=False",
-    "fold_finetune_morphology": "{fold}: st.tl.finetune head, morphology=True",
+    "fold_finetune_embeddings": "{fold}: st.tl.finetune head, morphology=False",
+    "fold_finetune_pooled": "{fold}: st.tl.finetune head, per_slide=False, morphology=False",
 }
 #: Contenders whose results may be copied from an earlier run (they do not depend on storm's model).
 STORABLE = (
@@ -170,18 +171,18 @@ def per_fold(models: dict[str, Any]) -> dict[str, Callable[[Fold], tuple[np.ndar
     def finetune_fold(fold: Fold) -> tuple[np.ndarray, dict]:
         return finetune(models[fold.held])(fold)
 
-    def pooled_fold(fold: Fold) -> tuple[np.ndarray, dict]:
-        return finetune(models[fold.held], per_slide=False)(fold)
+    def embeddings_fold(fold: Fold) -> tuple[np.ndarray, dict]:
+        return finetune(models[fold.held], morphology=False)(fold)
 
-    def morphology_fold(fold: Fold) -> tuple[np.ndarray, dict]:
-        return finetune(models[fold.held], morphology=True)(fold)
+    def pooled_fold(fold: Fold) -> tuple[np.ndarray, dict]:
+        return finetune(models[fold.held], per_slide=False, morphology=False)(fold)
 
     return {
         "fold_zero_shot": zero_shot_fold,
         "fold_ridge_image_branch": ridge_fold,
         "fold_finetune": finetune_fold,
+        "fold_finetune_embeddings": embeddings_fold,
         "fold_finetune_pooled": pooled_fold,
-        "fold_finetune_morphology": morphology_fold,
     }
 
 
@@ -233,8 +234,8 @@ def contenders(net: Any, untrained: Any, tiles: dict[str, np.ndarray], args: Any
         "storm_ridge_joint": lambda fold: fold.ridge("storm_joint"),
         "storm_ridge_image_branch": lambda fold: fold.ridge("storm_image_branch"),
         "storm_finetune": finetune(net),
-        "storm_finetune_pooled": finetune(net, per_slide=False),
-        "storm_finetune_morphology": finetune(net, morphology=True),
+        "storm_finetune_embeddings": finetune(net, morphology=False),
+        "storm_finetune_pooled": finetune(net, per_slide=False, morphology=False),
         "untrained_zero_shot": zero_shot(untrained, "untrained_predicted"),
         "untrained_ridge_joint": lambda fold: fold.ridge("untrained_joint"),
         "handcrafted_ridge": lambda fold: fold.ridge("handcrafted"),

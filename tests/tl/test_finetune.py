@@ -126,7 +126,8 @@ def test_per_slide_heads_see_each_slide_standardised_and_keep_it(planted, tmp_pa
     varying = raw.std(0) > 0
     np.testing.assert_allclose(within[:, varying], (raw - raw.mean(0))[:, varying] / raw.std(0)[varying], atol=1e-6)
     np.testing.assert_allclose(within[:, ~varying], 0.0)
-    assert st.tl.finetune(train, "signal", modality="image").meta["input"]["per_slide"] is False
+    plain = st.tl.finetune(train, "signal", modality="image").meta["input"]
+    assert plain["per_slide"] is False and plain["morphology"] is False
     head = st.tl.finetune(train, "signal", modality="image", per_slide=True)
     assert head.meta["input"]["per_slide"] is True and head.metrics["cv_score"] > 0.8
     head.save(tmp_path / "signal")
@@ -148,7 +149,7 @@ def test_morphology_heads_read_the_tile_statistics_wherever_applied(tmp_path):
     train, test = halves(st.datasets.demo())
     net = get_model(None)
     genes = ["ERBB2", "KRT19", "MGP", "ACTB"]
-    head = st.tl.finetune(train, "expression", genes=genes, morphology=True)
+    head = st.tl.finetune(train, "expression", genes=genes)  # expression heads read the statistics by default
     assert head.meta["input"]["morphology"] is True
     assert head.meta["init"]["n_features"] == 2 * net.config.dim + 2 * N_TILE_STATISTICS
     head.save(tmp_path / "head")

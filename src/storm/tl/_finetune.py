@@ -39,7 +39,7 @@ def finetune(
     modality: str | None = None,
     hidden: int | None = None,
     per_slide: bool | None = None,
-    morphology: bool = False,
+    morphology: bool | None = None,
     table_key: str | None = None,
     image_key: str | None = None,
     shapes_key: str | None = None,
@@ -90,8 +90,9 @@ def finetune(
     morphology
         Also read 40 colour and texture statistics of each spot's H&E tile and their mean over its niche (stain
         intensities, nuclear density, co-occurrence texture; about 20 ms per spot on a CPU core): what the image
-        branch, pretrained on few imaged spots, partly loses. Needs the image; kept with the head and computed again
-        wherever it is applied.
+        branch, pretrained on few imaged spots, partly loses; weighed as one block against the embeddings. Default:
+        ``True`` for ``target="expression"`` when the embeddings read the image of every slide, ``False`` otherwise.
+        Kept with the head and computed again wherever it is applied.
     {resolve_params}
     {batch_size_param}
     n_folds
@@ -132,14 +133,16 @@ def finetune(
         per_slide = target == EXPRESSION
     elif not isinstance(per_slide, bool):
         raise TypeError(f"`per_slide` must be True, False or None, got {per_slide!r}.")
-    if not isinstance(morphology, bool):
-        raise TypeError(f"`morphology` must be True or False, got {morphology!r}.")
+    if morphology is not None and not isinstance(morphology, bool):
+        raise TypeError(f"`morphology` must be True, False or None, got {morphology!r}.")
     if morphology and modality == "expression":
         raise ValueError("`morphology=True` reads the H&E tiles; pass modality='image', 'both' or 'auto'.")
     net = get_model(model)
     where = resolve_args(locals())
     resolved = [resolve(s, **where, image=modality != "expression") for s in slides_in]
     outputs, targets, kind = _targets(resolved, target, task, genes)
+    if morphology is None:
+        morphology = target == EXPRESSION and modality != "expression" and all(s.has_image for s in resolved)
     for index, slide in enumerate(resolved):
         _check_input_genes(slide, reads, f"slide {index}", "pass genes that every slide measures")
         if morphology and not slide.has_image:
