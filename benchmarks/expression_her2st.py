@@ -21,7 +21,7 @@ Contenders:
   statistics, standardised within each slide; without the statistics, ``morphology=False``; and on raw features as
   before, ``per_slide=False, morphology=False``);
 * the same architecture untrained (random init, seed 0): zero-shot decoder and ridge on ``X_storm``;
-* hand-crafted colour/texture features + ridge (``_handcrafted.py``) and squidpy ``calculate_image_features``
+* hand-crafted colour/texture features (``storm.tl._morphology``) + ridge and squidpy ``calculate_image_features``
   (summary, histogram, texture) + ridge, both of the model's tile and with the niche mean, as they are and
   standardised within each section (what ``per_slide`` does for storm's heads);
 * with ``--fold-models DIR``: storm pretrained once per fold with the held-out section excluded from everything it saw

@@ -17,7 +17,7 @@ decoder with a standardised target, as ``scale="slide"`` returns it (``zero_shot
 Contenders: the pretrained model (zero-shot image -> expression decoder, and a ridge probe on its image-only spot
 embeddings: the joint embedding of an image-only pass, ``X_storm``, and the image-branch embedding, ``X_storm_image``), the
 same architecture with random weights (same read-outs), and ridge on hand-crafted colour/texture
-features of the spot's tile and the mean over its niche (``benchmarks/_handcrafted.py``).
+features of the spot's tile and the mean over its niche (``storm.tl._morphology``).
 Writes benchmarks/results/pretraining_value.json and prints a markdown table.
 """
 

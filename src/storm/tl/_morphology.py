@@ -1,9 +1,9 @@
 """Colour and texture statistics of each spot's H&E tile, with their mean over its niche.
 
-A head from :func:`storm.tl.finetune` can read them beside storm's embeddings (``morphology=True``): pretraining on a
-few thousand imaged spots shapes the image branch around the axes it shares with expression, and the stain intensity,
-nuclear density and texture that a patient's genes also follow within a section are partly lost; these statistics
-keep them. Per tile (40 numbers): RGB mean and standard deviation; haematoxylin and eosin optical densities (colour
+An expression head from :func:`storm.tl.finetune` reads them beside storm's embeddings (``morphology``): pretraining on
+a few thousand imaged spots shapes the image branch around the axes it shares with expression, and the stain intensity,
+nuclear density and texture that a patient's genes also follow within a section are partly lost; these statistics keep
+them. Per tile (40 numbers): RGB mean and standard deviation; haematoxylin and eosin optical densities (colour
 deconvolution) at the 10th/50th/90th percentiles with their mean and standard deviation; the fractions of background
 (white) and of strongly haematoxylin-stained pixels (a nuclear-density proxy); grey-level co-occurrence statistics
 (contrast, dissimilarity, homogeneity, energy, correlation at distances 1 and 4 px, averaged over 4 directions); a
