@@ -62,6 +62,7 @@ from _image_baselines import squidpy_features, stnet_predict, tiles_of
 
 import storm as st
 from storm.io import resolve
+from storm.tl._finetune import standardised
 from storm.tl._metrics import pearson_per_gene
 from storm.tl._model_arg import get_model
 from storm.train import Corpus
@@ -118,7 +119,7 @@ class Fold:
     def ridge(self, key: str, per_section: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
         feats = self.features[key]
         if per_section:
-            feats = {s: (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0) for s, x in feats.items()}
+            feats = {s: standardised(x) for s, x in feats.items()}
         pred, alpha = ridge_probe(
             [feats[s] for s in self.train], [self.targets[s] for s in self.train], feats[self.held]
         )

@@ -136,9 +136,8 @@ def test_per_slide_heads_see_each_slide_standardised_and_keep_it(planted, tmp_pa
     assert np.corrcoef(predicted, test["table"].obs["signal"])[0, 1] > 0.8
     # the head saw the test slide standardised: its predictions are the linear map of the standardised features
     module = st.tl.StormHead.load(tmp_path / "signal").module
-    expected = ((within - module.feature_mean.numpy()) / module.feature_std.numpy()) @ module.net[
-        -1
-    ].weight.detach().numpy().T
+    weight = module.net[-1].weight.detach().numpy()
+    expected = ((within - module.feature_mean.numpy()) / module.feature_std.numpy()) @ weight.T
     expected = expected[:, 0] * module.target_std.numpy()[0] + module.target_mean.numpy()[0]
     np.testing.assert_allclose(predicted, expected, rtol=1e-4, atol=1e-4)
     genes = ["ERBB2", "KRT19"]

@@ -372,9 +372,19 @@ def spot_features(
     x = np.concatenate([out.embedding, out.niche_embedding], axis=1).astype(np.float64)
     if morphology:
         x = np.concatenate([x, morphology_features(slide, net.config)], axis=1)
-    if per_slide:
-        x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
-    return x, out.modalities
+    return (standardised(x) if per_slide else x), out.modalities
+
+
+def standardised(x: np.ndarray) -> np.ndarray:
+    """Each column of ``x`` centred and divided by its standard deviation over the rows (a constant one becomes 0).
+
+    Examples
+    --------
+    >>> standardised(np.array([[1.0, 5.0], [3.0, 5.0]])).tolist()
+    [[-1.0, 0.0], [1.0, 0.0]]
+    """
+    spread = x.std(0)
+    return (x - x.mean(0)) / np.where(spread > 0, spread, 1.0)
 
 
 def _targets(
