@@ -96,8 +96,12 @@ def top_genes(held: Any, sections: list[Any], vocab: Any, n: int) -> list[str]:
     return [str(table.var_names[i]) for i in order[:n]]
 
 
-def handcrafted(sdata: Any, config: Any) -> np.ndarray:
-    """Hand-crafted colour/texture features of each spot's tile (storm's ``morphology_features``) and niche mean."""
-    from storm.tl._morphology import morphology_features
+def handcrafted(sdata: Any, config: Any, fields: bool = False) -> np.ndarray:
+    """Hand-crafted colour/texture features of each spot's tile (storm's ``morphology_features``) and niche mean.
 
-    return morphology_features(st.io.resolve(sdata), config)
+    With ``fields``, also those of the wider fields around the spot that storm's expression heads read (160 columns).
+    """
+    from storm.tl._morphology import MORPHOLOGY_BLOCKS, morphology_features
+
+    features = morphology_features(st.io.resolve(sdata), config)
+    return features if fields else features[:, : MORPHOLOGY_BLOCKS[0]]

@@ -17,13 +17,17 @@ Protocol:
 Contenders:
 * storm default checkpoint: zero-shot image -> expression decoder (``st.tl.predict_expression``); ridge probe on the
   image-only embeddings (``X_storm`` and the image-branch ``X_storm_image`` of ``st.tl.embed(modality="image")``);
-  the ``st.tl.finetune`` expression head (its defaults for expression: embeddings and the tile's colour/texture
-  statistics, standardised within each slide; without the statistics, ``morphology=False``; and on raw features as
-  before, ``per_slide=False, morphology=False``);
+  the ``st.tl.finetune`` expression head (its defaults for expression: embeddings and the colour/texture statistics
+  of the tile, its niche and the wider fields, features and expression standardised within each slide, penalty and
+  rank by cross-validation; without the statistics, ``morphology=False``; and on raw features and expression,
+  ``per_slide=False, morphology=False``), read with ``predict_expression``'s default ``scale="slide"``;
 * the same architecture untrained (random init, seed 0): zero-shot decoder and ridge on ``X_storm``;
 * hand-crafted colour/texture features (``storm.tl._morphology``) + ridge and squidpy ``calculate_image_features``
   (summary, histogram, texture) + ridge, both of the model's tile and with the niche mean, as they are and
-  standardised within each section (what ``per_slide`` does for storm's heads);
+  standardised within each section (what ``per_slide`` does for storm's heads); and, to show what the model adds,
+  the statistics that storm's expression heads read (the tile, its niche and the fields 2 and 4 tiles wide) with a
+  plain per-section ridge and with storm's head recipe without the model (``fit_spot_head`` on each section's
+  standardised expression, blocks and rank as ``st.tl.finetune``);
 * with ``--fold-models DIR``: storm pretrained once per fold with the held-out section excluded from everything it saw
   (``benchmarks/pretrain_folds.py`` writes ``DIR/<section>/model``): its zero-shot decoder, ridge on its image-branch
   embedding and its ``st.tl.finetune`` head, so that every section is a held-out score for storm (``--fold-name``
@@ -63,8 +67,10 @@ from _image_baselines import squidpy_features, stnet_predict, tiles_of
 import storm as st
 from storm.io import resolve
 from storm.tl._finetune import standardised
+from storm.tl._fit import fit_spot_head
 from storm.tl._metrics import pearson_per_gene
 from storm.tl._model_arg import get_model
+from storm.tl._morphology import MORPHOLOGY_BLOCKS
 from storm.train import Corpus
 
 SECTIONS = ("B4", "C2", "C3", "C4", "C5")
@@ -83,6 +89,8 @@ LABELS = {
     "untrained_ridge_joint": "same architecture untrained: ridge on X_storm",
     "handcrafted_ridge": "hand-crafted colour/texture + ridge",
     "handcrafted_ridge_per_section": "hand-crafted colour/texture, standardised per section + ridge",
+    "fields_ridge_per_section": "hand-crafted, tile + wider fields, standardised per section + ridge",
+    "fields_head_recipe": "hand-crafted, tile + wider fields + storm's head recipe (no model)",
     "squidpy_ridge": "squidpy calculate_image_features + ridge",
     "squidpy_ridge_per_section": "squidpy calculate_image_features, standardised per section + ridge",
     "stnet": "ST-Net-style DenseNet-121, trained from scratch",
@@ -115,6 +123,24 @@ class Fold:
     @property
     def train(self) -> list[str]:
         return [s for s in self.sections if s != self.held]
+
+    def head_recipe(self, key: str) -> tuple[np.ndarray, dict[str, Any]]:
+        """``st.tl.finetune``'s expression head on these features instead of embeddings + statistics."""
+        import torch
+
+        feats = {s: standardised(x) for s, x in self.features[key].items()}
+        train_y = [standardised(self.targets[s]) for s in self.train]
+        groups = np.concatenate([np.full(len(feats[s]), i) for i, s in enumerate(self.train)])
+        head, metrics = fit_spot_head(
+            np.concatenate([feats[s] for s in self.train]),
+            np.concatenate(train_y),
+            task="regression",
+            groups=groups,
+            blocks=MORPHOLOGY_BLOCKS,
+        )
+        with torch.no_grad():
+            pred = head.predict(torch.as_tensor(feats[self.held], dtype=torch.float32)).numpy()
+        return pred, {"penalty": metrics["penalty"], "rank": metrics["rank"]}
 
     def ridge(self, key: str, per_section: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
         feats = self.features[key]
@@ -218,7 +244,8 @@ def section_features(sections: dict[str, Any], net: Any, untrained: Any, skip: s
     timed("storm_image_branch", storm_embedding(net, "X_storm", "X_storm_image"))
     timed("untrained_joint", storm_embedding(untrained, "X_untrained", "X_untrained"))
     if "handcrafted" not in skip:
-        timed("handcrafted", lambda _, sdata: handcrafted(sdata, net.config))
+        timed("fields", lambda _, sdata: handcrafted(sdata, net.config, fields=True))
+        features["handcrafted"] = {s: x[:, : MORPHOLOGY_BLOCKS[0]] for s, x in features["fields"].items()}
     if "squidpy" not in skip:
 
         def squidpy_of(_: str, sdata: Any) -> np.ndarray:
@@ -241,12 +268,19 @@ def contenders(net: Any, untrained: Any, tiles: dict[str, np.ndarray], args: Any
         "untrained_ridge_joint": lambda fold: fold.ridge("untrained_joint"),
         "handcrafted_ridge": lambda fold: fold.ridge("handcrafted"),
         "handcrafted_ridge_per_section": lambda fold: fold.ridge("handcrafted", per_section=True),
+        "fields_ridge_per_section": lambda fold: fold.ridge("fields", per_section=True),
+        "fields_head_recipe": lambda fold: fold.head_recipe("fields"),
         "squidpy_ridge": lambda fold: fold.ridge("squidpy"),
         "squidpy_ridge_per_section": lambda fold: fold.ridge("squidpy", per_section=True),
         "stnet": stnet(tiles, args.cnn_epochs),
     }
     skipped = {
-        "handcrafted": ("handcrafted_ridge", "handcrafted_ridge_per_section"),
+        "handcrafted": (
+            "handcrafted_ridge",
+            "handcrafted_ridge_per_section",
+            "fields_ridge_per_section",
+            "fields_head_recipe",
+        ),
         "squidpy": ("squidpy_ridge", "squidpy_ridge_per_section"),
         "stnet": ("stnet",),
     }

@@ -11,7 +11,7 @@ from storm.io import resolve
 from storm.tl._finetune import spot_features
 from storm.tl._metrics import balanced_accuracy, pearson_per_gene
 from storm.tl._model_arg import get_model
-from storm.tl._morphology import N_TILE_STATISTICS
+from storm.tl._morphology import MORPHOLOGY_BLOCKS
 
 
 def halves(sdata):
@@ -150,9 +150,9 @@ def test_morphology_heads_read_the_tile_statistics_wherever_applied(tmp_path):
     genes = ["ERBB2", "KRT19", "MGP", "ACTB"]
     head = st.tl.finetune(train, "expression", genes=genes)  # expression heads read the statistics by default
     assert head.meta["input"]["morphology"] is True
-    assert head.meta["init"]["n_features"] == 2 * net.config.dim + 2 * N_TILE_STATISTICS
+    assert head.meta["init"]["n_features"] == 2 * net.config.dim + sum(MORPHOLOGY_BLOCKS)
     head.save(tmp_path / "head")
-    st.tl.predict_expression(test, head=tmp_path / "head")
+    st.tl.predict_expression(test, head=tmp_path / "head", scale="model")
     predicted = test["table"].layers["storm_predicted"][:, test["table"].var_names.get_indexer(genes)]
     x, _ = spot_features(resolve(test), net, "image", None, per_slide=True, morphology=True)
     np.testing.assert_allclose(
@@ -162,6 +162,30 @@ def test_morphology_heads_read_the_tile_statistics_wherever_applied(tmp_path):
         st.tl.finetune(train, "expression", genes=genes, modality="expression", morphology=True)
     with pytest.raises(TypeError, match="`morphology`"):
         st.tl.finetune(train, "expression", genes=genes, morphology=1)
+
+
+def test_expression_heads_learn_within_slide_variation_and_return_realistic_maps():
+    """per_slide expression heads fit each slide's standardised expression; scale="slide" gives maps the genes' spread."""
+    train, test = halves(st.datasets.demo()), halves(st.datasets.demo())[0]
+    genes = ["ERBB2", "KRT19", "MGP", "ACTB"]
+    head = st.tl.finetune(train, "expression", genes=genes, morphology=False)
+    measured = []
+    for s in train:
+        table = s["table"][resolve(s).obs_names]
+        values = log1p_cp10k(table.X).toarray()[:, table.var_names.get_indexer(genes)]
+        measured.append((values.mean(0), values.std(0)))
+    np.testing.assert_allclose(head.meta["expression_scale"]["mean"], np.mean([m for m, _ in measured], 0), rtol=1e-6)
+    np.testing.assert_allclose(head.meta["expression_scale"]["spread"], np.mean([v for _, v in measured], 0), rtol=1e-6)
+    maps = {}
+    for scale in ("slide", "model"):
+        st.tl.predict_expression(test, head=head, scale=scale, key_added=f"p_{scale}")
+        maps[scale] = test["table"].layers[f"p_{scale}"][:, test["table"].var_names.get_indexer(genes)]
+        assert test["table"].uns["storm"][f"p_{scale}"]["scale"] == scale
+    np.testing.assert_allclose(maps["slide"].mean(0), head.meta["expression_scale"]["mean"], atol=1e-4)
+    np.testing.assert_allclose(maps["slide"].std(0), head.meta["expression_scale"]["spread"], rtol=1e-3)
+    assert (maps["model"].std(0) < maps["slide"].std(0)).all()  # the conditional mean shrinks; the ranking is the same
+    np.testing.assert_allclose(pearson_per_gene(maps["slide"], maps["model"]), 1.0, atol=1e-5)
+    assert "expression_scale" not in st.tl.finetune(train, "expression", genes=genes, per_slide=False).meta
 
 
 def test_input_genes_keep_a_head_on_the_same_genes_across_panels(tmp_path):

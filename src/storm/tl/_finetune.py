@@ -15,6 +15,7 @@ from ._results import Results, check_keys, target_of, write_results
 from ._slides import as_slides
 
 if TYPE_CHECKING:
+    import torch
     from anndata import AnnData
     from spatialdata import SpatialData
 
@@ -55,8 +56,8 @@ def finetune(
 
     Every spot's features are its joint and niche embeddings (from the modalities in ``modality``). The head is
     linear by default (ridge for regression, softmax for classification), which is what few labels support; its
-    penalty is chosen by cross-validation over slides (over spots with one slide), and the cross-validated score is
-    kept in ``head.metrics``. Apply it with :func:`storm.tl.predict_expression` (``head=``, expression targets) or
+    penalty (and, for several genes, its rank: genes that vary together share one fit) is chosen by cross-validation
+    over slides (over spots with one slide), and the cross-validated score is kept in ``head.metrics``. Apply it with :func:`storm.tl.predict_expression` (``head=``, expression targets) or
     :func:`storm.tl.annotate`; keep it with :meth:`StormHead.save`.
 
     Parameters
@@ -85,14 +86,18 @@ def finetune(
     per_slide
         Standardise every feature within each slide before the head (and within every slide the head is applied to),
         so that what differs between whole slides (staining, scanner, section thickness) does not count, only how
-        spots differ within a slide. Default: ``True`` for ``target="expression"``, which storm predicts and scores
-        within a slide, ``False`` for ``obs`` targets, whose classes may be absent from a slide.
+        spots differ within a slide. For ``target="expression"`` the measured expression is standardised within each
+        slide too: the head learns how genes vary within a slide, and its predictions return to log1p(CP10k) with
+        each gene's mean and typical within-slide spread over the training slides. Default: ``True`` for
+        ``target="expression"``, which storm predicts and scores within a slide, ``False`` for ``obs`` targets, whose
+        classes may be absent from a slide.
     morphology
-        Also read 40 colour and texture statistics of each spot's H&E tile and their mean over its niche (stain
-        intensities, nuclear density, co-occurrence texture; about 20 ms per spot on a CPU core): what the image
-        branch, pretrained on few imaged spots, partly loses; weighed as one block against the embeddings. Default:
-        ``True`` for ``target="expression"`` when the embeddings read the image of every slide, ``False`` otherwise.
-        Kept with the head and computed again wherever it is applied.
+        Also read 40 colour and texture statistics of each spot's H&E tile, their mean over its niche, and the same
+        statistics of fields 2 and 4 tiles wide around the spot (stain intensities, nuclear density, co-occurrence
+        texture of the tissue around it; about 60 ms per spot on a CPU core): what the image branch, pretrained on few
+        imaged spots, partly loses. The tile with its niche and each wider field are weighed as blocks, each as much as
+        the embeddings. Default: ``True`` for ``target="expression"`` when the embeddings read the image of every
+        slide, ``False`` otherwise. Kept with the head and computed again wherever it is applied.
     {resolve_params}
     {batch_size_param}
     n_folds
@@ -122,7 +127,7 @@ def finetune(
     from ..io._resolve import resolve, resolve_args
     from ._fit import fit_spot_head
     from ._model_arg import get_model, model_record
-    from ._morphology import N_TILE_STATISTICS
+    from ._morphology import MORPHOLOGY_BLOCKS
 
     slides_in = as_slides(sdatas, "sdatas")
     seed = settings.seed if seed is None else int(seed)
@@ -147,7 +152,8 @@ def finetune(
         _check_input_genes(slide, reads, f"slide {index}", "pass genes that every slide measures")
         if morphology and not slide.has_image:
             raise ValueError(f"slide {index} has no image for `morphology=True`; pass morphology=False.")
-    features, groups, kept, used = [], [], [], set()
+    within_slide = per_slide and target == EXPRESSION
+    features, groups, kept, used, scales = [], [], [], set(), []
     for index, (slide, y) in enumerate(zip(resolved, targets, strict=True)):
         x, modalities = spot_features(
             on_genes(slide, reads), net, modality, batch_size, per_slide=per_slide, morphology=morphology
@@ -155,7 +161,9 @@ def finetune(
         used.add(modalities)
         keep = _labelled(y)
         features.append(x[keep])
-        kept.append(y[keep])
+        kept.append(standardised(y[keep]) if within_slide else y[keep])
+        if within_slide:
+            scales.append((y[keep].mean(0), y[keep].std(0)))
         groups.append(np.full(int(keep.sum()), index))
     if len(used) > 1:
         raise ValueError(
@@ -167,11 +175,12 @@ def finetune(
         raise ValueError(f"only {len(x)} labelled spots; a head needs at least 4.")
     if kind == "classification" and len(np.unique(y)) < 2:
         raise ValueError(f"`target={target!r}` has a single class among the labelled spots; a classifier needs two.")
-    # the embeddings and the tile statistics weigh the same in the head, whatever their widths
-    blocks = (x.shape[1] - 2 * N_TILE_STATISTICS, 2 * N_TILE_STATISTICS) if morphology else None
+    # the embeddings, the tile statistics and each wider field weigh the same in the head, whatever their widths
+    blocks = (x.shape[1] - sum(MORPHOLOGY_BLOCKS), *MORPHOLOGY_BLOCKS) if morphology else None
     module, metrics = fit_spot_head(
         x, y, task=kind, groups=group, n_classes=len(outputs), hidden=hidden, n_folds=n_folds, seed=seed, blocks=blocks
     )
+    expression_scale = _to_log_expression(module, scales) if within_slide else None
     meta = {
         "task": kind,
         "target": target,
@@ -190,6 +199,8 @@ def finetune(
         "n_slides": len(resolved),
         "seed": seed,
     }
+    if expression_scale:
+        meta["expression_scale"] = expression_scale
     logger.info(
         "fine-tuned a %s head for %r on %d spots of %d slides: cross-validated %s %.3f",
         kind,
@@ -373,6 +384,30 @@ def spot_features(
     if morphology:
         x = np.concatenate([x, morphology_features(slide, net.config)], axis=1)
     return (standardised(x) if per_slide else x), out.modalities
+
+
+def _to_log_expression(module: torch.nn.Module, scales: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, list]:
+    """Map a head trained on within-slide standardised expression back to log1p(CP10k), in place.
+
+    Each gene gets its mean of the slides' means and its mean within-slide standard deviation (``scales``: per slide);
+    returned for the head's record, which ``predict_expression(scale="slide")`` reads.
+    """
+    import torch
+
+    mean = np.mean([m for m, _ in scales], axis=0)
+    spread = np.mean([s for _, s in scales], axis=0)
+    with torch.no_grad():
+        module.target_mean.copy_(torch.as_tensor(mean + spread * module.target_mean.double().numpy()))
+        module.target_std.copy_(torch.as_tensor(spread * module.target_std.double().numpy()))
+    return {"mean": mean.tolist(), "spread": spread.tolist()}
+
+
+def expression_scale(head: StormHead) -> tuple[np.ndarray, np.ndarray] | None:
+    """The genes' mean and typical within-slide spread a per-slide expression head was trained with (else ``None``)."""
+    given = head.meta.get("expression_scale")
+    if not given:
+        return None
+    return np.asarray(given["mean"], dtype=np.float64), np.asarray(given["spread"], dtype=np.float64)
 
 
 def standardised(x: np.ndarray) -> np.ndarray:

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 RIDGE_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 #: L2 penalties on the weights tried for heads trained by gradient descent.
 L2_PENALTIES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+#: Ranks tried for a linear regression head with several outputs (below the number of outputs), besides full rank.
+RIDGE_RANKS = (4, 8, 16, 32)
 
 
 def folds(groups: np.ndarray, n_folds: int, seed: int, strata: np.ndarray | None = None) -> list[np.ndarray]:
@@ -60,38 +62,49 @@ def fit_spot_head(
     Regression ``y`` is ``(n, k)``; classification ``y`` holds class codes ``0..n_classes-1``. A linear regression
     head is solved in closed form (ridge); other heads are trained by full-batch Adam with an L2 penalty.
 
+    A linear regression head with several outputs is also offered reduced ranks (:data:`RIDGE_RANKS`): the ridge
+    predicts the leading principal components of the standardised targets, which are mapped back to every output, so
+    that genes that vary together share what the features say about them instead of each fitting its own noise. The
+    rank is chosen with the penalty by the same cross-validation (full rank is one of the candidates).
+
     Features are standardised; with ``blocks`` (the widths of consecutive groups of columns, e.g. embeddings and
     tile statistics), each group is also divided by the square root of its width, so that every group carries the
     same total variance under the one penalty, however many columns it has.
 
     Returns
     -------
-    The head, and metrics: the cross-validated score of the chosen penalty (mean Pearson r over outputs, or balanced
-    accuracy), the score of every penalty, the penalty, and how folds were made.
+    The head, and metrics: the cross-validated score of the chosen penalty and rank (mean Pearson r over outputs, or
+    balanced accuracy), the best score of every penalty, the penalty, the rank, and how folds were made.
     """
     x = np.asarray(x, dtype=np.float64)
     weight = _block_weight(x.shape[1], blocks)
     linear_ridge = task == "regression" and not hidden
     penalties = RIDGE_PENALTIES if linear_ridge else L2_PENALTIES
+    n_outputs = y.shape[1] if task == "regression" else 0
+    ranks = (*(r for r in RIDGE_RANKS if r < n_outputs), None) if linear_ridge else (None,)
     fold_list = folds(groups, n_folds, seed)
     scores = {}
     for penalty in penalties:
-        per_fold = []
-        for val in fold_list:
-            train = np.setdiff1d(np.arange(len(x)), val)
-            if task == "classification" and len(np.unique(y[train])) < 2:
-                continue
-            head = _fit_once(x[train], y[train], task, n_classes, hidden, penalty, epochs, seed, linear_ridge, weight)
-            per_fold.append(_score(head, x[val], y[val], task))
-        scores[penalty] = float(np.nanmean(per_fold)) if per_fold else float("nan")
-    valid = {p: s for p, s in scores.items() if np.isfinite(s)}
-    best = max(valid, key=valid.get) if valid else penalties[len(penalties) // 2]
-    head = _fit_once(x, y, task, n_classes, hidden, best, epochs, seed, linear_ridge, weight)
+        for rank in ranks:
+            per_fold = []
+            for val in fold_list:
+                train = np.setdiff1d(np.arange(len(x)), val)
+                if task == "classification" and len(np.unique(y[train])) < 2:
+                    continue
+                fit = (task, n_classes, hidden, penalty, rank, epochs, seed, linear_ridge, weight)
+                per_fold.append(_score(_fit_once(x[train], y[train], *fit), x[val], y[val], task))
+            scores[penalty, rank] = float(np.nanmean(per_fold)) if per_fold else float("nan")
+    valid = {c: s for c, s in scores.items() if np.isfinite(s)}
+    best = max(valid, key=valid.get) if valid else (penalties[len(penalties) // 2], None)
+    penalty, rank = best
+    head = _fit_once(x, y, task, n_classes, hidden, penalty, rank, epochs, seed, linear_ridge, weight)
+    by_penalty = {str(p): max((s for (q, _), s in scores.items() if q == p), default=float("nan")) for p in penalties}
     metrics = {
         "cv_metric": "mean Pearson r over outputs" if task == "regression" else "balanced accuracy",
         "cv_score": scores[best],
-        "cv_score_by_penalty": {str(p): s for p, s in scores.items()},
-        "penalty": best,
+        "cv_score_by_penalty": by_penalty,
+        "penalty": penalty,
+        "rank": rank or n_outputs or None,
         "n_folds": len(fold_list),
         "folds_by": "slide" if len(np.unique(groups)) >= 2 else "spot",
         "n_spots": len(x),
@@ -106,6 +119,7 @@ def _fit_once(
     n_classes: int,
     hidden: int | None,
     penalty: float,
+    rank: int | None,
     epochs: int,
     seed: int,
     linear_ridge: bool,
@@ -130,7 +144,7 @@ def _fit_once(
     else:
         target = torch.as_tensor(y, dtype=torch.long)
     if linear_ridge:
-        _solve_ridge(head, xs.double(), target.double(), penalty)
+        _solve_ridge(head, xs.double(), target.double(), penalty, rank)
     else:
         _train(head, xs, target, task, n_classes, penalty, epochs)
     return head.eval()
@@ -145,11 +159,16 @@ def _block_weight(n_features: int, blocks: tuple[int, ...] | None) -> np.ndarray
     return np.concatenate([np.full(width, 1 / np.sqrt(width)) for width in blocks])
 
 
-def _solve_ridge(head: SpotHead, xs: torch.Tensor, ys: torch.Tensor, penalty: float) -> None:
+def _solve_ridge(head: SpotHead, xs: torch.Tensor, ys: torch.Tensor, penalty: float, rank: int | None) -> None:
+    """Ridge from ``xs`` to ``ys``; with ``rank``, to their ``rank`` leading principal components, mapped back."""
     import torch
 
     gram = xs.T @ xs + penalty * len(xs) * torch.eye(xs.shape[1], dtype=xs.dtype)
-    weight = torch.linalg.solve(gram, xs.T @ ys)
+    if rank is None:
+        weight = torch.linalg.solve(gram, xs.T @ ys)
+    else:
+        basis = torch.linalg.svd(ys, full_matrices=False).Vh[:rank]
+        weight = torch.linalg.solve(gram, xs.T @ (ys @ basis.T)) @ basis
     layer = head.net[-1]
     with torch.no_grad():
         layer.weight.copy_(weight.T.float())

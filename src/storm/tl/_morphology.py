@@ -1,9 +1,10 @@
-"""Colour and texture statistics of each spot's H&E tile, with their mean over its niche.
+"""Colour and texture statistics of each spot's H&E tile, their mean over its niche, and of wider fields around it.
 
 An expression head from :func:`storm.tl.finetune` reads them beside storm's embeddings (``morphology``): pretraining on
 a few thousand imaged spots shapes the image branch around the axes it shares with expression, and the stain intensity,
 nuclear density and texture that a patient's genes also follow within a section are partly lost; these statistics keep
-them. Per tile (40 numbers): RGB mean and standard deviation; haematoxylin and eosin optical densities (colour
+them, for the spot's tile and for fields 2 and 4 times as wide centred on it (the tissue context around the spot, as
+TRIPLEX reads it). Per tile or field (40 numbers): RGB mean and standard deviation; haematoxylin and eosin optical densities (colour
 deconvolution) at the 10th/50th/90th percentiles with their mean and standard deviation; the fractions of background
 (white) and of strongly haematoxylin-stained pixels (a nuclear-density proxy); grey-level co-occurrence statistics
 (contrast, dissimilarity, homogeneity, energy, correlation at distances 1 and 4 px, averaged over 4 directions); a
@@ -20,8 +21,12 @@ if TYPE_CHECKING:
     from ..io import Slide
 
 GLCM_PROPS = ("contrast", "dissimilarity", "homogeneity", "energy", "correlation")
-#: Statistics per tile; a spot's features are these for its tile and their mean over its niche (twice as many).
+#: Statistics per tile or field.
 N_TILE_STATISTICS = 40
+#: Widths of the fields described around each spot, in tile widths (the tile itself first).
+FIELDS = (1, 2, 4)
+#: Column blocks of :func:`morphology_features`: the tile's statistics with their niche mean, then each wider field.
+MORPHOLOGY_BLOCKS = (2 * N_TILE_STATISTICS, *(N_TILE_STATISTICS for _ in FIELDS[1:]))
 #: Tiles read and described at a time (bounds memory on large slides).
 _CHUNK = 256
 
@@ -75,21 +80,28 @@ def niche_mean(per_spot: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
 
 
 def morphology_features(slide: Slide | Any, config: Any) -> np.ndarray:
-    """``(n_spots, 80)`` statistics of every resolved spot's tile and their niche mean, at the model's tile geometry.
+    """``(n_spots, 160)`` statistics of every resolved spot's tile, their niche mean, and of the wider fields.
 
-    ``config`` is the model's :class:`~storm.models.StormConfig` (tile pixels, tile µm and niche size); rows follow the
-    slide's resolved spots, as the embeddings do.
+    Columns: the tile's 40 statistics, their mean over the niche, then those of a field 2 and 4 tiles wide centred on
+    the spot (read at the same pixel count, so coarser), as :data:`MORPHOLOGY_BLOCKS`. ``config`` is the model's
+    :class:`~storm.models.StormConfig` (tile pixels, tile µm and niche size); rows follow the slide's resolved spots,
+    as the embeddings do.
     """
     from ..data import Corpus
     from ._encode import _progress
 
-    corpus = Corpus.from_sources(slide, tile_px=config.image_size, tile_um=config.tile_um, niche_size=config.niche_size)
-    cs = corpus.slides[0]
-    order = cs.tiles.raster_order()
-    per_spot = np.empty((cs.n_spots, N_TILE_STATISTICS))
-    with _progress(cs.n_spots, "morphology") as bar:
-        for start in range(0, cs.n_spots, _CHUNK):
-            index = order[start : start + _CHUNK]
-            per_spot[index] = [tile_morphology(tile) for tile in cs.tiles.read(index)]
-            bar.update(len(index))
-    return niche_mean(per_spot, cs.neighbours)
+    blocks = []
+    with _progress(len(FIELDS) * len(slide.obs_names), "morphology") as bar:
+        for width in FIELDS:
+            corpus = Corpus.from_sources(
+                slide, tile_px=config.image_size, tile_um=width * config.tile_um, niche_size=config.niche_size
+            )
+            cs = corpus.slides[0]
+            order = cs.tiles.raster_order()
+            per_spot = np.empty((cs.n_spots, N_TILE_STATISTICS))
+            for start in range(0, cs.n_spots, _CHUNK):
+                index = order[start : start + _CHUNK]
+                per_spot[index] = [tile_morphology(tile) for tile in cs.tiles.read(index)]
+                bar.update(len(index))
+            blocks.append(niche_mean(per_spot, cs.neighbours) if width == 1 else per_spot)
+    return np.concatenate(blocks, axis=1)

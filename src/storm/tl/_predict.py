@@ -73,8 +73,11 @@ def predict_expression(
         over the spots of this call, then gives them the gene's mean and typical within-slide spread from the
         pretraining corpus, so that each map spans a realistic range (the spots' ranking, and so Pearson r, is the
         decoder's); ``"model"`` keeps the decoder's conditional mean, which has lower squared error but shrinks towards
-        the mean where the H&E says little (flat maps). Older ``"log1p"`` decoders and ``head`` predictions are
-        returned as predicted, whatever ``scale``.
+        the mean where the H&E says little (flat maps). A ``head`` trained within each slide (``per_slide``, the
+        default for expression) is treated alike: ``"slide"`` standardises its predictions over the spots of this call
+        and gives them each gene's mean and typical within-slide spread over the head's training slides; ``"model"``
+        keeps the head's conditional mean. Older ``"log1p"`` decoders and other heads are returned as predicted,
+        whatever ``scale``.
     key_added
         Layer (and ``var`` flag, and ``uns["storm"]`` key) written.
     {copy_param}
@@ -129,7 +132,9 @@ def predict_expression(
         )
     values = _predictions(slide, net, known, head, batch_size, scale)
     record = {"n_spots": int(len(values)), "n_genes": len(known), "not_predicted": unknown, **model_record(net)}
-    if head is None and net.config.expression_target == "standardised":
+    if (head is None and net.config.expression_target == "standardised") or (
+        head is not None and "expression_scale" in head.meta
+    ):
         record["scale"] = scale
     if head is not None:
         record["head"] = {"target": head.target, "metrics": head.metrics}
@@ -169,12 +174,17 @@ def _predictions(
         return net.expression_to_log1p(predicted, genes, slide_scale=scale == "slide")
     import torch
 
-    from ._finetune import head_reads, spot_features
+    from ._finetune import expression_scale, head_reads, spot_features, standardised
 
     features, _ = spot_features(slide, net, "image", batch_size, **head_reads(head))
     with torch.no_grad():
-        out = head.module.predict(torch.as_tensor(features, dtype=torch.float32)).numpy()
-    return out[:, [head.outputs.index(g) for g in genes]]
+        out = head.module.predict(torch.as_tensor(features, dtype=torch.float32)).numpy().astype(np.float64)
+    columns = [head.outputs.index(g) for g in genes]
+    trained = expression_scale(head)
+    if scale == "slide" and trained is not None:
+        mean, spread = trained
+        return mean[columns] + spread[columns] * standardised(out[:, columns])
+    return out[:, columns]
 
 
 def _requested(genes: Any, table: AnnData, model: StormModel, he_only: bool, head: StormHead | None) -> list[str]:
