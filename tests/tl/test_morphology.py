@@ -6,7 +6,14 @@ import storm as st
 from storm.data import Corpus
 from storm.io import resolve
 from storm.models import StormConfig
-from storm.tl._morphology import N_TILE_STATISTICS, morphology_features, niche_mean, tile_morphology
+from storm.tl._morphology import (
+    FIELDS,
+    MORPHOLOGY_BLOCKS,
+    N_TILE_STATISTICS,
+    morphology_features,
+    niche_mean,
+    tile_morphology,
+)
 
 
 def test_tile_statistics_of_known_tiles():
@@ -36,8 +43,11 @@ def test_morphology_features_follow_the_resolved_spots():
     config = StormConfig.from_preset("tiny", image_size=32)
     slide = resolve(sdata)
     features = morphology_features(slide, config)
-    assert features.shape == (len(slide.obs_names), 2 * N_TILE_STATISTICS) and np.isfinite(features).all()
-    # the first spot's statistics are those of its own tile, read at the model's geometry
-    cs = Corpus.from_sources(slide, tile_px=32, tile_um=config.tile_um, niche_size=config.niche_size).slides[0]
-    np.testing.assert_allclose(features[0, :N_TILE_STATISTICS], tile_morphology(cs.tiles.read(np.array([0]))[0]))
+    assert features.shape == (len(slide.obs_names), sum(MORPHOLOGY_BLOCKS)) and np.isfinite(features).all()
+    # the first spot's statistics are those of its own tile, read at the model's geometry, then of each wider field
+    for block, width in enumerate(FIELDS):
+        cs = Corpus.from_sources(slide, tile_px=32, tile_um=width * config.tile_um, niche_size=config.niche_size)
+        expected = tile_morphology(cs.slides[0].tiles.read(np.array([0]))[0])
+        first = sum(MORPHOLOGY_BLOCKS[:block])
+        np.testing.assert_allclose(features[0, first : first + N_TILE_STATISTICS], expected)
     assert features[:, 16].std() > 0  # background fraction varies over the crop
