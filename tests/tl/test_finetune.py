@@ -165,7 +165,7 @@ def test_morphology_heads_read_the_tile_statistics_wherever_applied(tmp_path):
 
 
 def test_expression_heads_learn_within_slide_variation_and_return_realistic_maps():
-    """per_slide expression heads fit each slide's standardised expression; scale="slide" gives maps the genes' spread."""
+    """per_slide heads fit each slide's standardised expression; scale="slide" gives their maps the genes' spread."""
     train, test = halves(st.datasets.demo()), halves(st.datasets.demo())[0]
     genes = ["ERBB2", "KRT19", "MGP", "ACTB"]
     head = st.tl.finetune(train, "expression", genes=genes, morphology=False)

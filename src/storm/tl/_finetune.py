@@ -57,8 +57,9 @@ def finetune(
     Every spot's features are its joint and niche embeddings (from the modalities in ``modality``). The head is
     linear by default (ridge for regression, softmax for classification), which is what few labels support; its
     penalty (and, for several genes, its rank: genes that vary together share one fit) is chosen by cross-validation
-    over slides (over spots with one slide), and the cross-validated score is kept in ``head.metrics``. Apply it with :func:`storm.tl.predict_expression` (``head=``, expression targets) or
-    :func:`storm.tl.annotate`; keep it with :meth:`StormHead.save`.
+    over slides (over spots with one slide), and the cross-validated score is kept in ``head.metrics``. Apply it with
+    :func:`storm.tl.predict_expression` (``head=``, expression targets) or :func:`storm.tl.annotate`; keep it with
+    :meth:`StormHead.save`.
 
     Parameters
     ----------

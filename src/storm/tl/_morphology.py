@@ -4,11 +4,12 @@ An expression head from :func:`storm.tl.finetune` reads them beside storm's embe
 a few thousand imaged spots shapes the image branch around the axes it shares with expression, and the stain intensity,
 nuclear density and texture that a patient's genes also follow within a section are partly lost; these statistics keep
 them, for the spot's tile and for fields 2 and 4 times as wide centred on it (the tissue context around the spot, as
-TRIPLEX reads it). Per tile or field (40 numbers): RGB mean and standard deviation; haematoxylin and eosin optical densities (colour
-deconvolution) at the 10th/50th/90th percentiles with their mean and standard deviation; the fractions of background
-(white) and of strongly haematoxylin-stained pixels (a nuclear-density proxy); grey-level co-occurrence statistics
-(contrast, dissimilarity, homogeneity, energy, correlation at distances 1 and 4 px, averaged over 4 directions); a
-uniform local-binary-pattern histogram (8 neighbours, radius 1); Sobel gradient magnitude mean and standard deviation.
+TRIPLEX reads it). Per tile or field (40 numbers): RGB mean and standard deviation; haematoxylin and eosin optical
+densities (colour deconvolution) at the 10th/50th/90th percentiles with their mean and standard deviation; the fractions
+of background (white) and of strongly haematoxylin-stained pixels (a nuclear-density proxy); grey-level co-occurrence
+statistics (contrast, dissimilarity, homogeneity, energy, correlation at distances 1 and 4 px, averaged over 4
+directions); a uniform local-binary-pattern histogram (8 neighbours, radius 1); Sobel gradient magnitude mean and
+standard deviation.
 """
 
 from __future__ import annotations
