@@ -38,11 +38,14 @@ def test_niche_mean_averages_valid_neighbours():
     np.testing.assert_allclose(niche_mean(per_spot, neighbours), [[1, 2], [3, 3], [5, 5]])
 
 
-def test_morphology_features_follow_the_resolved_spots():
+def test_morphology_features_follow_the_resolved_spots(monkeypatch):
     sdata = st.datasets.demo()
     config = StormConfig.from_preset("tiny", image_size=32)
     slide = resolve(sdata)
+    monkeypatch.setattr(st.settings, "num_workers", 3)
     features = morphology_features(slide, config)
+    monkeypatch.setattr(st.settings, "num_workers", 1)
+    np.testing.assert_array_equal(features, morphology_features(slide, config))  # threads change nothing
     assert features.shape == (len(slide.obs_names), sum(MORPHOLOGY_BLOCKS)) and np.isfinite(features).all()
     # the first spot's statistics are those of its own tile, read at the model's geometry, then of each wider field
     for block, width in enumerate(FIELDS):

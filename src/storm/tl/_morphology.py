@@ -86,13 +86,20 @@ def morphology_features(slide: Slide | Any, config: Any) -> np.ndarray:
     Columns: the tile's 40 statistics, their mean over the niche, then those of a field 2 and 4 tiles wide centred on
     the spot (read at the same pixel count, so coarser), as :data:`MORPHOLOGY_BLOCKS`. ``config`` is the model's
     :class:`~storm.models.StormConfig` (tile pixels, tile µm and niche size); rows follow the slide's resolved spots,
-    as the embeddings do.
+    as the embeddings do. Tiles are described on ``storm.settings.num_workers`` threads (the statistics release the
+    GIL for most of their time); the result does not depend on their number.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .._settings import settings
     from ..data import Corpus
     from ._encode import _progress
 
     blocks = []
-    with _progress(len(FIELDS) * len(slide.obs_names), "morphology") as bar:
+    with (
+        _progress(len(FIELDS) * len(slide.obs_names), "morphology") as bar,
+        ThreadPoolExecutor(settings.num_workers) as pool,
+    ):
         for width in FIELDS:
             corpus = Corpus.from_sources(
                 slide, tile_px=config.image_size, tile_um=width * config.tile_um, niche_size=config.niche_size
@@ -102,7 +109,7 @@ def morphology_features(slide: Slide | Any, config: Any) -> np.ndarray:
             per_spot = np.empty((cs.n_spots, N_TILE_STATISTICS))
             for start in range(0, cs.n_spots, _CHUNK):
                 index = order[start : start + _CHUNK]
-                per_spot[index] = [tile_morphology(tile) for tile in cs.tiles.read(index)]
+                per_spot[index] = list(pool.map(tile_morphology, cs.tiles.read(index)))
                 bar.update(len(index))
             blocks.append(niche_mean(per_spot, cs.neighbours) if width == 1 else per_spot)
     return np.concatenate(blocks, axis=1)
