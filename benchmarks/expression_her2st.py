@@ -65,8 +65,8 @@ from _common import DEFAULT_DATA, RESULTS, expression, handcrafted, header, ridg
 from _image_baselines import squidpy_features, stnet_predict, tiles_of
 
 import storm as st
+from storm._standardise import standardised
 from storm.io import resolve
-from storm.tl._finetune import standardised
 from storm.tl._fit import fit_spot_head
 from storm.tl._metrics import pearson_per_gene
 from storm.tl._model_arg import get_model

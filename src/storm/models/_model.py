@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .._standardise import standardised
 from ._config import StormConfig
 from ._encoders import GeneEncoder, ImageEncoder
 from ._layers import Block, DistanceBias, Sincos2D, key_padding_bias
@@ -184,8 +185,7 @@ class StormModel(nn.Module):
             return predicted
         z = np.asarray(predicted, dtype=np.float64)
         if slide_scale:
-            spread = z.std(axis=0)
-            z = (z - z.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
+            z = standardised(z)
         index = np.asarray(self.vocab.align(list(genes)).indices)
         mean, std = self.expression_reference.detach().cpu().double().numpy()[:, index]
         return (mean + z * std).astype(np.float32)

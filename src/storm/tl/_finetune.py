@@ -10,6 +10,7 @@ import numpy as np
 
 from .._docs import doc_params
 from .._logging import logger
+from .._standardise import standardised
 from ._head import StormHead, as_head, model_for_head
 from ._results import Results, check_keys, target_of, write_results
 from ._slides import as_slides
@@ -409,18 +410,6 @@ def expression_scale(head: StormHead) -> tuple[np.ndarray, np.ndarray] | None:
     if not given:
         return None
     return np.asarray(given["mean"], dtype=np.float64), np.asarray(given["spread"], dtype=np.float64)
-
-
-def standardised(x: np.ndarray) -> np.ndarray:
-    """Each column of ``x`` centred and divided by its standard deviation over the rows (a constant one becomes 0).
-
-    Examples
-    --------
-    >>> standardised(np.array([[1.0, 5.0], [3.0, 5.0]])).tolist()
-    [[-1.0, 0.0], [1.0, 0.0]]
-    """
-    spread = x.std(0)
-    return (x - x.mean(0)) / np.where(spread > 0, spread, 1.0)
 
 
 def _targets(

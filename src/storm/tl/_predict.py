@@ -174,7 +174,8 @@ def _predictions(
         return net.expression_to_log1p(predicted, genes, slide_scale=scale == "slide")
     import torch
 
-    from ._finetune import expression_scale, head_reads, spot_features, standardised
+    from .._standardise import standardised
+    from ._finetune import expression_scale, head_reads, spot_features
 
     features, _ = spot_features(slide, net, "image", batch_size, **head_reads(head))
     with torch.no_grad():
