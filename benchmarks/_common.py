@@ -101,7 +101,6 @@ def handcrafted(sdata: Any, config: Any, fields: bool = False) -> np.ndarray:
 
     With ``fields``, also those of the wider fields around the spot that storm's expression heads read (160 columns).
     """
-    from storm.tl._morphology import MORPHOLOGY_BLOCKS, morphology_features
+    from storm.tl._morphology import FIELDS, morphology_features
 
-    features = morphology_features(st.io.resolve(sdata), config)
-    return features if fields else features[:, : MORPHOLOGY_BLOCKS[0]]
+    return morphology_features(st.io.resolve(sdata), config, FIELDS if fields else FIELDS[:1])

@@ -46,6 +46,8 @@ def test_morphology_features_follow_the_resolved_spots(monkeypatch):
     features = morphology_features(slide, config)
     monkeypatch.setattr(st.settings, "num_workers", 1)
     np.testing.assert_array_equal(features, morphology_features(slide, config))  # threads change nothing
+    tile_only = morphology_features(slide, config, fields=FIELDS[:1])
+    np.testing.assert_array_equal(tile_only, features[:, : MORPHOLOGY_BLOCKS[0]])  # the tile alone: its 80 columns
     assert features.shape == (len(slide.obs_names), sum(MORPHOLOGY_BLOCKS)) and np.isfinite(features).all()
     # the first spot's statistics are those of its own tile, read at the model's geometry, then of each wider field
     for block, width in enumerate(FIELDS):

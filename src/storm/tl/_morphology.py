@@ -80,11 +80,12 @@ def niche_mean(per_spot: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
     return np.concatenate([per_spot, summed / valid.sum(1, keepdims=True)], axis=1)
 
 
-def morphology_features(slide: Slide | Any, config: Any) -> np.ndarray:
+def morphology_features(slide: Slide | Any, config: Any, fields: tuple[int, ...] = FIELDS) -> np.ndarray:
     """``(n_spots, 160)`` statistics of every resolved spot's tile, their niche mean, and of the wider fields.
 
     Columns: the tile's 40 statistics, their mean over the niche, then those of a field 2 and 4 tiles wide centred on
-    the spot (read at the same pixel count, so coarser), as :data:`MORPHOLOGY_BLOCKS`. ``config`` is the model's
+    the spot (read at the same pixel count, so coarser), as :data:`MORPHOLOGY_BLOCKS`; ``fields=(1,)`` describes the
+    tile alone (its 80 columns). ``config`` is the model's
     :class:`~storm.models.StormConfig` (tile pixels, tile µm and niche size); rows follow the slide's resolved spots,
     as the embeddings do. Tiles are described on ``storm.settings.num_workers`` threads (the statistics release the
     GIL for most of their time); the result does not depend on their number.
@@ -97,10 +98,10 @@ def morphology_features(slide: Slide | Any, config: Any) -> np.ndarray:
 
     blocks = []
     with (
-        _progress(len(FIELDS) * len(slide.obs_names), "morphology") as bar,
+        _progress(len(fields) * len(slide.obs_names), "morphology") as bar,
         ThreadPoolExecutor(settings.num_workers) as pool,
     ):
-        for width in FIELDS:
+        for width in fields:
             corpus = Corpus.from_sources(
                 slide, tile_px=config.image_size, tile_um=width * config.tile_um, niche_size=config.niche_size
             )
