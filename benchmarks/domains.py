@@ -8,11 +8,12 @@ Protocol (ARI and NMI against manual labels, on the labelled spots only; every s
   sections with pathologist labels (A1, B1, C1, D1, E1, F1, G2, H1; "undetermined" spots are not scored);
 * k, the number of clusters of every contender, is the number of label classes among the scored spots (the only thing
   taken from the labels);
-* storm: ``st.tl.embed(modality="auto")`` then ``st.tl.domains(n_domains=k)`` with and without spatial smoothing, and
+* storm: ``st.tl.embed(modality="auto")`` then ``st.tl.domains(n_domains=k)`` (its default clustering, a tied
+  Gaussian mixture on 20 principal components) with and without spatial smoothing, with ``method="kmeans"``, and
   the expression-branch embedding ``X_storm_gene`` as a diagnostic;
 * scanpy: filter_genes min_cells 3, normalize_total 1e4, log1p, 2,000 HVGs (all genes when fewer), PCA 50,
   15 neighbours; Leiden (igraph) at the resolution bisected to give k clusters, k-means on the PCA, and the PCA through
-  ``st.tl.domains`` (z-score + spatial smoothing + k-means: scanpy "with spatial smoothing");
+  ``st.tl.domains`` (z-score + spatial smoothing + tied Gaussian mixture: scanpy "with spatial smoothing");
 * novae (``novae.Novae``, trained from scratch: no weights can be downloaded) on the slides of each dataset jointly
   (the two DLPFC sections; the eight her2st sections) for ``--novae-epochs`` epochs, Visium neighbour graph,
   ``assign_domains(n_domains=k)`` per section; one seed (its CPU training dominates the run);
@@ -20,7 +21,7 @@ Protocol (ARI and NMI against manual labels, on the labelled spots only; every s
   around each spot, with the niche mean, through ``st.tl.domains``, where the section has an image fine enough to tile
   a spot (at most ``MAX_UM_PER_PX`` µm/px; the DLPFC images in the data are 16 µm/px lowres images);
 * storm adapted: ``st.tl.adapt`` on the section (its default steps, seed 0: no labels), its embedding through
-  ``st.tl.domains(n_domains=k)``; the adaptation time is recorded per section;
+  ``st.tl.domains(n_domains=k)`` and with ``method="kmeans"``; the adaptation time is recorded per section;
 * GraphST and BANKSY: the labels that ``domain_peers.py`` stored (one run per section, with its command, date and
   machine; GraphST takes 14–40 min per DLPFC slice on 2 cores), scored here like every other contender;
 * clusterings are repeated over ``--seeds`` (mean ± sd).
@@ -56,9 +57,11 @@ HER2ST_LABELLED = ("A1", "B1", "C1", "D1", "E1", "F1", "G2", "H1")
 MAX_UM_PER_PX = 4.0
 LABELS = {
     "storm": "storm embed → st.tl.domains, smoothing 0.5",
+    "storm_kmeans": "storm embed → st.tl.domains(method='kmeans')",
     "storm_no_smoothing": "storm embed → st.tl.domains, no smoothing",
     "storm_gene_branch": "storm gene branch (X_storm_gene) → st.tl.domains",
     "storm_adapted": "storm adapted (st.tl.adapt) → st.tl.domains",
+    "storm_adapted_kmeans": "storm adapted → st.tl.domains(method='kmeans')",
     "scanpy_leiden": "scanpy PCA → Leiden at k",
     "scanpy_kmeans": "scanpy PCA → k-means",
     "scanpy_smoothed": "scanpy PCA → st.tl.domains (spatial smoothing)",
@@ -84,8 +87,12 @@ def labelled_sections(data: Path) -> list[dict[str, Any]]:
     return sections
 
 
-def domains_of(sdata: Any, k: int, seed: int, *, use_rep: str = "X_storm", smoothing: bool = True) -> np.ndarray:
-    st.tl.domains(sdata, n_domains=k, spatial_smoothing=smoothing, use_rep=use_rep, seed=seed, key_added="_domain")
+def domains_of(
+    sdata: Any, k: int, seed: int, *, use_rep: str = "X_storm", smoothing: bool = True, method: str | None = None
+) -> np.ndarray:
+    st.tl.domains(
+        sdata, n_domains=k, method=method, spatial_smoothing=smoothing, use_rep=use_rep, seed=seed, key_added="_domain"
+    )
     return sdata["table"].obs["_domain"].astype(int).to_numpy()
 
 
@@ -199,12 +206,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         record("storm", name, [domains_of(sdata, k, s) for s in args.seeds])
         seconds["storm"] += time.perf_counter() - t0
+        record("storm_kmeans", name, [domains_of(sdata, k, s, method="kmeans") for s in args.seeds])
         record("storm_no_smoothing", name, [domains_of(sdata, k, s, smoothing=False) for s in args.seeds])
         t0 = time.perf_counter()
         st.tl.embed(sdata, st.tl.adapt(sdata, net, seed=args.seeds[0]), key_added="X_storm_adapted")
         info[name]["adapt_seconds"] = round(time.perf_counter() - t0, 1)
         record("storm_adapted", name, [domains_of(sdata, k, s, use_rep="X_storm_adapted") for s in args.seeds])
         seconds["storm_adapted"] += time.perf_counter() - t0
+        adapted_kmeans = [domains_of(sdata, k, s, use_rep="X_storm_adapted", method="kmeans") for s in args.seeds]
+        record("storm_adapted_kmeans", name, adapted_kmeans)
         if "X_storm_gene" in table.obsm:
             record("storm_gene_branch", name, [domains_of(sdata, k, s, use_rep="X_storm_gene") for s in args.seeds])
         leiden, km, smoothed = [], [], []

@@ -139,7 +139,8 @@ def test_adapt_errors(tiny):
 def test_adapted_default_finds_the_layers_of_a_held_out_dlpfc_section(shared_data_path):
     """DLPFC 151673 was held out of the default's pretraining: zero-shot finds its layers, adaptation adds to them.
 
-    ARI 0.45 zero-shot and 0.50 adapted with the residual-axes default (0.31 and 0.51 with the log1p-axes one).
+    ARI 0.53 zero-shot and 0.59 adapted with the default clustering (tied Gaussian mixture; 0.45 and 0.50 with
+    k-means).
     """
     from sklearn.metrics import adjusted_rand_score
 
@@ -154,5 +155,5 @@ def test_adapted_default_finds_the_layers_of_a_held_out_dlpfc_section(shared_dat
         st.tl.domains(sdata, n_domains=7, adapt=adapt, seed=0, key_added=key)
         scores[adapt] = adjusted_rand_score(truth, table.obs[key].astype(str).to_numpy()[labelled])
         del table.obsm["X_storm"]
-    assert scores[False] > 0.4, scores
-    assert scores[True] > 0.45 and scores[True] > scores[False] + 0.03, scores
+    assert scores[False] > 0.5, scores
+    assert scores[True] > 0.55 and scores[True] > scores[False] + 0.03, scores

@@ -26,7 +26,28 @@ def test_planted_regions_and_smoothing():
     st.tl.domains(sdata, n_domains=2)
     smooth = adjusted_rand_score(truth, sdata["table"].obs["storm_domain"])
     assert smooth > 0.6 and smooth > raw + 0.2
-    assert sdata["table"].uns["storm"]["storm_domain"]["spatial_smoothing"] == 0.5
+    params = sdata["table"].uns["storm"]["storm_domain"]
+    assert params["spatial_smoothing"] == 0.5 and params["method"] == "gmm" and params["n_domains"] == 2
+
+
+def test_mixture_separates_domains_that_kmeans_cuts_across():
+    """Two domains of 70% and 30% of the spots, apart along one slanted axis and spread wide along the other: the
+    tied-covariance mixture (the default) recovers them in every draw, k-means mostly cuts them along the wide axis."""
+    sdata = st.datasets.demo()
+    table = sdata["table"]
+    x_um = st.io.resolve(sdata).spot_xy_um[:, 0]
+    truth = (x_um > np.percentile(x_um, 70)).astype(int)
+    scores = {"gmm": [], "kmeans": []}
+    for draw in range(5):
+        rng = np.random.default_rng(draw)
+        apart = 3.0 * truth + 0.5 * rng.normal(size=len(truth))
+        wide = 1.8 * rng.normal(size=len(truth))
+        table.obsm["X_storm"] = np.column_stack([apart + wide, apart - wide]).astype(np.float32)  # slanted
+        for method, found in scores.items():
+            st.tl.domains(sdata, n_domains=2, method=method, spatial_smoothing=False, key_added=method)
+            found.append(adjusted_rand_score(truth, table.obs[method]))
+            assert table.uns["storm"][method]["method"] == method
+    assert min(scores["gmm"]) > 0.9 and np.mean(scores["kmeans"]) < 0.5, scores
 
 
 def test_joint_labels_agree_across_slides():
@@ -47,6 +68,12 @@ def test_errors():
         st.tl.domains(sdata, n_domains=0)
     with pytest.raises(ValueError, match="not both"):
         st.tl.domains(sdata, n_domains=2, resolution=1.0)
+    with pytest.raises(ValueError, match="`method` must be one of"):
+        st.tl.domains(sdata, n_domains=2, method="mclust")
+    with pytest.raises(ValueError, match="drop `n_domains`"):
+        st.tl.domains(sdata, n_domains=2, method="leiden")
+    with pytest.raises(ValueError, match="pass `n_domains`"):
+        st.tl.domains(sdata, method="kmeans")
     with pytest.raises(ValueError, match="spatial_smoothing"):
         st.tl.domains(sdata, n_domains=2, spatial_smoothing=1.5)
     with pytest.raises(ValueError, match="more than the 151 spots"):

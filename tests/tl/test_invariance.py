@@ -42,12 +42,16 @@ def _domain_embedding(sdata) -> None:
     table.obsm["X_rep"] = np.column_stack([xy / xy.std(0), noise]).astype(np.float32)
 
 
-@pytest.mark.parametrize("n_domains", [4, 7, None], ids=["kmeans4", "kmeans7", "leiden"])
-def test_domains_label_each_spot_the_same_whatever_the_row_order(n_domains):
+@pytest.mark.parametrize(
+    ("n_domains", "method"),
+    [(4, "gmm"), (7, "gmm"), (7, "kmeans"), (None, "leiden")],
+    ids=["gmm4", "gmm7", "kmeans7", "leiden"],
+)
+def test_domains_label_each_spot_the_same_whatever_the_row_order(n_domains, method):
     sdata, other = _shuffled()
     for s in (sdata, other):
         _domain_embedding(s)
-        st.tl.domains(s, n_domains, use_rep="X_rep")
+        st.tl.domains(s, n_domains, method=method, use_rep="X_rep")
     labels = sdata["table"].obs["storm_domain"].to_numpy()
     np.testing.assert_array_equal(labels, _rows(sdata, other, other["table"].obs["storm_domain"]))
     assert len(set(labels)) > 1

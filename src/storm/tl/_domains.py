@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 
 #: Neighbours averaged by the spatial smoothing (the first ring of a hexagonal grid).
 SMOOTHING_NEIGHBOURS = 6
+#: Principal components the Gaussian mixture is fitted on.
+MIXTURE_COMPONENTS = 20
+#: Clusterings ``method`` accepts; the first two need ``n_domains``.
+METHODS = ("gmm", "kmeans", "leiden")
 
 
 @doc_params
@@ -26,6 +30,7 @@ def domains(
     n_domains: int | None = None,
     *,
     resolution: float | None = None,
+    method: str | None = None,
     spatial_smoothing: bool | float = True,
     use_rep: str = OBSM_EMBEDDING,
     model: Any = None,
@@ -45,17 +50,24 @@ def domains(
 
     Each spot's embedding (``obsm[use_rep]``, computed with :func:`storm.tl.embed` first when missing) is mixed with
     the mean of its 6 nearest spots in µm (``spatial_smoothing``), so domains follow tissue regions rather than single
-    noisy spots. With ``n_domains``, k-means finds exactly that many; otherwise Leiden on the k-nearest-neighbour
-    graph of all slides' spots at ``resolution`` (default 1.0).
+    noisy spots. With ``n_domains``, a Gaussian mixture with one covariance shared by all domains (mclust's "EEE",
+    the clustering GraphST and STAGATE report their domains with) is fitted on the first 20 principal components of
+    the standardised, smoothed embeddings; otherwise Leiden on the k-nearest-neighbour graph of all slides' spots at
+    ``resolution`` (default 1.0).
 
     Parameters
     ----------
     sdata
         One slide or a list of slides (SpatialData, squidpy-style AnnData or resolved :class:`~storm.io.Slide`).
     n_domains
-        Number of domains (k-means); ``None`` for Leiden.
+        Number of domains (``"gmm"`` or ``"kmeans"``); ``None`` for Leiden. A mixture component that no spot is
+        most likely to belong to is dropped, so ``"gmm"`` can return fewer domains (the number found is in
+        ``uns["storm"][key_added]["n_domains"]``).
     resolution
         Leiden resolution (only without ``n_domains``).
+    method
+        ``"gmm"`` (default with ``n_domains``), ``"kmeans"`` (k-means on the standardised embeddings, storm 0.1's
+        clustering) or ``"leiden"`` (default without ``n_domains``).
     spatial_smoothing
         Weight of the neighbourhood mean, in [0, 1): ``True`` is 0.5, ``False`` or 0 turns smoothing off.
     use_rep
@@ -96,7 +108,8 @@ def domains(
     if n_domains is not None and (isinstance(n_domains, bool) or int(n_domains) != n_domains or n_domains < 1):
         raise ValueError(f"`n_domains` must be a positive integer or None, got {n_domains!r}.")
     if n_domains is not None and resolution is not None:
-        raise ValueError("Pass `n_domains` (k-means) or `resolution` (Leiden), not both.")
+        raise ValueError("Pass `n_domains` (a fixed number of domains) or `resolution` (Leiden), not both.")
+    method = _method(method, n_domains)
     seed = settings.seed if seed is None else int(seed)
 
     steps = _adapt_steps(adapt, use_rep)
@@ -119,16 +132,19 @@ def domains(
     sizes = [len(f) for f in features]
     stacked = np.concatenate(features)
     stacked = (stacked - stacked.mean(0)) / (stacked.std(0) + 1e-8)
-    labels = _in_canonical_order(
-        stacked, lambda x: _kmeans(x, int(n_domains), seed) if n_domains is not None else _leiden(x, resolution, seed)
-    )
+    cluster = {
+        "gmm": lambda x: _mixture(x, int(n_domains), seed),
+        "kmeans": lambda x: _kmeans(x, int(n_domains), seed),
+        "leiden": lambda x: _leiden(x, resolution, seed),
+    }[method]
+    labels = _in_canonical_order(stacked, cluster)
 
     import pandas as pd
 
     categories = [str(c) for c in sorted(set(labels.tolist()))]
     params = {
         "n_domains": len(categories),
-        "method": "kmeans" if n_domains is not None else "leiden",
+        "method": method,
         "resolution": None if n_domains is not None else (1.0 if resolution is None else float(resolution)),
         "spatial_smoothing": weight,
         "use_rep": use_rep,
@@ -177,6 +193,18 @@ def _in_canonical_order(x: np.ndarray, cluster: Any) -> np.ndarray:
     return labels
 
 
+def _method(method: str | None, n_domains: int | None) -> str:
+    """The clustering asked for, checked against ``n_domains`` before any work."""
+    if method is None:
+        return "leiden" if n_domains is None else "gmm"
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS} or None, got {method!r}.")
+    if (method == "leiden") != (n_domains is None):
+        fix = "drop `n_domains` (Leiden's count follows `resolution`)" if method == "leiden" else "pass `n_domains`"
+        raise ValueError(f"`method={method!r}` with `n_domains={n_domains!r}`: {fix}.")
+    return method
+
+
 def _adapt_steps(adapt: bool | int, use_rep: str) -> int | None:
     """Steps of adaptation asked for by ``adapt`` (``None``: none), checked before any work."""
     from ._adapt import ADAPT_STEPS
@@ -217,6 +245,17 @@ def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     from sklearn.cluster import KMeans
 
     return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x)
+
+
+def _mixture(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """A tied-covariance Gaussian mixture of ``k`` components on the first principal components of ``x``."""
+    from sklearn.decomposition import PCA
+    from sklearn.mixture import GaussianMixture
+
+    n_pcs = min(MIXTURE_COMPONENTS, x.shape[1], len(x))
+    pcs = PCA(n_pcs, svd_solver="full").fit_transform(x)
+    mixture = GaussianMixture(k, covariance_type="tied", n_init=3, reg_covar=1e-4, random_state=seed)
+    return np.unique(mixture.fit_predict(pcs), return_inverse=True)[1]
 
 
 def _leiden(x: np.ndarray, resolution: float | None, seed: int) -> np.ndarray:
