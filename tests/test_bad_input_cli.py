@@ -143,6 +143,10 @@ CASES = {
         lambda tmp, mp: ["embed", str(tmp / "a.zarr"), str(tmp / "notes.txt")],
         ["notes.txt is not a zarr store", "pass a SpatialData .zarr store"],
     ),
+    "domains --method leiden with --n-domains": (
+        lambda tmp, mp: ["domains", str(tmp / "a.zarr"), "--n-domains", "3", "--method", "leiden"],
+        ["method='leiden'", "n_domains=3", "drop `n_domains`"],
+    ),
     "pretrain --config is a folder": (
         lambda tmp, mp: ["pretrain", "--config", str(user_folder(tmp))],
         ["--config", "is not a file", "pass a YAML file"],

@@ -39,6 +39,12 @@ def test_embed_then_domains_then_predict_write_back(store, capsys):
     assert main(["domains", str(store), "--n-domains", "3"]) == 0
     table = read(store)["table"]
     assert table.obs["storm_domain"].cat.categories.tolist() == ["0", "1", "2"]
+    assert table.uns["storm"]["storm_domain"]["method"] == "gmm"
+    expected_labels = table.obs["storm_domain"].astype(int).to_numpy()
+    st.tl.domains(expected, 3, seed=0)
+    np.testing.assert_array_equal(expected_labels, expected["table"].obs["storm_domain"].astype(int).to_numpy())
+    assert main(["domains", str(store), "--n-domains", "3", "--method", "kmeans"]) == 0
+    assert read(store)["table"].uns["storm"]["storm_domain"]["method"] == "kmeans"
     assert "X_storm" in table.obsm  # earlier results kept
 
     assert main(["predict", str(store), "--genes", "ERBB2", "KRT19"]) == 0

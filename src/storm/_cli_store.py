@@ -49,6 +49,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         if name == "domains":
             parser.add_argument("--n-domains", type=int, default=None, help="number of domains (default: Leiden)")
             parser.add_argument("--resolution", type=float, default=None, help="Leiden resolution")
+            parser.add_argument(
+                "--method",
+                default=None,
+                choices=["gmm", "kmeans", "leiden"],
+                help="clustering (default: gmm with --n-domains, leiden without)",
+            )
 
 
 def expand_stores(paths: list[Path]) -> list[Path]:
@@ -83,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
     stores = expand_stores(args.stores)  # every path checked before anything is imported, loaded or computed
     for store in stores:
         check_store_writable(store)
+    if args.command == "domains":
+        from .tl._domains import check_method
+
+        check_method(args.method, args.n_domains)
     import torch
 
     from ._settings import settings
@@ -159,7 +169,7 @@ def _run_one(args: argparse.Namespace, store: Path, model: Any, tag: str) -> str
     else:
         if OBSM_EMBEDDING not in sdata.tables[key].obsm:
             tl.embed(sdata, model, modality=args.modality, table_key=key)
-        tl.domains(sdata, args.n_domains, resolution=args.resolution, table_key=key)
+        tl.domains(sdata, args.n_domains, resolution=args.resolution, method=args.method, table_key=key)
         table = sdata.tables[key]
         done = f"obs['storm_domain'] with {len(table.obs['storm_domain'].cat.categories)} domains"
     io.write_table(store, table, key)

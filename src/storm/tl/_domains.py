@@ -109,7 +109,7 @@ def domains(
         raise ValueError(f"`n_domains` must be a positive integer or None, got {n_domains!r}.")
     if n_domains is not None and resolution is not None:
         raise ValueError("Pass `n_domains` (a fixed number of domains) or `resolution` (Leiden), not both.")
-    method = _method(method, n_domains)
+    method = check_method(method, n_domains)
     seed = settings.seed if seed is None else int(seed)
 
     steps = _adapt_steps(adapt, use_rep)
@@ -193,7 +193,7 @@ def _in_canonical_order(x: np.ndarray, cluster: Any) -> np.ndarray:
     return labels
 
 
-def _method(method: str | None, n_domains: int | None) -> str:
+def check_method(method: str | None, n_domains: int | None) -> str:
     """The clustering asked for, checked against ``n_domains`` before any work."""
     if method is None:
         return "leiden" if n_domains is None else "gmm"
