@@ -66,8 +66,8 @@ def domains(
     resolution
         Leiden resolution (only without ``n_domains``).
     method
-        ``"gmm"`` (default with ``n_domains``), ``"kmeans"`` (k-means on the standardised embeddings, storm 0.1's
-        clustering) or ``"leiden"`` (default without ``n_domains``).
+        ``"gmm"`` (default with ``n_domains``), ``"kmeans"`` (k-means on the standardised, smoothed embeddings, the
+        clustering before the mixture) or ``"leiden"`` (default without ``n_domains``).
     spatial_smoothing
         Weight of the neighbourhood mean, in [0, 1): ``True`` is 0.5, ``False`` or 0 turns smoothing off.
     use_rep
