@@ -71,6 +71,20 @@ def leiden_with_k(adata: Any, k: int, seed: int, steps: int = 30) -> tuple[np.nd
     return best
 
 
+def leiden_default(adata: Any, seed: int, use_rep: str | None = None) -> np.ndarray:
+    """Leiden (igraph) at scanpy's default resolution (1.0), on ``adata``'s graph or one of 15 neighbours in ``use_rep``.
+
+    What a user who does not know the number of domains runs: no ``k`` goes in, so the score also judges the number of
+    clusters the graph gives.
+    """
+    import scanpy as sc
+
+    if use_rep is not None:
+        sc.pp.neighbors(adata, n_neighbors=15, use_rep=use_rep, random_state=seed)
+    sc.tl.leiden(adata, flavor="igraph", n_iterations=2, directed=False, random_state=seed, key_added="_leiden")
+    return adata.obs["_leiden"].astype(int).to_numpy()
+
+
 def kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     from sklearn.cluster import KMeans
 

@@ -11,6 +11,10 @@ Protocol (ARI and NMI against manual labels, on the labelled spots only; every s
 * storm: ``st.tl.embed(modality="auto")`` then ``st.tl.domains(n_domains=k)`` (its default clustering, a tied
   Gaussian mixture on 20 principal components) with and without spatial smoothing, with ``method="kmeans"``, and
   the expression-branch embedding ``X_storm_gene`` as a diagnostic;
+* without k, as a user who does not know the number of domains: storm's embedding through ``sc.pp.neighbors``
+  (15 neighbours) and ``sc.tl.leiden`` at resolution 1 (the README's user's day), ``st.tl.domains()`` without
+  ``n_domains`` (Leiden at resolution 1 on its smoothed embedding), and scanpy's PCA graph below through Leiden at
+  resolution 1;
 * scanpy: filter_genes min_cells 3, normalize_total 1e4, log1p, 2,000 HVGs (all genes when fewer), PCA 50,
   15 neighbours; Leiden (igraph) at the resolution bisected to give k clusters, k-means on the PCA, and the PCA through
   ``st.tl.domains`` (z-score + spatial smoothing + tied Gaussian mixture: scanpy "with spatial smoothing");
@@ -43,7 +47,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _clustering import at_table_rows, kmeans, leiden_with_k, scanpy_pca, scored
+from _clustering import at_table_rows, kmeans, leiden_default, leiden_with_k, scanpy_pca, scored
 from _common import DEFAULT_DATA, RESULTS, header, write
 from _image_baselines import squidpy_features
 
@@ -60,9 +64,12 @@ LABELS = {
     "storm_kmeans": "storm embed → st.tl.domains(method='kmeans')",
     "storm_no_smoothing": "storm embed → st.tl.domains, no smoothing",
     "storm_gene_branch": "storm gene branch (X_storm_gene) → st.tl.domains",
+    "storm_user_leiden": "storm embed → sc.pp.neighbors → sc.tl.leiden (resolution 1, no k)",
+    "storm_domains_leiden": "storm embed → st.tl.domains() without n_domains (Leiden, resolution 1, no k)",
     "storm_adapted": "storm adapted (st.tl.adapt) → st.tl.domains",
     "storm_adapted_kmeans": "storm adapted → st.tl.domains(method='kmeans')",
     "scanpy_leiden": "scanpy PCA → Leiden at k",
+    "scanpy_leiden_default": "scanpy PCA → Leiden (resolution 1, no k)",
     "scanpy_kmeans": "scanpy PCA → k-means",
     "scanpy_smoothed": "scanpy PCA → st.tl.domains (spatial smoothing)",
     "novae": "novae from scratch → assign_domains(k)",
@@ -88,7 +95,7 @@ def labelled_sections(data: Path) -> list[dict[str, Any]]:
 
 
 def domains_of(
-    sdata: Any, k: int, seed: int, *, use_rep: str = "X_storm", smoothing: bool = True, method: str | None = None
+    sdata: Any, k: int | None, seed: int, *, use_rep: str = "X_storm", smoothing: bool = True, method: str | None = None
 ) -> np.ndarray:
     st.tl.domains(
         sdata, n_domains=k, method=method, spatial_smoothing=smoothing, use_rep=use_rep, seed=seed, key_added="_domain"
@@ -161,6 +168,7 @@ def stored_peers(sections: list[dict[str, Any]], record: Any) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    import anndata as ad
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     net = get_model(None if args.model == "default" else args.model)
@@ -208,6 +216,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         seconds["storm"] += time.perf_counter() - t0
         record("storm_kmeans", name, [domains_of(sdata, k, s, method="kmeans") for s in args.seeds])
         record("storm_no_smoothing", name, [domains_of(sdata, k, s, smoothing=False) for s in args.seeds])
+        rows = resolve(sdata).rows
+        user = ad.AnnData(obs=table.obs.iloc[rows][[]].copy(), obsm={"X_storm": table.obsm["X_storm"][rows]})
+        user_runs = [leiden_default(user, s, use_rep="X_storm") for s in args.seeds]
+        record("storm_user_leiden", name, [at_table_rows(r, rows, table.n_obs) for r in user_runs])
+        record("storm_domains_leiden", name, [domains_of(sdata, None, s) for s in args.seeds])
         t0 = time.perf_counter()
         st.tl.embed(sdata, st.tl.adapt(sdata, net, seed=args.seeds[0]), key_added="X_storm_adapted")
         info[name]["adapt_seconds"] = round(time.perf_counter() - t0, 1)
@@ -217,17 +230,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         record("storm_adapted_kmeans", name, adapted_kmeans)
         if "X_storm_gene" in table.obsm:
             record("storm_gene_branch", name, [domains_of(sdata, k, s, use_rep="X_storm_gene") for s in args.seeds])
-        leiden, km, smoothed = [], [], []
+        leiden, leiden_free, km, smoothed = [], [], [], []
         for s in args.seeds:
             t0 = time.perf_counter()
             adata = scanpy_pca(table, s)
             leiden.append(leiden_with_k(adata, k, s)[0])
             seconds["scanpy_leiden"] += time.perf_counter() - t0
+            leiden_free.append(leiden_default(adata, s))
             km.append(kmeans(adata.obsm["X_pca"], k, s))
             table.obsm["_X_pca"] = adata.obsm["X_pca"]
             smoothed.append(domains_of(sdata, k, s, use_rep="_X_pca"))
         del table.obsm["_X_pca"]
         record("scanpy_leiden", name, leiden)
+        record("scanpy_leiden_default", name, leiden_free)
         record("scanpy_kmeans", name, km)
         record("scanpy_smoothed", name, smoothed)
         if usable:
