@@ -9,7 +9,7 @@ Two transfers, each trained on the labelled spots of some slides and scored on o
   "undetermined" are not used; classes absent from the training spots cannot be predicted and still count.
 
 For each size n (0 = every labelled training spot), n spots are drawn at random from the training slides (``--repeats``
-draws) and three contenders are fitted on exactly those spots:
+draws) and the contenders are fitted on exactly those spots:
 * storm: the linear head of ``st.tl.finetune`` (softmax on the spots' joint + niche embeddings from the expression
   branch, L2 penalty by cross-validation) — the embeddings are computed once and the head fitted with the same code
   ``finetune`` calls (``storm.tl._fit.fit_spot_head``); one full ``st.tl.finetune`` call (shared genes) checks they
@@ -18,7 +18,8 @@ draws) and three contenders are fitted on exactly those spots:
   the transfer measures, so that the expression branch reads the same genes on training and test slides (what a
   user transferring labels to a slide of another panel passes; the baseline reads the same genes);
 * storm adapted: the same head on the embeddings of the model after ``st.tl.adapt`` (its default steps, seed 0) on the
-  training and test slides together — label-free, as a user adapts to every slide they analyse;
+  training and test slides together — label-free, as a user adapts to every slide they analyse — each slide embedded
+  on its own panel, and on the shared genes (the adapted model with ``input_genes``);
 * expression PCA + logistic regression: log1p(CP10k) of the genes measured on every slide, 50 principal components
   fitted on the training slides, class-balanced logistic regression (the usual scanpy-side baseline).
 Score: balanced accuracy (mean recall over the test slides' classes) and accuracy on all labelled test spots.
@@ -85,6 +86,7 @@ def slide_arrays(sdata, label: str, net, adapted, shared: list[str]) -> dict:
     x, used = spot_features(slide, net, "expression", None, per_slide=False)
     x_shared, _ = spot_features(on_genes(slide, shared), net, "expression", None, per_slide=False)
     x_adapted, _ = spot_features(slide, adapted, "expression", None, per_slide=False)
+    x_adapted_shared, _ = spot_features(on_genes(slide, shared), adapted, "expression", None, per_slide=False)
     labels = sdata["table"].obs[label].iloc[slide.rows].astype(object).to_numpy()
     keep = np.array([v is not None and v == v and str(v) not in DROP for v in labels])
     table = sdata["table"]
@@ -92,6 +94,7 @@ def slide_arrays(sdata, label: str, net, adapted, shared: list[str]) -> dict:
         "features": x[keep],
         "features_shared": x_shared[keep],
         "features_adapted": x_adapted[keep],
+        "features_adapted_shared": x_adapted_shared[keep],
         "labels": labels[keep].astype(str),
         "expression": log1p_cp10k(table.X[slide.rows][keep]),
         "genes": np.asarray(table.var_names),
@@ -145,6 +148,9 @@ CONTENDERS = {
     "storm head": storm_head,
     "storm head, shared genes": lambda train, test, rows, seed: storm_head(train, test, rows, seed, "features_shared"),
     "storm adapted head": lambda train, test, rows, seed: storm_head(train, test, rows, seed, "features_adapted"),
+    "storm adapted head, shared genes": lambda train, test, rows, seed: storm_head(
+        train, test, rows, seed, "features_adapted_shared"
+    ),
     "expression PCA + logistic": pca_logistic,
 }
 
