@@ -46,7 +46,7 @@ def adapt(
     fixed random projection of the slide's own standardised, whitened expression, inferred from its neighbours; see
     :class:`~storm.train.StormObjectives`) run for ``steps`` optimiser steps on niches of these slides, as GraphST
     or BANKSY fit each data set. The embedding keeps the slide's own main axes of variation even on a tissue the
-    model never saw: on DLPFC 151673, held out of the default's pretraining, domains go from ARI 0.31 to 0.51
+    model never saw: on DLPFC 151673, held out of the default's pretraining, domains go from ARI 0.54 to 0.59
     (``docs/benchmarks.md``). Then embed with the returned model (:func:`storm.tl.embed`), or let
     :func:`storm.tl.domains` do both with ``adapt=True``.
 
