@@ -39,29 +39,31 @@ def scanpy_pca(table: Any, seed: int) -> Any:
     return adata
 
 
-def leiden_with_k(adata: Any, k: int, seed: int, steps: int = 30) -> tuple[np.ndarray, float, int]:
-    """Leiden (igraph) at the resolution found by bisection to give ``k`` clusters (closest count if never exact)."""
+def leiden_at(adata: Any, resolution: float, seed: int) -> np.ndarray:
+    """Leiden (igraph, 2 iterations, undirected) on ``adata``'s neighbour graph at ``resolution``."""
     import scanpy as sc
 
-    def run(resolution: float) -> np.ndarray:
-        sc.tl.leiden(
-            adata,
-            resolution=resolution,
-            flavor="igraph",
-            n_iterations=2,
-            directed=False,
-            random_state=seed,
-            key_added="_leiden",
-        )
-        return adata.obs["_leiden"].astype(int).to_numpy()
+    sc.tl.leiden(
+        adata,
+        resolution=resolution,
+        flavor="igraph",
+        n_iterations=2,
+        directed=False,
+        random_state=seed,
+        key_added="_leiden",
+    )
+    return adata.obs["_leiden"].astype(int).to_numpy()
 
+
+def leiden_with_k(adata: Any, k: int, seed: int, steps: int = 30) -> tuple[np.ndarray, float, int]:
+    """Leiden (igraph) at the resolution found by bisection to give ``k`` clusters (closest count if never exact)."""
     lo, hi = 0.0, 2.0
-    while len(np.unique(run(hi))) < k and hi < 64:
+    while len(np.unique(leiden_at(adata, hi, seed))) < k and hi < 64:
         lo, hi = hi, hi * 2
     best = None
     for _ in range(steps):
         mid = (lo + hi) / 2
-        labels = run(mid)
+        labels = leiden_at(adata, mid, seed)
         n = len(np.unique(labels))
         if best is None or abs(n - k) < abs(best[2] - k):
             best = (labels, mid, n)
@@ -72,17 +74,16 @@ def leiden_with_k(adata: Any, k: int, seed: int, steps: int = 30) -> tuple[np.nd
 
 
 def leiden_default(adata: Any, seed: int, use_rep: str | None = None) -> np.ndarray:
-    """Leiden (igraph) at scanpy's default resolution (1.0), on ``adata``'s graph or one of 15 neighbours in ``use_rep``.
+    """Leiden at scanpy's default resolution (1.0), on ``adata``'s graph or one of 15 neighbours in ``use_rep``.
 
     What a user who does not know the number of domains runs: no ``k`` goes in, so the score also judges the number of
     clusters the graph gives.
     """
-    import scanpy as sc
-
     if use_rep is not None:
+        import scanpy as sc
+
         sc.pp.neighbors(adata, n_neighbors=15, use_rep=use_rep, random_state=seed)
-    sc.tl.leiden(adata, flavor="igraph", n_iterations=2, directed=False, random_state=seed, key_added="_leiden")
-    return adata.obs["_leiden"].astype(int).to_numpy()
+    return leiden_at(adata, 1.0, seed)
 
 
 def kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
