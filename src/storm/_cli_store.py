@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .io._write import check_store_writable, is_store
+from .tl._domains import METHODS, check_method
 
 #: The subcommands, and what each one does.
 COMMANDS = {
@@ -52,7 +53,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
             parser.add_argument(
                 "--method",
                 default=None,
-                choices=["gmm", "kmeans", "leiden"],
+                choices=METHODS,
                 help="clustering (default: gmm with --n-domains, leiden without)",
             )
 
@@ -90,8 +91,6 @@ def run(args: argparse.Namespace) -> int:
     for store in stores:
         check_store_writable(store)
     if args.command == "domains":
-        from .tl._domains import check_method
-
         check_method(args.method, args.n_domains)
     import torch
 
