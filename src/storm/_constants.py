@@ -8,6 +8,8 @@ UNS_KEY = "storm"
 UNS_TILES = "tiles"
 #: ``uns[UNS_KEY]`` sub-key holding the parameters of :func:`storm.pp.tissue_grid`.
 UNS_TISSUE_GRID = "tissue_grid"
+#: ``uns`` key of a table of pathology-encoder features that storm wrote: the encoder, its weights' hash, the geometry.
+UNS_FEATURES = "storm_features"
 #: ``obs`` column flagging spots whose tile reaches past the image border (filled with white).
 OBS_TILE_PADDED = "storm_tile_padded"
 #: ``obsm`` key for embeddings (joint, image branch, gene branch).

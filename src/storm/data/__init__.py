@@ -6,6 +6,8 @@ size and gene vocabulary come from the model's config; every batch is a :class:`
 
 from ._augment import Augment
 from ._corpus import Corpus, CorpusSlide, log1p_cp10k, niche_neighbours
+from ._crops import TissueCrops
+from ._features import SpotFeatures, feature_key, spot_features
 from ._loader import NicheLoader, loader_workers
 from ._niches import NicheBatchSampler, NicheDataset
 
@@ -16,7 +18,11 @@ __all__ = [
     "NicheBatchSampler",
     "NicheDataset",
     "NicheLoader",
+    "SpotFeatures",
+    "TissueCrops",
+    "feature_key",
     "loader_workers",
     "log1p_cp10k",
     "niche_neighbours",
+    "spot_features",
 ]

@@ -61,6 +61,11 @@ class CorpusSlide:
     expression_error
         Why the slide's expression is not used although it has genes (normalised values instead of raw counts), as a
         message that names the fix; ``None`` otherwise.
+    features
+        ``(n_spots, C)`` float32 features of a frozen pathology encoder (for a model whose image branch is one), read
+        from the slide or computed once and kept there (:func:`storm.data.spot_features`); ``None`` otherwise.
+    features_provenance
+        The encoder, weights hash and geometry of ``features``.
     """
 
     name: str
@@ -76,6 +81,8 @@ class CorpusSlide:
     gene_components: np.ndarray | None
     component_scale: np.ndarray | None
     expression_error: str | None = None
+    features: np.ndarray | None = None
+    features_provenance: dict[str, Any] | None = None
 
     @property
     def n_spots(self) -> int:
@@ -84,8 +91,8 @@ class CorpusSlide:
 
     @property
     def has_image(self) -> bool:
-        """Whether the slide has an H&E image (and so tiles)."""
-        return self.tiles is not None
+        """Whether the slide has an H&E image (and so tiles, or encoder features)."""
+        return self.tiles is not None or self.features is not None
 
     @property
     def has_expression(self) -> bool:
@@ -154,6 +161,9 @@ class Corpus:
         require_images: bool = False,
         require_expression: bool = False,
         max_upsample: float = 4.0,
+        image_encoder: str | None = None,
+        encoder_weights: str | None = None,
+        encoder_sha256: str | None = None,
     ) -> Corpus:
         """Resolve, tile, normalise and index every slide of a corpus.
 
@@ -194,6 +204,14 @@ class Corpus:
             Images coarser than ``max_upsample`` times the tile resolution (``tile_um / tile_px``) are left out, with
             a warning, and their slide trains on expression only: e.g. Visium lowres PNGs (~16 µm/px) or 2,000-px
             display images, which would be blown up into blurred tiles with no cellular morphology.
+        image_encoder
+            A frozen pathology encoder (:func:`storm.models.load_encoder` name): each slide's spots get its features,
+            read from the slide when there (storm's cache, LazySlide-style tables, ``obsm``), else computed once at
+            the encoder's published input and kept in the slide and its store; no tiles are read afterwards.
+        encoder_weights
+            Local weights file of that encoder (gated encoders offline).
+        encoder_sha256
+            Refuse features of other weights (a model's ``image_encoder_sha256``).
 
         Returns
         -------
@@ -256,6 +274,9 @@ class Corpus:
                         gene_components,
                         gene_axes,
                         max_upsample,
+                        encoder=None
+                        if image_encoder is None
+                        else {"encoder": image_encoder, "weights": encoder_weights, "expected_sha256": encoder_sha256},
                     )
                 )
             except (ValueError, TypeError, KeyError, OSError) as error:
@@ -289,8 +310,32 @@ class Corpus:
             niche_size=config.niche_size,
             gene_components=config.slide_axes,
             gene_axes=config.gene_axes,
+            image_encoder=config.image_encoder,
+            encoder_sha256=config.image_encoder_sha256,
             **kwargs,
         )
+
+    @property
+    def encoder_sha256(self) -> str | None:
+        """Hash of the pathology-encoder weights behind the slides' features (``None``: no encoder, or unknown).
+
+        Examples
+        --------
+        >>> import storm as st
+        >>> Corpus.from_sources(st.datasets.demo(), tile_px=32).encoder_sha256 is None
+        True
+        """
+        hashes = {
+            s.features_provenance.get("weights_sha256")
+            for s in self.slides
+            if s.features_provenance is not None and s.features_provenance.get("weights_sha256")
+        }
+        if len(hashes) > 1:
+            raise ValueError(
+                f"The slides' encoder features come from {len(hashes)} different weights; recompute them with one "
+                "encoder (st.tl.feature_extraction(..., recompute=True)) before training on them together."
+            )
+        return next(iter(hashes), None)
 
     def check_model(self, model: Any) -> None:
         """Raise unless ``model`` was built for this corpus's tile geometry, niche size and gene vocabulary."""
@@ -304,6 +349,9 @@ class Corpus:
             )
             if mine != theirs
         ]
+        encoders = {s.features_provenance.get("encoder") for s in self.slides if s.features_provenance is not None}
+        if encoders and encoders != {config.image_encoder}:
+            wrong.append(f"features of encoder {sorted(encoders)} (model: {config.image_encoder!r})")
         if model.vocab is not None and list(model.vocab.symbols) != list(self.vocab.symbols):
             wrong.append(f"a {len(self.vocab)}-gene vocabulary (model: {len(model.vocab)} genes)")
         if wrong:
@@ -686,11 +734,14 @@ def _build_slide(
     gene_components: int,
     gene_axes: str,
     max_upsample: float,
+    encoder: dict[str, Any] | None = None,
 ) -> CorpusSlide:
     from ..pp import TileSet
 
-    tiles = None
-    if slide.has_image:
+    tiles = features = None
+    if encoder is not None:
+        features = _encoder_features(name, slide, encoder, max_upsample)
+    elif slide.has_image:
         upsample = slide.um_per_px / (tile_um / tile_px)
         if upsample > max_upsample:
             logger.warning(
@@ -745,7 +796,33 @@ def _build_slide(
         gene_components=components,
         component_scale=component_scale,
         expression_error=error,
+        features=None if features is None else features.values,
+        features_provenance=None if features is None else features.provenance,
     )
+
+
+def _encoder_features(name: str, slide: Slide, encoder: dict[str, Any], max_upsample: float) -> Any:
+    """The slide's pathology-encoder features (read or computed), or ``None`` when it has neither them nor an image."""
+    from ..models._pathology import get_spec
+    from ._features import read_features, spot_features
+
+    spec = get_spec(encoder["encoder"])
+    if not slide.has_image:
+        return read_features(slide, spec)
+    upsample = slide.um_per_px / spec.um_per_px
+    if upsample > max_upsample and read_features(slide, spec) is None:
+        logger.warning(
+            "slide %r: its image (%.3g µm/px) is %.1fx coarser than %s's input (%.3g µm/px), more than "
+            "max_upsample=%g; using its expression only",
+            name,
+            slide.um_per_px,
+            upsample,
+            spec.name,
+            spec.um_per_px,
+            max_upsample,
+        )
+        return None
+    return spot_features(slide, spec, weights=encoder["weights"], expected_sha256=encoder["expected_sha256"])
 
 
 def _normalised_error(name: str, slide: Slide, counts: Any) -> str | None:

@@ -25,6 +25,7 @@ from ..models import NicheBatch
 if TYPE_CHECKING:
     from ._augment import Augment
     from ._corpus import Corpus
+    from ._crops import TissueCrops
 
 
 class NicheDataset(Dataset):
@@ -51,6 +52,9 @@ class NicheDataset(Dataset):
     read_tiles
         Read the tiles (default). ``False`` leaves ``tiles`` out (``image_mask`` still says which spots have one),
         for expression-only passes.
+    crops
+        Draw each batch's ``views`` of random crops over its slide's tissue (:class:`~storm.data.TissueCrops`), for
+        the image branch's self-supervised objective; ``None`` (default) for none.
 
     Examples
     --------
@@ -64,9 +68,16 @@ class NicheDataset(Dataset):
     """
 
     def __init__(
-        self, corpus: Corpus, *, augment: Augment | None = None, seed: int = 0, read_tiles: bool = True
+        self,
+        corpus: Corpus,
+        *,
+        augment: Augment | None = None,
+        seed: int = 0,
+        read_tiles: bool = True,
+        crops: TissueCrops | None = None,
     ) -> None:
         self.corpus = corpus
+        self.crops = crops
         self.read_tiles = bool(read_tiles)
         self.augment = augment
         self.seed = int(seed)
@@ -116,9 +127,12 @@ class NicheDataset(Dataset):
         valid = niches >= 0
         offsets = cs.niche_offsets_um(spots)
         unique, inverse = np.unique(niches[valid], return_inverse=True)  # each spot of these niches once
-        tiles = tile_index = None
-        if cs.tiles is not None and self.read_tiles:
-            tiles = cs.tiles.read(unique)
+        tiles = features = tile_index = None
+        if cs.has_image and self.read_tiles:
+            if cs.features is not None:
+                features = torch.from_numpy(np.ascontiguousarray(cs.features[unique]))
+            else:
+                tiles = cs.tiles.read(unique)
             tile_index = np.full(niches.shape, -1, dtype=np.int64)
             tile_index[valid] = inverse
         if self.augment is not None:
@@ -142,6 +156,7 @@ class NicheDataset(Dataset):
             image_mask=torch.from_numpy(valid & cs.has_image),
             expression_mask=torch.from_numpy(has_expression),
             tiles=None if tiles is None else torch.from_numpy(np.ascontiguousarray(tiles)),
+            features=features,
             tile_index=None if tile_index is None else torch.from_numpy(tile_index),
             expression=None if expression is None else torch.from_numpy(expression),
             gene_index=gene_index,
@@ -149,9 +164,17 @@ class NicheDataset(Dataset):
             gene_std=gene_std,
             gene_components=components,
             component_scale=component_scale,
+            views=self._views(cs, indices),
             index=torch.from_numpy(indices.copy()),
             slide=s,
         )
+
+    def _views(self, cs: Any, indices: np.ndarray) -> torch.Tensor | None:
+        """The batch's crop views (seeded like the augmentation), for slides whose tiles the model reads."""
+        if self.crops is None or cs.tiles is None or not self.read_tiles:
+            return None
+        views = self.crops(cs.slide, np.random.default_rng([self.seed, self.epoch, int(indices[0]), 1]))
+        return torch.from_numpy(views)
 
 
 class NicheBatchSampler(Sampler[list[int]]):

@@ -26,8 +26,10 @@ def affine_xy(element: Any, coordinate_system: str) -> np.ndarray:
 
 
 def choose_table(sdata: SpatialData, table_key: str | None) -> str:
-    """Key of the table to use."""
-    keys = list(sdata.tables.keys())
+    """Key of the table to use (tables of pathology-encoder features that storm cached are never spot tables)."""
+    from .._constants import UNS_FEATURES
+
+    keys = [k for k, t in sdata.tables.items() if UNS_FEATURES not in t.uns]
     if table_key is not None:
         if table_key not in sdata.tables:
             raise KeyError(f"`table_key={table_key!r}` is not a table of this SpatialData; available: {keys}.")

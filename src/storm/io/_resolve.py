@@ -180,6 +180,7 @@ def resolve(
         um_per_px_source=source,
         keys={"table_key": table_key, "image_key": image_key, "shapes_key": shapes_key, "coordinate_system": cs},
         layer=counts_layer(table, layer),
+        sdata=data if target_table is None else None,
     )
     logger.debug(
         "resolved %d spots of %r in %r, image %r, %.4g µm/px (%s)",

@@ -69,6 +69,9 @@ class Slide:
         Element keys chosen: ``table_key``, ``image_key``, ``shapes_key``, ``coordinate_system``.
     layer
         Layer of ``table`` holding raw counts (``None``: ``X``).
+    sdata
+        The SpatialData the slide was resolved from (``None`` for AnnData input), where per-slide caches such as
+        pathology-encoder features are kept as elements of their own.
     """
 
     table: AnnData
@@ -82,6 +85,7 @@ class Slide:
     um_per_px_source: str
     keys: dict[str, Any] = field(default_factory=dict)
     layer: str | None = None
+    sdata: Any = field(default=None, repr=False)
 
     @property
     def n_spots(self) -> int:

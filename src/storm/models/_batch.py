@@ -14,6 +14,7 @@ MODEL_INPUTS = (
     "spot_mask",
     "image_mask",
     "tiles",
+    "features",
     "tile_index",
     "expression",
     "gene_index",
@@ -45,8 +46,11 @@ class NicheBatch(Mapping):
         (B, S) bool: the spot has expression.
     tiles
         (N, H, W, 3) uint8 distinct tiles of the batch, or ``None`` without images.
+    features
+        (N, C) float32 pathology-encoder features of the distinct spots of the batch (for a model whose image branch
+        is a frozen encoder, ``config.image_encoder``), instead of ``tiles``; ``tile_index`` points into them.
     tile_index
-        (B, S) int64 row of ``tiles`` for each slot (-1: no tile), or ``None``.
+        (B, S) int64 row of ``tiles`` (or ``features``) for each slot (-1: no tile), or ``None``.
     expression
         (B, S, G) float32 log1p(CP10k) expression over the slide's G genes found in the vocabulary, or ``None``.
     gene_index
@@ -57,6 +61,9 @@ class NicheBatch(Mapping):
     gene_components, component_scale
         (G, r) principal axes of the slide's standardised expression and (r,) their whitening factors (the
         per-slide whitening of the ``"panel"`` gene encoding), or ``None``.
+    views
+        (V, n, H, W, 3) uint8 views of ``n`` crops drawn anywhere over the slide's tissue, for the image branch's
+        self-supervised objective (``image_views``; not a model input), or ``None``.
     index
         (B,) int64 global spot index of each centre (not a model input).
     slide
@@ -68,6 +75,7 @@ class NicheBatch(Mapping):
     image_mask: torch.Tensor
     expression_mask: torch.Tensor
     tiles: torch.Tensor | None = None
+    features: torch.Tensor | None = None
     tile_index: torch.Tensor | None = None
     expression: torch.Tensor | None = None
     gene_index: torch.Tensor | None = None
@@ -75,6 +83,7 @@ class NicheBatch(Mapping):
     gene_std: torch.Tensor | None = None
     gene_components: torch.Tensor | None = None
     component_scale: torch.Tensor | None = None
+    views: torch.Tensor | None = None
     index: torch.Tensor | None = None
     slide: int = -1
 
@@ -115,5 +124,5 @@ class NicheBatch(Mapping):
             genes = ("expression", "gene_index", "gene_mean", "gene_std", "gene_components", "component_scale")
             drop = dict.fromkeys(genes)
         elif modality == "expression":
-            drop = {"tiles": None, "tile_index": None}
+            drop = {"tiles": None, "features": None, "tile_index": None}
         return replace(self, **drop)

@@ -75,6 +75,16 @@ class StormConfig:
         Load the backbone's published weights through timm (needs them in the local cache or the network).
     backbone_weights
         Optional local file (``.safetensors``) with backbone weights.
+    image_encoder
+        A frozen pathology encoder as the image branch (a name of :data:`storm.models.ENCODERS`, e.g. ``"uni"``, or
+        any name :func:`storm.models.load_encoder` takes): the model then reads that encoder's features of each spot,
+        computed once per slide and cached in it, instead of tiles through ``backbone``; ``image_size`` and
+        ``tile_um`` are the encoder's published input. ``None`` (default): storm's own backbone.
+    image_encoder_dim
+        Width of the encoder's features (set from the registry by :meth:`from_preset`).
+    image_encoder_sha256
+        Hash of the encoder weights the model was trained on (set by pretraining and adaptation); features of other
+        weights are refused.
     image_size
         Side of the input tiles in pixels.
     tile_um
@@ -128,6 +138,9 @@ class StormConfig:
     backbone: str = "mobilenetv3_small_050"
     backbone_pretrained: bool = False
     backbone_weights: str | None = None
+    image_encoder: str | None = None
+    image_encoder_dim: int = 0
+    image_encoder_sha256: str | None = None
     image_size: int = 224
     tile_um: float = 112.0
     dim: int = 64
@@ -168,6 +181,11 @@ class StormConfig:
             )
         if self.gene_axes not in GENE_AXES:
             raise ValueError(f"`gene_axes` must be one of {GENE_AXES}, got {self.gene_axes!r}.")
+        if self.image_encoder is not None and int(self.image_encoder_dim) < 1:
+            raise ValueError(
+                f"`image_encoder={self.image_encoder!r}` needs `image_encoder_dim`, the width of its features; "
+                "StormConfig.from_preset sets it for registered encoders."
+            )
         if not self.tile_um > 0:
             raise ValueError(f"`tile_um` must be positive, got {self.tile_um!r}.")
         if not 0 < self.pos_min_um < self.pos_max_um:
@@ -182,9 +200,21 @@ class StormConfig:
         >>> from storm.models import StormConfig
         >>> StormConfig.from_preset("small").fusion_layers
         4
+        >>> uni = StormConfig.from_preset("small", image_encoder="uni")  # UNI's features as the image branch
+        >>> uni.image_encoder_dim, uni.image_size, uni.tile_um
+        (1024, 224, 112.0)
         """
         if name not in PRESETS:
             raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
+        encoder = overrides.get("image_encoder")
+        if encoder is not None:
+            from ._pathology import get_spec
+
+            spec = get_spec(encoder)
+            # the encoder's published input is fixed: its geometry wins over the run's tile size
+            dim = overrides.get("image_encoder_dim") or spec.dim
+            published = {"image_size": spec.tile_px, "tile_um": spec.tile_um, "image_encoder_dim": dim}
+            overrides = {**overrides, **published, "image_encoder": spec.name}
         return cls(**{"preset": name, **PRESETS[name], **overrides})
 
     @property

@@ -58,22 +58,28 @@ def load_backbone_weights(backbone: nn.Module, path: str) -> None:
 class ImageEncoder(nn.Module):
     """A timm backbone (any name) turns a tile into feature tokens; shallow transformer layers make the spot token.
 
-    Precomputed backbone features ``(N, C)`` or ``(N, T, C)`` can replace the tiles.
+    Precomputed backbone features ``(N, C)`` or ``(N, T, C)`` can replace the tiles. With ``config.image_encoder`` (a
+    frozen pathology encoder such as UNI) there is no backbone: the branch reads that encoder's ``(N, C)`` features.
     """
 
     def __init__(self, config: StormConfig) -> None:
         super().__init__()
-        import timm
+        self.encoder_name = config.image_encoder
+        if config.image_encoder is not None:  # a frozen pathology encoder's cached features, not tiles
+            self.backbone = None
+            self.feature_dim = int(config.image_encoder_dim)
+        else:
+            import timm
 
-        self.backbone = timm.create_model(
-            config.backbone, pretrained=config.backbone_pretrained, num_classes=0, global_pool=""
-        )
-        if config.backbone_weights:
-            load_backbone_weights(self.backbone, config.backbone_weights)
-        self.feature_dim = int(self.backbone.num_features)
-        data = timm.data.resolve_data_config({}, model=self.backbone)
-        self.register_buffer("mean", torch.tensor(data["mean"]).view(1, 3, 1, 1) * 255.0, persistent=False)
-        self.register_buffer("std", torch.tensor(data["std"]).view(1, 3, 1, 1) * 255.0, persistent=False)
+            self.backbone = timm.create_model(
+                config.backbone, pretrained=config.backbone_pretrained, num_classes=0, global_pool=""
+            )
+            if config.backbone_weights:
+                load_backbone_weights(self.backbone, config.backbone_weights)
+            self.feature_dim = int(self.backbone.num_features)
+            data = timm.data.resolve_data_config({}, model=self.backbone)
+            self.register_buffer("mean", torch.tensor(data["mean"]).view(1, 3, 1, 1) * 255.0, persistent=False)
+            self.register_buffer("std", torch.tensor(data["std"]).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.prefix_tokens = int(getattr(self.backbone, "num_prefix_tokens", 0))
         dim = config.dim
         self.proj = nn.Linear(self.feature_dim, dim)
@@ -91,8 +97,15 @@ class ImageEncoder(nn.Module):
         """Backbone feature tokens (N, T, C) and their grid shape from tiles.
 
         ``images``: (N, H, W, 3) uint8 RGB as produced by :class:`storm.pp.TileSet`, or (N, 3, H, W) floats already
-        normalised for the backbone.
+        normalised for the backbone; with a pathology encoder (``config.image_encoder``), ``(N, C)`` float features.
         """
+        if self.backbone is None:
+            if images.dtype == torch.uint8 or images.ndim != 2:
+                raise ValueError(
+                    f"This model reads {self.encoder_name!r} features, not tiles: build its niches with "
+                    "Corpus.for_model (the storm tools do), which computes or reads them."
+                )
+            return images[:, None].to(self.proj.weight.dtype), (1, 1)
         if images.dtype == torch.uint8:
             images = (images.permute(0, 3, 1, 2).float() - self.mean) / self.std
         feats = self.backbone.forward_features(images.to(self.proj.weight.dtype))

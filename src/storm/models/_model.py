@@ -200,6 +200,7 @@ class StormModel(nn.Module):
         offsets_um: torch.Tensor,
         images: torch.Tensor | None = None,
         tiles: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
         tile_index: torch.Tensor | None = None,
         image_features: torch.Tensor | None = None,
         image_mask: torch.Tensor | None = None,
@@ -226,6 +227,9 @@ class StormModel(nn.Module):
         tiles, tile_index
             (N, H, W, 3) distinct uint8 tiles and the (B, S) row of each niche slot in them (-1: none), as in a
             :class:`~storm.models.NicheBatch`: the backbone runs once per distinct tile.
+        features
+            (N, C) pathology-encoder features of the distinct spots, with ``tile_index``, for a model whose image
+            branch is a frozen encoder (``config.image_encoder``).
         image_features
             (B, S, C) or (B, S, T, C) precomputed backbone features, instead of ``images``.
         image_mask
@@ -257,10 +261,10 @@ class StormModel(nn.Module):
         -------
         :class:`StormOutput`
         """
-        if tiles is not None:
+        if tiles is not None or features is not None:
             if tile_index is None:
                 raise ValueError("`tile_index` is needed with `tiles`: it says which tile fills each niche slot.")
-            image_features = self.niche_features(tiles, tile_index)
+            image_features = self.niche_features(tiles if tiles is not None else features, tile_index)
         if images is None and image_features is None and expression is None:
             raise ValueError("Pass `images`, `image_features` or `expression`: a niche needs at least one modality.")
         b, s = offsets_um.shape[:2]
@@ -343,8 +347,8 @@ class StormModel(nn.Module):
     def niche_features(self, tiles: torch.Tensor, tile_index: torch.Tensor) -> torch.Tensor:
         """(B, S, T, C) backbone tokens of every niche slot, running the backbone once per distinct tile.
 
-        ``tiles`` (N, H, W, 3) uint8 are a batch's distinct tiles and ``tile_index`` (B, S) the row of each slot in
-        them; slots without a tile (-1) get zeros.
+        ``tiles`` (N, H, W, 3) uint8 are a batch's distinct tiles (or, for a model on a pathology encoder, their (N, C)
+        features) and ``tile_index`` (B, S) the row of each slot in them; slots without a tile (-1) get zeros.
         """
         tokens, _ = self.image.backbone_tokens(tiles)
         has = tile_index >= 0

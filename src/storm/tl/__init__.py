@@ -3,6 +3,7 @@
 from ._adapt import adapt
 from ._domains import domains
 from ._embed import embed
+from ._features import feature_extraction
 from ._finetune import annotate, finetune
 from ._head import StormHead
 from ._predict import predict_expression
@@ -15,6 +16,7 @@ __all__ = [
     "annotate",
     "domains",
     "embed",
+    "feature_extraction",
     "finetune",
     "fit_risk",
     "predict_expression",

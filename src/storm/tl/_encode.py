@@ -116,7 +116,7 @@ def encode(
     device = torch_device(settings.device)
     model = model.to(device).eval()
     slide = corpus.slides[0]
-    order = slide.tiles.raster_order() if use != "expression" else np.arange(corpus.n_spots)
+    order = slide.tiles.raster_order() if use != "expression" and slide.tiles is not None else np.arange(corpus.n_spots)
     batches = [order[start : start + size].tolist() for start in range(0, corpus.n_spots, size)]
     loader = NicheLoader(NicheDataset(corpus, read_tiles=use != "expression"), batches, device=device)
     outputs: dict[str, np.ndarray] = {}

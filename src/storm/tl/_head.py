@@ -122,4 +122,23 @@ def model_for_head(head: StormHead, model: StormModel | str | Path | None) -> St
             f"{record['model_sha256'][:12]}...), not of the model passed (sha256 {sha[:12]}...); pass the model it was "
             "trained with, or fine-tune a new head on this model."
         )
+    check_encoder(record, net)
     return net
+
+
+def check_encoder(record: dict, net: StormModel) -> None:
+    """Refuse a model whose image branch reads another pathology encoder (or other weights) than ``record`` names.
+
+    ``record`` is what :func:`~storm.tl._model_arg.model_record` wrote when the head (or decoder output) was made.
+    """
+    want = (record.get("image_encoder"), record.get("image_encoder_sha256"))
+    have = (net.config.image_encoder, net.config.image_encoder_sha256)
+    if want[0] != have[0] or (want[1] and have[1] and want[1] != have[1]):
+        raise ValueError(
+            f"this head was trained on a model reading {_branch(*want)}, but the model passed reads {_branch(*have)}; pass "
+            "a model on the same encoder and weights, or fit a new head on this one (st.tl.finetune)."
+        )
+
+
+def _branch(encoder: str | None, sha256: str | None) -> str:
+    return "storm's own image branch" if encoder is None else f"{encoder!r} features (weights {str(sha256)[:12]}…)"

@@ -34,7 +34,7 @@ def _default() -> StormModel:
 
 
 def model_record(model: StormModel) -> dict[str, Any]:
-    """What ``uns["storm"]`` records about the model: name, weights hash, storm version and preset."""
+    """What ``uns["storm"]`` records about the model: name, weights hash, storm version, preset and image encoder."""
     from .._version import __version__
 
     info = model.checkpoint_info or {}
@@ -46,6 +46,9 @@ def model_record(model: StormModel) -> dict[str, Any]:
         "preset": model.config.preset,
         "storm_version": __version__,
     }
+    if model.config.image_encoder is not None:  # the frozen pathology encoder whose features the model reads
+        record["image_encoder"] = model.config.image_encoder
+        record["image_encoder_sha256"] = model.config.image_encoder_sha256
     if "adapted_from_sha256" in info:  # a copy adapted by st.tl.adapt: the weights it started from
         record["model_adapted_from_sha256"] = info["adapted_from_sha256"]
     return record

@@ -78,10 +78,11 @@ def pretrain(
     model = train_config.model_config()
     data = Corpus.from_sources(
         list(sources),
-        tile_px=train_config.tile_px,
-        tile_um=train_config.tile_um,
+        tile_px=model.image_size,
+        tile_um=model.tile_um,
         niche_size=model.niche_size,
         gene_components=model.slide_axes,
+        image_encoder=model.image_encoder,
     )
     return Trainer(data, train_config).fit(resume=resume)
 

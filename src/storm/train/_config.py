@@ -49,6 +49,12 @@ class TrainConfig:
         :class:`~storm.train.StormObjectives`.
     augment
         Keyword arguments of :class:`~storm.data.Augment`; ``None`` disables augmentation.
+    crops_per_batch
+        Crops drawn at random positions over the tissue of each batch's slide (:class:`~storm.data.TissueCrops`),
+        whose views train the image branch with the ``image_views`` objective, needing no expression; 0 (default)
+        draws none. Slides whose image branch reads a frozen encoder's features draw none.
+    crop_context
+        Width, in tiles, of each crop's context view (``<= 1``: two views at the tile's geometry only).
     max_grad_norm
         Gradient clipping norm (0 disables).
     deterministic
@@ -82,6 +88,8 @@ class TrainConfig:
     objectives: dict[str, float] = field(default_factory=dict)
     denoising_target: str = "sketch"
     augment: dict[str, Any] | None = field(default_factory=dict)
+    crops_per_batch: int = 0
+    crop_context: float = 2.0
     max_grad_norm: float = 1.0
     deterministic: bool = True
     num_workers: int | None = None
@@ -99,6 +107,12 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        if self.crops_per_batch != 0 and (
+            isinstance(self.crops_per_batch, bool)
+            or not isinstance(self.crops_per_batch, int)
+            or self.crops_per_batch < 2
+        ):
+            raise ValueError(f"`crops_per_batch` must be 0 (none) or an integer ≥ 2, got {self.crops_per_batch!r}.")
         for name in ("warmup_stage_steps", "lr_warmup_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be non-negative, got {getattr(self, name)!r}.")

@@ -21,7 +21,7 @@ def modality_valid(batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor
         spot_mask = torch.ones(b, s, dtype=torch.bool, device=offsets.device)
     spot_mask = spot_mask.bool()
     nothing = torch.zeros_like(spot_mask)
-    has_images = any(batch.get(k) is not None for k in ("images", "tiles", "image_features"))
+    has_images = any(batch.get(k) is not None for k in ("images", "tiles", "features", "image_features"))
     image = spot_mask if batch.get("image_mask") is None else spot_mask & batch["image_mask"].bool()
     expression = spot_mask if batch.get("expression_mask") is None else spot_mask & batch["expression_mask"].bool()
     return (image if has_images else nothing), (expression if batch.get("expression") is not None else nothing)

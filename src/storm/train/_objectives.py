@@ -24,6 +24,8 @@ from ._masking import make_masks, modality_valid, spot_gene_index, uniform
 STAGES = ("warmup", "joint")
 #: One learnable temperature per contrastive quantity.
 _TEMPERATURES = ("spot", "fused", "niche", "spot_niche")
+#: Temperature of the image-view contrast (fixed, as SimCLR's).
+VIEW_TEMPERATURE = 0.1
 #: Fraction of niches whose centre expression the denoising objective hides.
 DENOISING_HIDDEN = 0.5
 #: What niche denoising regresses (``StormObjectives(denoising_target=...)``, ``TrainConfig.denoising_target``).
@@ -67,6 +69,12 @@ class ObjectiveWeights:
         :class:`StormObjectives`; by default a random projection of the slide-standardised expression within the
         slide's principal axes). The embedding learns to infer each spot's expression profile from its neighbours
         while keeping the slide's main axes of variation (the objective of :func:`storm.tl.adapt`; default 0).
+    image_views
+        Self-supervised image objective on crops drawn anywhere over the tissue (:class:`~storm.data.TissueCrops`, a
+        batch's ``views``; only when the run draws them, ``TrainConfig.crops_per_batch``): symmetric InfoNCE
+        (SimCLR-style, temperature :data:`VIEW_TEMPERATURE`) between a projection of the image branch's spot token
+        of two views of each crop (shifted, flipped or rotated, colour and stain jittered) and of its wider context
+        view, with the other crops of the batch as negatives. Needs no expression (default 1.0).
     """
 
     masked_gene: float = 1.0
@@ -77,6 +85,7 @@ class ObjectiveWeights:
     contrastive_niche: float = 0.5
     spot_niche: float = 0.5
     niche_denoising: float = 0.0
+    image_views: float = 1.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -130,8 +139,9 @@ class _Niches:
         spot_mask = batch.get("spot_mask")
         self.spot_mask = None if spot_mask is None else spot_mask.bool()
         self.features: torch.Tensor | None = None
-        if batch.get("tiles") is not None:
-            self.features = model.niche_features(batch["tiles"], batch["tile_index"])
+        tiles = batch.get("tiles") if batch.get("tiles") is not None else batch.get("features")
+        if tiles is not None:
+            self.features = model.niche_features(tiles, batch["tile_index"])
         elif batch.get("image_features") is not None:
             features = batch["image_features"]
             self.features = features[:, :, None] if features.ndim == 3 else features
@@ -343,6 +353,10 @@ class StormObjectives(nn.Module):
                 vocab, dim = core.gene.gene_embedding.weight.shape
                 self.sketch = torch.randn(vocab, dim, generator=torch.Generator().manual_seed(SKETCH_SEED))
             self.denoising_head = nn.Linear(core.config.dim, core.config.dim)
+        self.view_head: nn.Module | None = None
+        if self.weights.image_views > 0 and model is not None:
+            dim = getattr(model, "module", model).config.dim
+            self.view_head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
 
     def train(self, mode: bool = True) -> StormObjectives:
         """Set training mode; the teacher of ``niche_denoising`` always stays in evaluation mode."""
@@ -412,6 +426,9 @@ class StormObjectives(nn.Module):
         losses = self._warmup(model, niches, masks) if stage == "warmup" else self._joint(model, niches, masks)
         if w.niche_denoising > 0 and niches.has_expression:
             losses["niche_denoising"] = self._niche_denoising(model, niches, generator)
+        views = getattr(batch, "views", None)
+        if w.image_views > 0 and views is not None:
+            losses["image_views"] = self._image_views(core, views)
         total = self.log_temperature.sum() * 0.0 + 0.0  # keeps the total differentiable when nothing could be computed
         parts: dict[str, float] = {}
         with _fp32(niches):
@@ -423,6 +440,17 @@ class StormObjectives(nn.Module):
                 total = total + weight * loss.float()
                 parts[name] = float(loss.detach())
         return total, {"total": float(total.detach()), **parts}
+
+    def _image_views(self, model: nn.Module, views: torch.Tensor) -> torch.Tensor:
+        """InfoNCE between the views of each tissue crop: (V, n, H, W, 3) uint8, V = 2 or 3 (with context)."""
+        if self.view_head is None:
+            raise ValueError("`image_views` needs the model being trained: build StormObjectives(..., model=model).")
+        v, n = views.shape[:2]
+        tokens, grid = model.image.backbone_tokens(views.reshape(v * n, *views.shape[2:]))
+        spot, _ = model.image(tokens, grid)
+        z = self.view_head(spot).float().view(v, n, -1)
+        pairs = [(0, 1)] if v == 2 else [(0, 1), (0, 2), (1, 2)]
+        return torch.stack([info_nce(z[a], z[b], VIEW_TEMPERATURE) for a, b in pairs]).mean()
 
     def _warmup(self, model: nn.Module, niches: _Niches, masks: dict[str, Any]) -> dict[str, torch.Tensor | None]:
         losses: dict[str, torch.Tensor | None] = {}

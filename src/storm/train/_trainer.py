@@ -39,7 +39,7 @@ class Trainer:
     """
 
     def __init__(self, corpus: Any, config: TrainConfig, *, model: StormModel | None = None) -> None:
-        from ..data import Augment, NicheBatchSampler, NicheDataset
+        from ..data import Augment, NicheBatchSampler, NicheDataset, TissueCrops
         from ._objectives import ObjectiveWeights, StormObjectives
 
         self.config = config
@@ -51,12 +51,22 @@ class Trainer:
             corpus.check_model(model)
         if model is None:
             model = StormModel(config.model_config(), vocab=corpus.vocab)
+            if model.config.image_encoder is not None:  # tie the model to the encoder weights its features came from
+                model.config.image_encoder_sha256 = corpus.encoder_sha256
             if model.config.expression_target == "standardised":
                 model.set_expression_reference(*corpus.expression_reference())
         self.model = model
         self.model.to(self.dist.device)
         augment = None if config.augment is None else Augment(**config.augment)
-        self.dataset = NicheDataset(corpus, augment=augment, seed=config.seed)
+        crops = None
+        if config.crops_per_batch:
+            crops = TissueCrops(
+                config.crops_per_batch,
+                tile_px=self.model.config.image_size,
+                tile_um=self.model.config.tile_um,
+                context=config.crop_context,
+            )
+        self.dataset = NicheDataset(corpus, augment=augment, seed=config.seed, crops=crops)
         self.sampler = NicheBatchSampler(
             self.dataset,
             config.batch_size,
