@@ -42,6 +42,7 @@ from _common import DEFAULT_DATA, RESULTS, expression, handcrafted, header, ridg
 import storm as st
 from storm._standardise import standardised
 from storm.tl._encode import encode
+from storm.tl._model_arg import get_model
 from storm.tl._metrics import pearson_per_gene
 
 ARMS = ("default", "continued", "crops", "crops_only")
@@ -107,7 +108,7 @@ def main() -> None:
     st.settings.progress = False
     load = lambda s: st.datasets.her2st(s, path=args.data / "her2st")  # noqa: E731
     held, train = load(args.held_out), [load(s) for s in args.train]
-    default = st.tl._model_arg.get_model(None)
+    default = get_model(None)
     genes = top_genes(held, train, default.vocab, args.genes)
     truth = standardised(expression(held, genes))
     train_y = [standardised(expression(s, genes)) for s in train]

@@ -60,8 +60,12 @@ def test_second_call_reads_the_cache(encoder, monkeypatch):
     monkeypatch.setattr(features_module, "compute_features", no_compute)
     st.tl.feature_extraction(sdata, "test-vit")  # by name: no weights are loaded, no tile is read
     np.testing.assert_array_equal(sdata.tables[KEY].X, first)
+    st.tl.feature_extraction(sdata, encoder)  # the same weights in hand: read, not recomputed
     with pytest.raises(AssertionError, match="recomputed"):
         st.tl.feature_extraction(sdata, encoder, recompute=True)
+    torch.manual_seed(3)
+    with pytest.raises(AssertionError, match="recomputed"):  # other weights in hand: their own features are computed
+        st.tl.feature_extraction(sdata, load_encoder("test-vit", pretrained=False))
 
 
 def test_backed_store_keeps_the_features_for_the_next_session(encoder, tmp_path, monkeypatch):
@@ -149,6 +153,7 @@ def test_a_model_on_an_encoder_reads_its_cached_features(encoder_model, encoder,
     st.tl.embed(sdata, encoder_model, modality="image")
     record = sdata["table"].uns["storm"]["X_storm"]
     assert record["image_encoder"] == "test-vit" and record["image_encoder_sha256"] == encoder.weights_sha256
+    assert record["image_encoder_geometry"] == {"tile_px": 224, "tile_um": 112.0}
     # the embedding is the model on those features: change them and it changes
     corpus = Corpus.for_model(sdata, encoder_model)
     np.testing.assert_array_equal(corpus.slides[0].features, features.X)
@@ -177,6 +182,10 @@ def test_model_without_features_or_image_says_what_to_do(encoder_model):
 def test_head_on_an_encoder_model_refuses_another_image_branch(encoder_model, features):
     sdata = st.datasets.demo()
     sdata.tables[KEY] = features.copy()
+    adapted = st.tl.adapt(sdata, encoder_model, task="expression", steps=2, batch_size=4)
+    assert adapted.config.image_encoder_sha256 == encoder_model.config.image_encoder_sha256
+    st.tl.predict_expression(sdata, model=adapted)
+    assert np.isfinite(sdata["table"].layers["storm_predicted"]).all()
     head = st.tl.finetune(sdata, "expression", model=encoder_model, genes=["ERBB2", "KRT19"], morphology=False)
     assert head.meta["model"]["image_encoder"] == "test-vit"
     with pytest.raises(ValueError, match="reading 'test-vit' features .* model passed reads storm's own image branch"):

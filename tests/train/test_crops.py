@@ -102,3 +102,26 @@ def test_pretraining_with_crops_logs_the_image_objective(tmp_path):
     assert losses["image_views"].notna().all() and (losses["image_views"] > 0).all()
     with pytest.raises(ValueError, match="`crops_per_batch` must be 0"):
         st.train.TrainConfig(crops_per_batch=1)
+
+
+def test_adapt_image_task_trains_the_image_branch_alone_on_crops():
+    from storm.models import GeneVocab
+
+    sdata = st.datasets.demo()
+    torch.manual_seed(0)
+    config = StormConfig.from_preset("tiny", image_size=32, niche_size=4)
+    model = StormModel(config, vocab=GeneVocab.from_genes(sdata["table"].var_names)).eval()
+    adapted = st.tl.adapt(sdata, model, task="image", steps=3, batch_size=4)
+    before, after = model.state_dict(), adapted.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("image.") for k in changed)  # gene branch, fusion and decoders untouched
+    assert any(k.startswith("image.backbone.") for k in changed)
+    assert "image branch adapted" in adapted.checkpoint_info["name"]
+    with pytest.raises(ValueError, match="`task` must be one of"):
+        st.tl.adapt(sdata, model, task="pixels")
+
+
+def test_adapt_image_task_needs_an_image():
+    sdata = st.datasets.demo()
+    with pytest.raises(ValueError, match="`task='image'` learns from crops of each slide's H&E"):
+        st.tl.adapt(sdata, task="image", steps=1, image_key=None, um_per_px=50.0)

@@ -74,7 +74,7 @@ class TissueCrops:
 
     @property
     def n_views(self) -> int:
-        """Views per crop: two at the tile's geometry, and one of context when ``context > 1``."""
+        """How many views each crop gives (two at the tile's geometry, and one of context when ``context > 1``)."""
         return 3 if self.context > 1 else 2
 
     def tissue_px(self, slide: Slide) -> tuple[np.ndarray, np.ndarray]:

@@ -101,13 +101,15 @@ def spot_features(
 
     net = encoder if isinstance(encoder, PathologyEncoder) else None
     spec = net.spec if net is not None else get_spec(encoder)
+    if net is None and weights is not None:  # its hash decides whether features in the slide are its own
+        net = load_encoder(spec, weights=weights)
     key = feature_key(spec.name, slide.keys["shapes_key"], spec.tile_um)
     if not recompute:
         found = read_features(slide, spec, key)
-        if found is not None and _usable(found, spec, expected_sha256, weights if net is None else None):
+        if found is not None and _usable(found, spec, expected_sha256, None if net is None else net.weights_sha256):
             return found
     if net is None:
-        net = load_encoder(spec, weights=weights, pretrained=pretrained)
+        net = load_encoder(spec, pretrained=pretrained)
     _check_weights(net.weights_sha256, expected_sha256, spec.name, net.source)
     values = compute_features(slide, net, batch_size=batch_size)
     provenance = {**net.provenance(), "n_spots": int(slide.n_spots), **_where(slide)}
@@ -196,8 +198,12 @@ def write_features(slide: Slide, features: SpotFeatures) -> None:
     logger.info("added obsm[%r] (%s features)", features.key, record["encoder"])
 
 
-def _usable(found: SpotFeatures, spec: EncoderSpec, expected: str | None, weights: str | None) -> bool:
-    """Whether features read from the slide serve this call (same encoder, geometry and, if known, weights)."""
+def _usable(found: SpotFeatures, spec: EncoderSpec, expected: str | None, own: str | None) -> bool:
+    """Whether features read from the slide serve this call: same encoder and geometry, and the weights in hand.
+
+    ``own`` is the hash of the encoder the caller holds (``None``: only its name was given, so any weights of that
+    encoder do, unless ``expected`` names them).
+    """
     prov = found.provenance
     if prov.get("tile_px") is not None and (prov["tile_px"], prov.get("tile_um")) != (spec.tile_px, spec.tile_um):
         logger.info("features %r were made at another geometry; recomputing", found.key)
@@ -207,12 +213,13 @@ def _usable(found: SpotFeatures, spec: EncoderSpec, expected: str | None, weight
             f"Features {found.key!r} are {found.values.shape[1]} wide, but encoder {spec.name!r} gives {spec.dim}: "
             "they come from another encoder. Delete or rename them, or pass the encoder that made them."
         )
-    if weights is not None:
-        return False  # explicit weights: compute with them (the hash decides whether the table is replaced)
-    if prov.get("weights_sha256") is None:
+    sha = prov.get("weights_sha256")
+    if own is not None:
+        return sha == own  # other (or unknown) weights than the encoder in hand: compute with it
+    if sha is None:
         logger.warning("using %s features %r written by another tool (weights unknown)", spec.name, found.key)
         return True
-    _check_weights(prov["weights_sha256"], expected, spec.name, found.key)
+    _check_weights(sha, expected, spec.name, found.key)
     return True
 
 

@@ -171,7 +171,7 @@ class NicheDataset(Dataset):
 
     def _views(self, cs: Any, indices: np.ndarray) -> torch.Tensor | None:
         """The batch's crop views (seeded like the augmentation), for slides whose tiles the model reads."""
-        if self.crops is None or cs.tiles is None or not self.read_tiles:
+        if self.crops is None or cs.tiles is None:
             return None
         views = self.crops(cs.slide, np.random.default_rng([self.seed, self.epoch, int(indices[0]), 1]))
         return torch.from_numpy(views)

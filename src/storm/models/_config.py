@@ -76,7 +76,7 @@ class StormConfig:
     backbone_weights
         Optional local file (``.safetensors``) with backbone weights.
     image_encoder
-        A frozen pathology encoder as the image branch (a name of :data:`storm.models.ENCODERS`, e.g. ``"uni"``, or
+        A frozen pathology encoder as the image branch (a name of ``storm.models.ENCODERS``, e.g. ``"uni"``, or
         any name :func:`storm.models.load_encoder` takes): the model then reads that encoder's features of each spot,
         computed once per slide and cached in it, instead of tiles through ``backbone``; ``image_size`` and
         ``tile_um`` are the encoder's published input. ``None`` (default): storm's own backbone.

@@ -54,7 +54,7 @@ class EncoderSpec:
     mean, std
         Per-channel normalisation of RGB values in ``[0, 1]``.
     pooling
-        Which token or pooling is the embedding (:data:`POOLINGS`).
+        Which token or pooling is the embedding (``POOLINGS``).
     gated
         Whether the hub asks users to accept a licence before download.
     reference
@@ -343,7 +343,7 @@ def load_encoder(
     ----------
     encoder
         A registry name (``"uni"``, ``"uni2-h"``, ``"virchow2"``, ``"h-optimus-0"``, ``"prov-gigapath"``,
-        ``"phikon-v2"``, ``"conch"``, …: :data:`ENCODERS`), any timm name, an ``"hf-hub:<org>/<repo>"`` id, an
+        ``"phikon-v2"``, ``"conch"``, …: ``storm.models.ENCODERS``), any timm name, an ``"hf-hub:<org>/<repo>"`` id, an
         :class:`EncoderSpec`, or a local folder holding ``config.json`` and ``model.safetensors`` (as the hub has them).
     weights
         A local weights file for that architecture (``.safetensors``, or ``.bin`` / ``.pth`` read with

@@ -51,7 +51,7 @@ def feature_extraction(
     sdata
         SpatialData with a table, spots and an H&E image, or squidpy-style AnnData.
     encoder
-        A registry name (:data:`storm.models.ENCODERS`: ``"uni"``, ``"uni2-h"``, ``"conch"``, ``"virchow2"``,
+        A registry name (``storm.models.ENCODERS``: ``"uni"``, ``"uni2-h"``, ``"conch"``, ``"virchow2"``,
         ``"h-optimus-0"``, ``"h-optimus-1"``, ``"phikon-v2"``, ``"prov-gigapath"``, …), any timm name, an
         ``"hf-hub:<org>/<repo>"`` id, a local folder as downloaded from the hub, or a loaded
         :class:`~storm.models.PathologyEncoder`.
@@ -84,7 +84,7 @@ def feature_extraction(
     from ..io._resolve import resolve, resolve_args
     from ._results import target_of
 
-    if isinstance(recompute, bool) is False:
+    if not isinstance(recompute, bool):
         raise TypeError(f"`recompute` must be True or False, got {recompute!r}.")
     target = target_of(sdata, copy)
     slide = resolve(target, **resolve_args(locals()))

@@ -49,6 +49,7 @@ def model_record(model: StormModel) -> dict[str, Any]:
     if model.config.image_encoder is not None:  # the frozen pathology encoder whose features the model reads
         record["image_encoder"] = model.config.image_encoder
         record["image_encoder_sha256"] = model.config.image_encoder_sha256
+        record["image_encoder_geometry"] = {"tile_px": model.config.image_size, "tile_um": model.config.tile_um}
     if "adapted_from_sha256" in info:  # a copy adapted by st.tl.adapt: the weights it started from
         record["model_adapted_from_sha256"] = info["adapted_from_sha256"]
     return record

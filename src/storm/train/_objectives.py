@@ -72,7 +72,7 @@ class ObjectiveWeights:
     image_views
         Self-supervised image objective on crops drawn anywhere over the tissue (:class:`~storm.data.TissueCrops`, a
         batch's ``views``; only when the run draws them, ``TrainConfig.crops_per_batch``): symmetric InfoNCE
-        (SimCLR-style, temperature :data:`VIEW_TEMPERATURE`) between a projection of the image branch's spot token
+        (SimCLR-style, temperature ``VIEW_TEMPERATURE``, 0.1) between a projection of the image branch's spot token
         of two views of each crop (shifted, flipped or rotated, colour and stain jittered) and of its wider context
         view, with the other crops of the batch as negatives. Needs no expression (default 1.0).
     """

@@ -66,7 +66,10 @@ class Trainer:
                 tile_um=self.model.config.tile_um,
                 context=config.crop_context,
             )
-        self.dataset = NicheDataset(corpus, augment=augment, seed=config.seed, crops=crops)
+        weights = ObjectiveWeights(**config.objectives)
+        # niche tiles are read only when an objective looks at them (task="image" adaptation learns from crops alone)
+        niche_images = any(getattr(weights, name) > 0 for name in weights.names() if name not in _WITHOUT_NICHE_IMAGES)
+        self.dataset = NicheDataset(corpus, augment=augment, seed=config.seed, crops=crops, read_tiles=niche_images)
         self.sampler = NicheBatchSampler(
             self.dataset,
             config.batch_size,
@@ -76,9 +79,9 @@ class Trainer:
             world_size=self.dist.world_size,
             repeats=[config.image_repeats if slide.has_image else 1 for slide in corpus.slides],
         )
-        self.objectives = StormObjectives(
-            ObjectiveWeights(**config.objectives), model=self.model, denoising_target=config.denoising_target
-        ).to(self.dist.device)
+        self.objectives = StormObjectives(weights, model=self.model, denoising_target=config.denoising_target).to(
+            self.dist.device
+        )
         self.optimizer = torch.optim.AdamW(
             [*self.model.parameters(), *self.objectives.parameters()], lr=config.lr, weight_decay=config.weight_decay
         )
@@ -246,6 +249,10 @@ class Trainer:
         }
         self.model.save_pretrained(self.output_dir / "model", **summary)
         (self.output_dir / "training.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+
+
+#: Objectives that never look at the niches' tiles.
+_WITHOUT_NICHE_IMAGES = ("masked_gene", "niche_denoising", "image_views")
 
 
 class _TrainingStep(torch.nn.Module):
