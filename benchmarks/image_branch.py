@@ -42,8 +42,8 @@ from _common import DEFAULT_DATA, RESULTS, expression, handcrafted, header, ridg
 import storm as st
 from storm._standardise import standardised
 from storm.tl._encode import encode
-from storm.tl._model_arg import get_model
 from storm.tl._metrics import pearson_per_gene
+from storm.tl._model_arg import get_model
 
 ARMS = ("default", "continued", "crops", "crops_only")
 
