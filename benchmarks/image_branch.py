@@ -1,9 +1,10 @@
 """Does the image branch carry signal of its own? An ablation of the image objective on a section held out of it all.
 
-Usage: python benchmarks/image_branch.py [--held-out B4] [--train C2 C3 C4 C5] [--steps 150]
+Usage: python benchmarks/image_branch.py [--held-out B4] [--train C2 C3 C4 C5] [--steps 150] [--model default]
                                          [--arms default continued crops crops_only] [--crops 16]
 
-Every arm starts from the shipped default checkpoint (pretrained with ``--held-out`` left out) and is trained further
+Every arm starts from ``--model`` (default: the shipped checkpoint, pretrained with B4 left out; for another held-out
+section, a fold model of ``benchmarks/pretrain_folds.py`` that never saw it) and is trained further
 on the ``--train`` sections only (``--held-out`` stays out of everything), for ``--steps`` steps of 16 niches, seed 0:
 * ``default``: the checkpoint as shipped (no further training);
 * ``continued``: the default objectives on the niches' spot tiles only (the control for the extra steps);
@@ -104,11 +105,12 @@ def main() -> None:
     parser.add_argument("--crops", type=int, default=16)
     parser.add_argument("--genes", type=int, default=250)
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    parser.add_argument("--model", default=None, help="checkpoint folder to start from (default: the shipped one)")
     args = parser.parse_args()
     st.settings.progress = False
     load = lambda s: st.datasets.her2st(s, path=args.data / "her2st")  # noqa: E731
     held, train = load(args.held_out), [load(s) for s in args.train]
-    default = get_model(None)
+    default = get_model(args.model)
     genes = top_genes(held, train, default.vocab, args.genes)
     truth = standardised(expression(held, genes))
     train_y = [standardised(expression(s, genes)) for s in train]

@@ -117,7 +117,7 @@ def test_adapt_errors(tiny):
     for steps in (0, 2.5, True):
         with pytest.raises(ValueError, match="`steps` must be a positive integer"):
             st.tl.adapt(sdata, tiny, steps=steps)
-    with pytest.raises(ValueError, match="`task` must be one of \\('embedding', 'expression'\\)"):
+    with pytest.raises(ValueError, match="`task` must be one of \\('embedding', 'expression', 'image'\\)"):
         st.tl.adapt(sdata, tiny, task="genes")
     no_image = st.datasets.demo()
     del no_image.images["he"]
