@@ -58,7 +58,8 @@ def adapt(
     shifted, flipped or rotated, colour- and stain-jittered views of each crop, and its wider context, agree against the
     other crops. On her2st B4, held out of everything, 150 such steps on four other sections lifted ridge from the
     image embedding to expression from 0.070 to 0.128 (colour/texture statistics: 0.104) and image-only domains from
-    ARI 0.289 to 0.319 (statistics: 0.168), and moved the zero-shot decoder from 0.295 to 0.281 (one seed;
+    ARI 0.289 to 0.319 (statistics: 0.168), and moved the zero-shot decoder from 0.295 to 0.281; on C4 it lifted
+    image-only domains (0.088 to 0.114) but not the ridge (0.215 to 0.202, statistics 0.280) (one seed each;
     ``docs/benchmarks.md``). Slides need an H&E image fine enough for the tiles.
 
     With ``task="expression"``, the slides' measured counts supervise H&E -> expression instead: the image ->
