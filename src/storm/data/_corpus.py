@@ -741,20 +741,8 @@ def _build_slide(
     tiles = features = None
     if encoder is not None:
         features = _encoder_features(name, slide, encoder, max_upsample)
-    elif slide.has_image:
-        upsample = slide.um_per_px / (tile_um / tile_px)
-        if upsample > max_upsample:
-            logger.warning(
-                "slide %r: its image (%.3g µm/px) is %.1fx coarser than the tiles (%.3g µm/px), more than "
-                "max_upsample=%g; using its expression only",
-                name,
-                slide.um_per_px,
-                upsample,
-                tile_um / tile_px,
-                max_upsample,
-            )
-        else:
-            tiles = TileSet(slide, tile_px=int(tile_px), tile_um=float(tile_um))
+    elif slide.has_image and fine_enough(name, slide, tile_um / tile_px, "the tiles", max_upsample):
+        tiles = TileSet(slide, tile_px=int(tile_px), tile_um=float(tile_um))
     expression, gene_index, mask = None, np.zeros(0, dtype=np.int64), np.zeros(slide.n_spots, dtype=bool)
     gene_mean = gene_std = components = component_scale = None
     counts = slide.counts() if len(var_names) else None
@@ -809,20 +797,29 @@ def _encoder_features(name: str, slide: Slide, encoder: dict[str, Any], max_upsa
     spec = get_spec(encoder["encoder"])
     if not slide.has_image:
         return read_features(slide, spec)
-    upsample = slide.um_per_px / spec.um_per_px
-    if upsample > max_upsample and read_features(slide, spec) is None:
-        logger.warning(
-            "slide %r: its image (%.3g µm/px) is %.1fx coarser than %s's input (%.3g µm/px), more than "
-            "max_upsample=%g; using its expression only",
-            name,
-            slide.um_per_px,
-            upsample,
-            spec.name,
-            spec.um_per_px,
-            max_upsample,
-        )
+    if read_features(slide, spec) is None and not fine_enough(
+        name, slide, spec.um_per_px, f"{spec.name}'s input", max_upsample
+    ):
         return None
     return spot_features(slide, spec, weights=encoder["weights"], expected_sha256=encoder["expected_sha256"])
+
+
+def fine_enough(name: str, slide: Slide, target_um_per_px: float, what: str, max_upsample: float) -> bool:
+    """Whether the slide's image is at most ``max_upsample`` times coarser than ``target_um_per_px``; warns if not."""
+    upsample = slide.um_per_px / target_um_per_px
+    if upsample <= max_upsample:
+        return True
+    logger.warning(
+        "slide %r: its image (%.3g µm/px) is %.1fx coarser than %s (%.3g µm/px), more than max_upsample=%g; "
+        "using its expression only",
+        name,
+        slide.um_per_px,
+        upsample,
+        what,
+        target_um_per_px,
+        max_upsample,
+    )
+    return False
 
 
 def _normalised_error(name: str, slide: Slide, counts: Any) -> str | None:

@@ -11,7 +11,7 @@ branch learns what stays the same under a change of stain and position rather th
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -145,10 +145,3 @@ def _tissue_cells(slide: Slide) -> tuple[np.ndarray, np.ndarray]:
     sy, sx = slide.levels[level].px_to_level0
     size = np.array([step * sx, step * sy], dtype=float)
     return np.column_stack([xs, ys]).astype(float) * size, size
-
-
-def crop_views(crops: TissueCrops | None, slide: Slide, seed: Any) -> np.ndarray | None:
-    """The views of one batch: drawn from a generator seeded by ``seed`` (the same batch gets the same crops)."""
-    if crops is None or not slide.has_image:
-        return None
-    return crops(slide, np.random.default_rng(seed))
