@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ._encoders import CLASSIFIER_PREFIXES, state_mismatch
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -467,22 +469,19 @@ def _load_state(net: nn.Module, file: Path, spec: EncoderSpec) -> None:
             ) from None
     else:
         raise ValueError(f"`weights={str(file)!r}`: use a .safetensors, .bin or .pth file of tensors.")
-    state = {k.removeprefix("module."): v for k, v in _tensors(state)}
-    expected = net.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected and not k.startswith(("head.", "fc.", "classifier."))]
-    shapes = [
-        f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
-        for k, v in state.items()
-        if k in expected and v.shape != expected[k].shape
-    ]
+    state = {
+        key: value
+        for k, value in _tensors(state)
+        if not (key := k.removeprefix("module.")).startswith(CLASSIFIER_PREFIXES)
+    }
+    missing, unexpected, shapes = state_mismatch(net, state)
     if missing or unexpected or shapes:
         raise ValueError(
             f"Weights {file} do not fit encoder {spec.name!r} ({spec.architecture or spec.hub_id}): missing "
             f"{missing[:3]}, unexpected {unexpected[:3]}, shapes (file vs encoder) {shapes[:3]}. Check that "
             "`encoder` names the model these weights belong to."
         )
-    net.load_state_dict({k: v for k, v in state.items() if k in expected})
+    net.load_state_dict(state, strict=False)
 
 
 def _tensors(state: Any) -> Iterator[tuple[str, torch.Tensor]]:
