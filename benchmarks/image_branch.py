@@ -1,7 +1,7 @@
 """Does the image branch carry signal of its own? An ablation of the image objective on a section held out of it all.
 
 Usage: python benchmarks/image_branch.py [--held-out B4] [--train C2 C3 C4 C5] [--steps 150] [--model default]
-                                         [--arms default continued crops crops_only] [--crops 16]
+                                         [--arms default continued crops crops_only] [--crops 16] [--out FILE]
 
 Every arm starts from ``--model`` (default: the shipped checkpoint, pretrained with B4 left out; for another held-out
 section, a fold model of ``benchmarks/pretrain_folds.py`` that never saw it) and is trained further
@@ -106,6 +106,9 @@ def main() -> None:
     parser.add_argument("--genes", type=int, default=250)
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--model", default=None, help="checkpoint folder to start from (default: the shipped one)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="result file (default: results/image_branch_<held>.json)"
+    )
     args = parser.parse_args()
     st.settings.progress = False
     load = lambda s: st.datasets.her2st(s, path=args.data / "her2st")  # noqa: E731
@@ -151,7 +154,7 @@ def main() -> None:
             "train_seconds": round(trained, 1),
         }
         print(arm, result["rows"][arm])
-    write(result, RESULTS / f"image_branch_{args.held_out}.json")
+    write(result, args.out or RESULTS / f"image_branch_{args.held_out}.json")
     print(table(result))
 
 

@@ -1,5 +1,8 @@
 """``storm embed | predict | domains STORE.zarr ...``: run one tool on SpatialData stores and write each table back safely.
 
+Each store's new results are merged into its table under the store's write lock (:func:`storm.io.write_table` with
+``records``), so commands run at the same time on one store all keep what they report as written.
+
 One store behaves as it always has: its errors stop the command. A cohort (several stores, a folder of them, or any run
 under ``torchrun``) is split into shards, one per process (rank ``r`` of ``N`` takes stores ``r, r + N, ...`` of the
 sorted list); a store that fails is reported and the others still finish, and the exit code is 1 when any failed.
@@ -153,10 +156,11 @@ def _run_one(args: argparse.Namespace, store: Path, model: Any, tag: str) -> str
     import spatialdata
 
     from . import io, tl
-    from ._constants import OBSM_EMBEDDING
+    from ._constants import OBSM_EMBEDDING, UNS_KEY
 
     sdata = spatialdata.read_zarr(store)
     key = io.resolve(sdata, table_key=args.table_key).keys["table_key"]
+    before = dict(sdata.tables[key].uns.get(UNS_KEY, {}))
     if args.command == "embed":
         tl.embed(sdata, model, modality=args.modality, table_key=key, image_key=args.image_key)
         table = sdata.tables[key]
@@ -171,5 +175,6 @@ def _run_one(args: argparse.Namespace, store: Path, model: Any, tag: str) -> str
         tl.domains(sdata, args.n_domains, resolution=args.resolution, method=args.method, table_key=key)
         table = sdata.tables[key]
         done = f"obs['storm_domain'] with {len(table.obs['storm_domain'].cat.categories)} domains"
-    io.write_table(store, table, key)
+    records = [name for name, record in table.uns[UNS_KEY].items() if before.get(name) is not record]
+    io.write_table(store, table, key, records=records)  # merged under the store's lock: concurrent writers keep theirs
     return f"storm {args.command}{tag}: wrote {done} for {table.n_obs} spots to table {key!r} of {store}"

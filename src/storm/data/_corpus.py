@@ -61,6 +61,9 @@ class CorpusSlide:
     expression_error
         Why the slide's expression is not used although it has genes (normalised values instead of raw counts), as a
         message that names the fix; ``None`` otherwise.
+    image_error
+        Why the slide's image is not used although it has one (not a brightfield RGB image: fluorescence, grayscale),
+        as a message naming the image and the fix; ``None`` otherwise.
     features
         ``(n_spots, C)`` float32 features of a frozen pathology encoder (for a model whose image branch is one), read
         from the slide or computed once and kept there (:func:`storm.data.spot_features`); ``None`` otherwise.
@@ -81,6 +84,7 @@ class CorpusSlide:
     gene_components: np.ndarray | None
     component_scale: np.ndarray | None
     expression_error: str | None = None
+    image_error: str | None = None
     features: np.ndarray | None = None
     features_provenance: dict[str, Any] | None = None
 
@@ -371,6 +375,9 @@ class Corpus:
                 "symbols or Ensembl IDs as var_names, or build the vocabulary from the corpus (vocab=None)."
             )
         if require_images and not any(s.has_image for s in self.slides):
+            refused = [s.image_error for s in self.slides if s.image_error is not None]
+            if refused:
+                raise ValueError(refused[0])
             raise ValueError(
                 f"None of the {len(self.slides)} slide(s) of the corpus has an H&E image, but the image objectives need "
                 "images: add slides with an image (check `image_key`), or train on expression only."
@@ -387,6 +394,8 @@ class Corpus:
             if not s.has_image and s.expression_error is not None:
                 raise ValueError(s.expression_error)
             if not s.has_image and not s.has_expression:
+                if s.image_error is not None:
+                    raise ValueError(s.image_error)
                 why = "no genes in the vocabulary" if s.n_genes else "no genes"
                 raise ValueError(
                     f"Corpus slide {self.slides.index(s)} ({s.name!r}) has no H&E image and {why}, so nothing to "
@@ -739,9 +748,16 @@ def _build_slide(
     from ..pp import TileSet
 
     tiles = features = None
+    image_error = not_brightfield(name, slide)
+    if image_error is not None:
+        logger.warning("%s", image_error)
     if encoder is not None:
-        features = _encoder_features(name, slide, encoder, max_upsample)
-    elif slide.has_image and fine_enough(name, slide, tile_um / tile_px, "the tiles", max_upsample):
+        features = _encoder_features(name, slide, encoder, max_upsample, usable=image_error is None)
+    elif (
+        image_error is None
+        and slide.has_image
+        and fine_enough(name, slide, tile_um / tile_px, "the tiles", max_upsample)
+    ):
         tiles = TileSet(slide, tile_px=int(tile_px), tile_um=float(tile_um))
     expression, gene_index, mask = None, np.zeros(0, dtype=np.int64), np.zeros(slide.n_spots, dtype=bool)
     gene_mean = gene_std = components = component_scale = None
@@ -784,24 +800,39 @@ def _build_slide(
         gene_components=components,
         component_scale=component_scale,
         expression_error=error,
+        image_error=image_error,
         features=None if features is None else features.values,
         features_provenance=None if features is None else features.provenance,
     )
 
 
-def _encoder_features(name: str, slide: Slide, encoder: dict[str, Any], max_upsample: float) -> Any:
-    """The slide's pathology-encoder features (read or computed), or ``None`` when it has neither them nor an image."""
+def _encoder_features(name: str, slide: Slide, encoder: dict[str, Any], max_upsample: float, usable: bool) -> Any:
+    """The slide's pathology-encoder features (read or computed), or ``None`` without them and a usable image."""
     from ..models._pathology import get_spec
     from ._features import read_features, spot_features
 
     spec = get_spec(encoder["encoder"])
-    if not slide.has_image:
+    if not slide.has_image or not usable:
         return read_features(slide, spec)
     if read_features(slide, spec) is None and not fine_enough(
         name, slide, spec.um_per_px, f"{spec.name}'s input", max_upsample
     ):
         return None
     return spot_features(slide, spec, weights=encoder["weights"], expected_sha256=encoder["expected_sha256"])
+
+
+def not_brightfield(name: str, slide: Slide) -> str | None:
+    """Why the slide's image cannot feed storm's H&E branch (a message naming the image and the fix), or ``None``."""
+    problem = slide.image_problem
+    if problem is None:
+        return None
+    image_key = slide.keys.get("image_key")
+    others = [k for k in getattr(slide.sdata, "images", {}) if k != image_key]
+    available = f"its other images: {others}" if others else "the data holds no other image"
+    return (
+        f"Slide {name!r}: image {image_key!r} is not used by storm's H&E branch: {problem}. Pass the brightfield H&E "
+        f"image with `image_key=` ({available}); without one, storm uses the slide's expression only."
+    )
 
 
 def fine_enough(name: str, slide: Slide, target_um_per_px: float, what: str, max_upsample: float) -> bool:

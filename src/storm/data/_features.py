@@ -14,6 +14,7 @@ takes the tile that holds its centre), or an ``obsm`` entry ``"<encoder>"`` / ``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -187,7 +188,10 @@ def write_features(slide: Slide, features: SpotFeatures) -> None:
         table.uns[UNS_FEATURES] = record
         sdata.tables[features.key] = table
         if sdata.path is not None:
-            sdata.write_element(features.key, overwrite=True)
+            from ..io._lock import store_lock
+
+            with store_lock(Path(sdata.path)):
+                sdata.write_element(features.key, overwrite=True)
         logger.info("added table %r (%s features of %d spots)", features.key, record["encoder"], slide.n_spots)
         return
     table = slide.table

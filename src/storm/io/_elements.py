@@ -100,6 +100,12 @@ def spot_shapes(sdata: SpatialData, key: str) -> Any:
 
 #: Longest side, in pixels, of the sample of an image's coarsest level that decides its intensity range.
 _SAMPLE_PX = 1024
+#: Bit depths that integer images above 8 bits are read at (the smallest that holds their values).
+BIT_DEPTHS = (10, 12, 14, 16)
+#: Brightest channel under this fraction of full intensity: a dark pixel (fluorescence background, not H&E).
+DARK = 0.15
+#: Above this fraction of dark pixels (exact black, a masked-out background, left out), an image is dark-field.
+DARK_FRACTION = 0.5
 
 
 def check_he_pixels(level0: Any, image_key: str) -> None:
@@ -126,10 +132,12 @@ def image_white(levels: list[Any], image_key: str) -> float:
     """The pixel value of full intensity of an image, decided once from its values, for every chunk alike.
 
     uint8 images are 8-bit (255) without reading them. Otherwise a strided sample of the coarsest level decides:
-    integers up to 255 are 8-bit values (255; e.g. uint16 or int64 holding 0-255), other integers up to 65535 are 16-bit
-    (65535); floats up to 1.5 are intensities in [0, 1] (1.0; the overshoot of resampling is clipped), floats up to 255
-    are 8-bit values (255.0). NaN pixels are read as white. Anything else (negative values, integers above 65535,
-    floats above 255, an image of only NaN) is refused.
+    integers up to 255 are 8-bit values (255; e.g. uint16 or int64 holding 0-255); larger integers take the smallest
+    bit depth of 10, 12, 14 or 16 that holds them (12-bit data stored as uint16: 4095), and are refused as ambiguous when
+    they reach less than half of it (a dim image of that depth, or one of a depth in between: a brightfield image's
+    background is near full intensity); floats up to 1.5 are intensities in [0, 1] (1.0; the overshoot of resampling is
+    clipped), floats up to 255 are 8-bit values (255.0). NaN pixels are read as white. Anything else (negative values,
+    integers above 65535, floats above 255, an image of only NaN) is refused.
 
     Parameters
     ----------
@@ -140,7 +148,7 @@ def image_white(levels: list[Any], image_key: str) -> float:
 
     Returns
     -------
-    255, 65535 or 1.0.
+    255, 1023, 4095, 16383, 65535 or 1.0.
     """
     dtype = np.dtype(levels[0].dtype)
     if dtype == np.uint8:
@@ -157,7 +165,15 @@ def image_white(levels: list[Any], image_key: str) -> float:
     if high <= 255:
         return 255.0
     if dtype.kind in "ui" and high <= 65535:
-        return 65535.0
+        white = next(float(2**bits - 1) for bits in BIT_DEPTHS if high <= 2**bits - 1)
+        if high < white / 2:
+            raise ValueError(
+                f"Image {image_key!r} holds {dtype} values up to {high:g}: no bit depth fits them clearly ({white:g}, "
+                f"{int(np.log2(white + 1))}-bit, would leave the image dark, and a brightfield image's background is "
+                "near full intensity). storm reads 8-bit (0-255), 10/12/14/16-bit or float [0, 1] intensities: rescale "
+                "the image to uint8 (0-255) with the range it was acquired at, or pass the H&E image with `image_key=`."
+            )
+        return white
     raise ValueError(f"Image {image_key!r} has values up to {high:g}, beyond the range of {dtype} intensities; {fix}")
 
 
@@ -173,6 +189,48 @@ def _value_range(level: Any, image_key: str) -> tuple[float, float]:
                 "to uint8 (0-255) with real values."
             )
     return float(sample.min()), float(sample.max())
+
+
+def brightfield_problem(levels: list[Any], white: float) -> str | None:
+    """Why an image is not a brightfield RGB image (H&E), or ``None`` when it is one.
+
+    ``levels``: ``(c, y, x)`` arrays of the pyramid, finest first; ``white``: the value of full intensity
+    (:func:`image_white`).
+
+    Read from a central window of at most :data:`_SAMPLE_PX` pixels a side of the coarsest level: one channel is
+    fluorescence (DAPI) or grayscale; a fourth channel that is not an alpha channel (only transparent or opaque pixels)
+    makes a multi-channel fluorescence image; and an image whose pixels are mostly dark (brightest channel under
+    :data:`DARK` of full intensity, exact black left out as a masked-out background) is dark-field (fluorescence).
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> dapi = xr.DataArray(np.full((1, 8, 8), 900, np.uint16), dims=("c", "y", "x"))
+    >>> brightfield_problem([dapi], 4095.0)
+    'it has 1 channel (fluorescence such as DAPI, or grayscale), not the 3 of an RGB H&E image'
+    """
+    level = levels[-1]
+    channels, h, w = (int(n) for n in level.shape)
+    if channels < 3:
+        return f"it has {channels} channel (fluorescence such as DAPI, or grayscale), not the 3 of an RGB H&E image"
+    y0, x0 = max(0, (h - _SAMPLE_PX) // 2), max(0, (w - _SAMPLE_PX) // 2)
+    window = np.asarray(level[:, y0 : y0 + _SAMPLE_PX, x0 : x0 + _SAMPLE_PX], dtype=np.float64) / white
+    window = np.nan_to_num(window, nan=1.0)
+    if channels == 4:
+        alpha = window[3]
+        if np.mean((alpha <= 0.01) | (alpha >= 0.99)) < 0.99:
+            return (
+                "it has 4 channels and the fourth is not an alpha (opacity) channel: a multi-channel fluorescence image"
+            )
+    rgb = window[:3]
+    kept = rgb.max(0)[rgb.sum(0) > 0]
+    dark = float(np.mean(kept < DARK)) if kept.size else 0.0
+    if dark > DARK_FRACTION:
+        return (
+            f"it is a dark-field (fluorescence) image, not brightfield H&E: {dark:.0%} of its pixels are dark (under "
+            f"{DARK:.0%} of full intensity)"
+        )
+    return None
 
 
 def image_is_rgb_candidate(image: Any) -> bool:

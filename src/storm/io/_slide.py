@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +97,15 @@ class Slide:
     def has_image(self) -> bool:
         """Whether an image was resolved."""
         return bool(self.levels)
+
+    @functools.cached_property
+    def image_problem(self) -> str | None:
+        """Why the image is not a brightfield RGB (H&E) image, or ``None`` (also without image); read once."""
+        from ._elements import brightfield_problem
+
+        if not self.levels:
+            return None
+        return brightfield_problem([level.data for level in self.levels], self.levels[0].white)
 
     @property
     def has_expression(self) -> bool:

@@ -1,4 +1,4 @@
-"""Writing results: one table of a SpatialData ``.zarr`` store replaced as a unit, and output folders checked first."""
+"""Writing results: a table of a SpatialData store replaced, or storm's results merged in, under the store's lock."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import secrets
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from .._constants import UNS_KEY
+from ._lock import store_lock
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterable
+    from collections.abc import Collection, Iterable, Sequence
 
     from anndata import AnnData
 
@@ -19,8 +22,18 @@ if TYPE_CHECKING:
 _STARTED = time.time()
 
 
-def write_table(path: str | os.PathLike[str], table: AnnData, table_key: str) -> Path:
+def write_table(
+    path: str | os.PathLike[str], table: AnnData, table_key: str, *, records: Sequence[str] | None = None
+) -> Path:
     """Replace (or add) the table ``table_key`` of the SpatialData store at ``path``, leaving it intact on failure.
+
+    With ``records``, only those results of ``table`` go in: each names an entry of ``uns["storm"]`` (``"X_storm"``,
+    ``"storm_predicted"``, ... as a storm tool's ``key_added``), and the keys it lists as written (``obsm``, ``obs``,
+    ``layers``, ``var``) are merged into the table *as the store holds it now*, with the record; keys an earlier record
+    of the same name wrote and this one does not are removed. So two processes that read one store, compute different
+    results and write them back both keep theirs: writers take the store's lock (``.NAME.zarr.storm-lock`` beside it,
+    :func:`storm.io._lock.store_lock`) and each merges into what the last one wrote. Without ``records`` the whole
+    table is replaced (also under the lock), and what another writer stored since ``table`` was read is lost.
 
     The table is first written to a temporary store beside ``path`` (beside the real store when ``path`` is a symbolic
     link) and read back; only then is the old table moved aside, the new one moved in and the store's consolidated
@@ -36,6 +49,8 @@ def write_table(path: str | os.PathLike[str], table: AnnData, table_key: str) ->
         The table to store; it must be fully in memory (as tables read by ``spatialdata.read_zarr`` are).
     table_key
         Its name in the store.
+    records
+        Names in ``table.uns["storm"]`` whose results to merge into the stored table (``None``: replace it).
 
     Returns
     -------
@@ -46,18 +61,70 @@ def write_table(path: str | os.PathLike[str], table: AnnData, table_key: str) ->
     >>> import spatialdata
     >>> sdata = spatialdata.read_zarr("slide.zarr")  # doctest: +SKIP
     >>> st.tl.embed(sdata)  # doctest: +SKIP
-    >>> write_table("slide.zarr", sdata["table"], "table")  # doctest: +SKIP
+    >>> write_table("slide.zarr", sdata["table"], "table", records=["X_storm"])  # doctest: +SKIP
     """
     import spatialdata
 
     store = Path(path).resolve()  # "." has no name to stage beside, and a link's target may be on another disk
     if not is_store(store):
         raise FileNotFoundError(f"{path} is not a zarr store; pass the .zarr folder written by SpatialData.write.")
-    _sweep_staging(store)
+    with store_lock(store):
+        _sweep_staging(store)
+        target = store / "tables" / table_key
+        if records is not None and target.exists():
+            table = merge_records(spatialdata.read_zarr(store, selection=("tables",))[table_key], table, records)
+        _write_staged(store, table, table_key, target)
+    return Path(path)
+
+
+def merge_records(current: AnnData, table: AnnData, records: Sequence[str]) -> AnnData:
+    """``current`` (the table as stored) with the results that ``table``'s ``uns["storm"][name]`` records list.
+
+    Raises :class:`ValueError` when a name has no record in ``table``, or when the stored table no longer has the same
+    spots and genes in the same order (it was replaced since ``table`` was read: run the tool again).
+    """
+    ours = table.uns.get(UNS_KEY, {})
+    missing = [name for name in records if not isinstance(ours.get(name), dict)]
+    if missing:
+        raise ValueError(
+            f"records={missing!r} name no entry of the table's uns[{UNS_KEY!r}] (it holds {sorted(ours)}); pass the "
+            "`key_added` of the storm results to write, or records=None to replace the whole table."
+        )
+    if not (current.obs_names.equals(table.obs_names) and current.var_names.equals(table.var_names)):
+        raise ValueError(
+            "The table in the store no longer has the spots and genes of the one these results were computed on "
+            "(another process replaced it meanwhile); nothing was written: read the store again and rerun the tool."
+        )
+    theirs = current.uns.setdefault(UNS_KEY, {})
+    for name in records:
+        record = ours[name]
+        written = record.get("keys", {})
+        before = theirs.get(name, {}).get("keys", {}) if isinstance(theirs.get(name), dict) else {}
+        for where, keys in before.items():
+            for key in set(keys) - set(written.get(where, ())):
+                _slot(current, where).pop(key, None)
+        for where, keys in written.items():
+            for key in keys:
+                value = _slot(table, where)[key]
+                _slot(current, where)[key] = value.values if where in ("obs", "var") else value
+        theirs[name] = record
+    return current
+
+
+def _slot(table: AnnData, where: str) -> Any:
+    """``table.obsm`` / ``.layers`` (mappings) or ``.obs`` / ``.var`` (data frames, by column)."""
+    if where not in ("obsm", "obs", "layers", "var"):
+        raise ValueError(f"A storm record lists keys written to {where!r}; only obsm, obs, layers and var are known.")
+    return getattr(table, where)
+
+
+def _write_staged(store: Path, table: AnnData, table_key: str, target: Path) -> None:
+    """Write ``table`` beside ``store``, read it back, then swap it in for ``target`` (all or nothing)."""
+    import spatialdata
+
     token = secrets.token_hex(4)
     staging = store.parent / f".{store.name}.storm-new-{token}"
     backup = store.parent / f".{store.name}.storm-old-{token}"
-    target = store / "tables" / table_key
     try:
         spatialdata.SpatialData(tables={table_key: table}).write(staging)
         written = spatialdata.read_zarr(staging)[table_key]
@@ -67,7 +134,6 @@ def write_table(path: str | os.PathLike[str], table: AnnData, table_key: str) ->
         _swap(store, staging / "tables" / table_key, target, backup)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return Path(path)
 
 
 def is_store(path: Path) -> bool:

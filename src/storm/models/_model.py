@@ -179,16 +179,16 @@ class StormModel(nn.Module):
         :meth:`set_expression_reference`); with ``slide_scale``, each gene's predictions ``z`` are first standardised
         over the spots given (a slide), so that each gene's map spans its typical within-slide spread rather than the
         decoder's conditional mean, which shrinks towards the mean where the image says little. A ``"log1p"`` target is
-        returned as predicted (``slide_scale`` does not apply).
+        returned as predicted (``slide_scale`` does not apply). Values below 0, which log1p(CP10k) cannot take, become 0.
         """
         if self.config.expression_target != "standardised":
-            return predicted
+            return np.maximum(np.asarray(predicted, dtype=np.float32), 0.0)
         z = np.asarray(predicted, dtype=np.float64)
         if slide_scale:
             z = standardised(z)
         index = np.asarray(self.vocab.align(list(genes)).indices)
         mean, std = self.expression_reference.detach().cpu().double().numpy()[:, index]
-        return (mean + z * std).astype(np.float32)
+        return np.maximum(mean + z * std, 0.0).astype(np.float32)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of parameters (all, or only those that require gradients)."""

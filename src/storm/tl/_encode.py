@@ -165,11 +165,15 @@ def _modalities(corpus: Corpus, requested: str) -> str:
             logger.warning("using the image only: %s", slide.expression_error)
         if has["image"] and has["expression"]:
             return "both"
+        if not (has["image"] or has["expression"]) and slide.image_error is not None:
+            raise ValueError(slide.image_error)
         requested = "image" if has["image"] else "expression"
     needed = ["image", "expression"] if requested == "both" else [requested]
     missing = [m for m in needed if not has[m]]
     if "expression" in missing and slide.expression_error is not None:
         raise ValueError(slide.expression_error)
+    if "image" in missing and slide.image_error is not None:
+        raise ValueError(slide.image_error)
     if missing:
         what = {
             "image": "an H&E image fine enough for the model's tiles",

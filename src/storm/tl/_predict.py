@@ -16,6 +16,8 @@ from ._results import Results, check_keys, target_of, write_results
 
 #: Values of ``predict_expression(scale=...)``.
 SCALES = ("slide", "model")
+#: Fewer spots than this in one call: ``scale="slide"`` falls back to ``"model"`` (a spread over so few is noise).
+MIN_SLIDE_SPOTS = 50
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -77,7 +79,10 @@ def predict_expression(
         default for expression) is treated alike: ``"slide"`` standardises its predictions over the spots of this call
         and gives them each gene's mean and typical within-slide spread over the head's training slides; ``"model"``
         keeps the head's conditional mean. Older ``"log1p"`` decoders and other heads are returned as predicted,
-        whatever ``scale``.
+        whatever ``scale``. Calls on fewer than 50 spots (a few spots of a slide) use ``"model"`` with a warning,
+        since a spread over so few spots says nothing; ``uns["storm"][key_added]`` records the scale used and the
+        number of spots it was taken over (predictions on a subset are comparable with the whole slide's under
+        ``"model"`` only). Predictions are log1p(CP10k), so never below 0.
     key_added
         Layer (and ``var`` flag, and ``uns["storm"]`` key) written.
     {copy_param}
@@ -130,12 +135,22 @@ def predict_expression(
             f"None of the {len(requested)} requested genes can be predicted (not in the "
             f"{'model vocabulary' if head is None else 'head'}); nothing to predict."
         )
+    if scale == "slide" and slide.n_spots < MIN_SLIDE_SPOTS:
+        logger.warning(
+            "predict_expression on %d spots: scale='slide' needs a slide's spread (at least %d spots); using "
+            "scale='model', comparable with any other call",
+            slide.n_spots,
+            MIN_SLIDE_SPOTS,
+        )
+        scale = "model"
     values = _predictions(slide, net, known, head, batch_size, scale)
     record = {"n_spots": int(len(values)), "n_genes": len(known), "not_predicted": unknown, **model_record(net)}
     if (head is None and net.config.expression_target == "standardised") or (
         head is not None and "expression_scale" in head.meta
     ):
         record["scale"] = scale
+        if scale == "slide":
+            record["scaled_over_spots"] = int(len(values))
     if head is not None:
         record["head"] = {"target": head.target, "metrics": head.metrics}
     if he_only:
@@ -184,8 +199,8 @@ def _predictions(
     trained = expression_scale(head)
     if scale == "slide" and trained is not None:
         mean, spread = trained
-        return mean[columns] + spread[columns] * standardised(out[:, columns])
-    return out[:, columns]
+        return np.maximum(mean[columns] + spread[columns] * standardised(out[:, columns]), 0.0)
+    return np.maximum(out[:, columns], 0.0)
 
 
 def _requested(genes: Any, table: AnnData, model: StormModel, he_only: bool, head: StormHead | None) -> list[str]:
