@@ -22,6 +22,8 @@ SMOOTHING_NEIGHBOURS = 6
 MIXTURE_COMPONENTS = 20
 #: Clusterings ``method`` accepts; the first two need ``n_domains``.
 METHODS = ("gmm", "kmeans", "leiden")
+#: Clusterings (seeds ``seed``, ``seed + 1``, ...) whose consensus gives the domains.
+CONSENSUS_RUNS = 16
 
 
 @doc_params
@@ -53,7 +55,10 @@ def domains(
     noisy spots. With ``n_domains``, a Gaussian mixture with one covariance shared by all domains (mclust's "EEE",
     the clustering GraphST and STAGATE report their domains with) is fitted on the first 20 principal components of
     the standardised, smoothed embeddings; otherwise Leiden on the k-nearest-neighbour graph of all slides' spots at
-    ``resolution`` (default 1.0).
+    ``resolution`` (default 1.0). The clustering runs 16 times (seeds ``seed`` to ``seed + 15``; of the mixtures, the
+    better half by likelihood is kept) and the domains are their consensus (:func:`consensus`: the most typical run, with each spot's majority vote), numbered by size; how
+    much the runs agree is recorded as ``uns["storm"][key_added]["stability"]`` (mean adjusted Rand index, 1 = all
+    identical). So domains barely move with the seed, the order of the rows, or a rotation or mirroring of the slide.
 
     Parameters
     ----------
@@ -133,11 +138,11 @@ def domains(
     stacked = np.concatenate(features)
     stacked = (stacked - stacked.mean(0)) / (stacked.std(0) + 1e-8)
     cluster = {
-        "gmm": lambda x: _mixture(x, int(n_domains), seed),
-        "kmeans": lambda x: _kmeans(x, int(n_domains), seed),
-        "leiden": lambda x: _leiden(x, resolution, seed),
+        "gmm": lambda x, seeds: _mixture(x, int(n_domains), seeds),
+        "kmeans": lambda x, seeds: [_kmeans(x, int(n_domains), s) for s in seeds],
+        "leiden": lambda x, seeds: _leiden(x, resolution, seeds),
     }[method]
-    labels = _in_canonical_order(stacked, cluster)
+    labels, stability = _in_canonical_order(stacked, lambda x: consensus(cluster(x, range(seed, seed + CONSENSUS_RUNS))))
 
     import pandas as pd
 
@@ -151,6 +156,8 @@ def domains(
         "adapt_steps": steps,
         "n_slides": len(resolved),
         "seed": seed,
+        "consensus_runs": CONSENSUS_RUNS,
+        "stability": stability,
     }
     start = 0
     for slide, size in zip(resolved, sizes, strict=True):
@@ -181,16 +188,66 @@ def _check_features(features: list[np.ndarray], slides: list[Any], use_rep: str,
         raise ValueError(f"`n_domains={n_domains}` is more than the {total} spots to cluster.")
 
 
-def _in_canonical_order(x: np.ndarray, cluster: Any) -> np.ndarray:
-    """``cluster(x)`` run on the rows of ``x`` sorted by value, labels returned in the original row order.
+def _in_canonical_order(x: np.ndarray, cluster: Any) -> tuple[np.ndarray, float]:
+    """``cluster(x)`` (labels and stability) run on the rows of ``x`` sorted by value, labels in the original order.
 
     Clustering (k-means initialisation, Leiden's node order) depends on the order of the rows; sorting them first makes
     the labels of each spot the same whatever the order of the table's rows.
     """
     order = np.lexsort(np.round(x, 4).T[::-1])
     labels = np.empty(len(x), dtype=np.int64)
-    labels[order] = cluster(x[order])
-    return labels
+    labels[order], stability = cluster(x[order])
+    return labels, stability
+
+
+def consensus(runs: list[np.ndarray]) -> tuple[np.ndarray, float]:
+    """One labelling from several clusterings of the same spots, and how much they agree with it.
+
+    The run that agrees best with all others (highest mean adjusted Rand index, the medoid) sets the domains; each run's
+    labels are matched to its domains one to one (the matching of largest overlap), and every spot takes the domain
+    most runs give it (the medoid's on a tie). Domains are numbered by size, largest first (ties by first spot), so
+    the numbering does not depend on the seeds. Returns the labels and the stability: the mean adjusted Rand index
+    of the runs against them (1: every run found the same domains).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> runs = [np.array([0, 0, 1, 1, 2]), np.array([1, 1, 0, 0, 2]), np.array([0, 0, 1, 2, 2])]
+    >>> labels, stability = consensus(runs)
+    >>> labels.tolist(), round(stability, 2)
+    ([0, 0, 1, 1, 2], 0.79)
+    """
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.metrics import adjusted_rand_score
+
+    n_runs = len(runs)
+    agreement = np.ones((n_runs, n_runs))
+    for i in range(n_runs):
+        for j in range(i + 1, n_runs):
+            agreement[i, j] = agreement[j, i] = adjusted_rand_score(runs[i], runs[j])
+    medoid = np.unique(runs[int(np.argmax(agreement.mean(1)))], return_inverse=True)[1]
+    k = int(medoid.max()) + 1
+    votes = np.zeros((len(medoid), k))
+    votes[np.arange(len(medoid)), medoid] += 0.5  # the medoid wins ties
+    for run in runs:
+        labels = np.unique(run, return_inverse=True)[1]
+        overlap = np.zeros((int(labels.max()) + 1, k))
+        np.add.at(overlap, (labels, medoid), 1)
+        rows, cols = linear_sum_assignment(-overlap)
+        mapping = np.full(len(overlap), -1)
+        mapping[rows] = cols
+        mapped = mapping[labels]
+        kept = mapped >= 0
+        votes[np.flatnonzero(kept), mapped[kept]] += 1
+    voted = votes.argmax(1)
+    sizes = np.bincount(voted, minlength=k)
+    first = np.array([np.flatnonzero(voted == d)[0] if sizes[d] else len(voted) for d in range(k)])
+    rank = np.lexsort((first, -sizes))
+    final = np.empty(k, dtype=np.int64)
+    final[rank] = np.arange(k)
+    labels = np.unique(final[voted], return_inverse=True)[1]
+    stability = float(np.mean([adjusted_rand_score(run, labels) for run in runs]))
+    return labels, stability
 
 
 def check_method(method: str | None, n_domains: int | None) -> str:
@@ -247,29 +304,41 @@ def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x)
 
 
-def _mixture(x: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """A tied-covariance Gaussian mixture of ``k`` components on the first principal components of ``x``."""
+def _mixture(x: np.ndarray, k: int, seeds: Sequence[int]) -> list[np.ndarray]:
+    """Tied-covariance Gaussian mixtures of ``k`` components on the first principal components of ``x``, one per seed.
+
+    Only the better half of the fits by likelihood is returned (at least one): a fit stuck in a poor optimum (often
+    k-means' cut, where the mixture starts) is not a vote.
+    """
     from sklearn.decomposition import PCA
     from sklearn.mixture import GaussianMixture
 
     n_pcs = min(MIXTURE_COMPONENTS, x.shape[1], len(x))
     pcs = PCA(n_pcs, svd_solver="full").fit_transform(x)
-    mixture = GaussianMixture(k, covariance_type="tied", n_init=3, reg_covar=1e-4, random_state=seed)
-    return np.unique(mixture.fit_predict(pcs), return_inverse=True)[1]
+    fits = []
+    for seed in seeds:
+        mixture = GaussianMixture(k, covariance_type="tied", n_init=1, reg_covar=1e-4, random_state=seed).fit(pcs)
+        fits.append((mixture.score(pcs), np.unique(mixture.predict(pcs), return_inverse=True)[1]))
+    best = sorted(range(len(fits)), key=lambda i: -fits[i][0])[: max(1, len(fits) // 2)]
+    return [fits[i][1] for i in sorted(best)]
 
 
-def _leiden(x: np.ndarray, resolution: float | None, seed: int) -> np.ndarray:
+def _leiden(x: np.ndarray, resolution: float | None, seeds: Sequence[int]) -> list[np.ndarray]:
+    """Leiden on the k-nearest-neighbour graph of ``x`` (built once), once per seed."""
     import anndata as ad
     import scanpy as sc
 
     adata = ad.AnnData(np.zeros((len(x), 0), dtype=np.float32), obsm={"X": x})
-    sc.pp.neighbors(adata, use_rep="X", random_state=seed)
-    sc.tl.leiden(
-        adata,
-        resolution=1.0 if resolution is None else float(resolution),
-        flavor="igraph",
-        n_iterations=2,
-        directed=False,
-        random_state=seed,
-    )
-    return adata.obs["leiden"].astype(int).to_numpy()
+    sc.pp.neighbors(adata, use_rep="X", random_state=seeds[0])
+    runs = []
+    for seed in seeds:
+        sc.tl.leiden(
+            adata,
+            resolution=1.0 if resolution is None else float(resolution),
+            flavor="igraph",
+            n_iterations=2,
+            directed=False,
+            random_state=seed,
+        )
+        runs.append(adata.obs["leiden"].astype(int).to_numpy())
+    return runs
