@@ -284,6 +284,10 @@ CASES = [
     ),
     Case("tl: n_domains 0", DEMO, lambda d, t: st.tl.domains(d, n_domains=0), ValueError, "n_domains"),
     Case(
+        "tl: resolution 0", DEMO, lambda d, t: st.tl.domains(d, resolution=0), ValueError, "`resolution` must be a pos"
+    ),
+    Case("tl: negative resolution", DEMO, lambda d, t: st.tl.domains(d, resolution=-1.0), ValueError, "`resolution`"),
+    Case(
         "tl: missing use_rep",
         DEMO,
         lambda d, t: st.tl.domains(d, n_domains=3, use_rep="X_pca"),
@@ -364,6 +368,13 @@ CASES = [
     Case("tl: risk head of a wrong type", DEMO, lambda d, t: st.tl.risk(d, head=5), TypeError, "`head`"),
     Case(
         "tl: fit_risk on one slide", DEMO, lambda d, t: st.tl.fit_risk([d], time="t", event="e"), ValueError, "sdatas"
+    ),
+    Case(
+        "tl: fit_risk with a negative time",
+        lambda: [st.datasets.demo(), st.datasets.demo()],
+        lambda d, t: st.tl.fit_risk(d, time=[12.0, -3.0], event=[1, 0]),
+        ValueError,
+        r"`time` of slide 1 is -3.*never negative",
     ),
     # pl
     Case("pl: unknown genes", DEMO, lambda d, t: st.pl.genes(d, ["NOTAGENE"], show=False), KeyError, "`genes`"),

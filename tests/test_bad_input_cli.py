@@ -145,7 +145,15 @@ CASES = {
     ),
     "domains --method leiden with --n-domains": (
         lambda tmp, mp: ["domains", str(tmp / "a.zarr"), "--n-domains", "3", "--method", "leiden"],
-        ["method='leiden'", "n_domains=3", "drop `n_domains`"],
+        ["method='leiden'", "n_domains=3", "drop --n-domains"],
+    ),
+    "domains --resolution 0": (
+        lambda tmp, mp: ["domains", str(tmp / "a.zarr"), "--resolution", "0"],
+        ["--resolution", "must be a positive number", "got 0.0"],
+    ),
+    "domains --n-domains 0": (
+        lambda tmp, mp: ["domains", str(tmp / "a.zarr"), "--n-domains", "0"],
+        ["--n-domains", "must be a positive integer", "got 0"],
     ),
     "pretrain --config is a folder": (
         lambda tmp, mp: ["pretrain", "--config", str(user_folder(tmp))],

@@ -94,7 +94,12 @@ def run(args: argparse.Namespace) -> int:
     for store in stores:
         check_store_writable(store)
     if args.command == "domains":
-        check_method(args.method, args.n_domains)
+        try:
+            check_method(args.method, args.n_domains, args.resolution)
+        except ValueError as err:
+            raise ValueError(
+                str(err).replace("`n_domains`", "--n-domains").replace("`resolution`", "--resolution")
+            ) from None
     import torch
 
     from ._settings import settings
@@ -156,7 +161,7 @@ def _run_one(args: argparse.Namespace, store: Path, model: Any, tag: str) -> str
     import spatialdata
 
     from . import io, tl
-    from ._constants import OBSM_EMBEDDING, UNS_KEY
+    from ._constants import LAYER_PREDICTED, OBSM_EMBEDDING, UNS_KEY
 
     sdata = spatialdata.read_zarr(store)
     key = io.resolve(sdata, table_key=args.table_key).keys["table_key"]
@@ -168,7 +173,10 @@ def _run_one(args: argparse.Namespace, store: Path, model: Any, tag: str) -> str
     elif args.command == "predict":
         tl.predict_expression(sdata, args.genes, model, table_key=key, image_key=args.image_key)
         table = sdata.tables[key]
-        done = f"layers['storm_predicted'] for {int(table.var['storm_predicted'].sum())} genes"
+        if LAYER_PREDICTED in table.var:
+            done = f"layers[{LAYER_PREDICTED!r}] for {int(table.var[LAYER_PREDICTED].sum())} genes"
+        else:  # an H&E-only table (a tissue grid): one obsm column per gene
+            done = f"obsm[{LAYER_PREDICTED!r}] for {table.obsm[LAYER_PREDICTED].shape[1]} genes"
     else:
         if OBSM_EMBEDDING not in sdata.tables[key].obsm:
             tl.embed(sdata, model, modality=args.modality, table_key=key)

@@ -81,3 +81,42 @@ def test_errors():
     with pytest.raises(ValueError, match="empty list"):
         st.tl.domains([], n_domains=2)
     assert "storm_domain" not in sdata["table"].obs
+
+
+def test_slides_embedded_by_different_models_are_not_clustered_together():
+    import copy
+
+    from storm.tl._model_arg import get_model
+
+    a, b = st.datasets.demo(), st.datasets.demo()
+    st.tl.embed(a)
+    other = copy.deepcopy(get_model(None))
+    other.checkpoint_info = {**other.checkpoint_info, "name": "mine", "sha256": "f" * 64}
+    st.tl.embed(b, other)
+    with pytest.raises(ValueError, match=r"different models or modalities.*slide 0: default.*slide 1: mine \(ffff"):
+        st.tl.domains([a, b], 3)
+    st.tl.embed(b, modality="expression")
+    with pytest.raises(ValueError, match=r"slide 0: default \(\w+, both\); slide 1: default \(\w+, expression\)"):
+        st.tl.domains([a, b], 3)
+    assert "storm_domain" not in a["table"].obs and "storm_domain" not in b["table"].obs
+    st.tl.embed(b)  # the same model and modality: one space
+    st.tl.domains([a, b], 3)
+    assert b["table"].obs["storm_domain"].nunique() > 1
+
+
+def test_embedding_one_region_keeps_the_rows_of_another():
+    import pandas as pd
+
+    sdata = st.datasets.demo()
+    table = sdata["table"]
+    half = np.arange(table.n_obs) < table.n_obs // 2
+    spots = sdata.shapes["spots"]
+    sdata.shapes["roi_a"], sdata.shapes["roi_b"] = spots[half].copy(), spots[~half].copy()
+    table.obs["region"] = pd.Categorical(np.where(half, "roi_a", "roi_b"))
+    table.uns["spatialdata_attrs"]["region"] = ["roi_a", "roi_b"]
+    st.tl.embed(sdata, shapes_key="roi_a")
+    first = table.obsm["X_storm"].copy()
+    assert np.isfinite(first[half]).all() and np.isnan(first[~half]).all()
+    st.tl.embed(sdata, shapes_key="roi_b")
+    np.testing.assert_array_equal(table.obsm["X_storm"][half], first[half])  # roi_a kept, not NaN
+    assert np.isfinite(table.obsm["X_storm"]).all()

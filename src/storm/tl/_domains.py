@@ -9,7 +9,7 @@ import numpy as np
 
 from .._constants import OBS_DOMAIN, OBSM_EMBEDDING
 from .._docs import doc_params
-from ._results import Results, check_keys, target_of, write_results
+from ._results import Results, check_keys, embedding_record, target_of, write_results
 from ._slides import as_slides, embedding_rows
 
 if TYPE_CHECKING:
@@ -110,11 +110,7 @@ def domains(
     single = not isinstance(sdata, list | tuple)
     slides_in = [target_of(s, copy) for s in as_slides(sdata, "sdata")]
     weight = _smoothing_weight(spatial_smoothing)
-    if n_domains is not None and (isinstance(n_domains, bool) or int(n_domains) != n_domains or n_domains < 1):
-        raise ValueError(f"`n_domains` must be a positive integer or None, got {n_domains!r}.")
-    if n_domains is not None and resolution is not None:
-        raise ValueError("Pass `n_domains` (a fixed number of domains) or `resolution` (Leiden), not both.")
-    method = check_method(method, n_domains)
+    method = check_method(method, n_domains, resolution)
     seed = settings.seed if seed is None else int(seed)
 
     steps = _adapt_steps(adapt, use_rep)
@@ -134,6 +130,7 @@ def domains(
         x = embedding_rows(slide, use_rep, model)
         features.append(_smooth(x, slide.spot_xy_um, weight))
     _check_features(features, resolved, use_rep, n_domains)
+    _check_one_model(resolved, use_rep)
     sizes = [len(f) for f in features]
     stacked = np.concatenate(features)
     stacked = (stacked - stacked.mean(0)) / (stacked.std(0) + 1e-8)
@@ -142,7 +139,9 @@ def domains(
         "kmeans": lambda x, seeds: [_kmeans(x, int(n_domains), s) for s in seeds],
         "leiden": lambda x, seeds: _leiden(x, resolution, seeds),
     }[method]
-    labels, stability = _in_canonical_order(stacked, lambda x: consensus(cluster(x, range(seed, seed + CONSENSUS_RUNS))))
+    labels, stability = _in_canonical_order(
+        stacked, lambda x: consensus(cluster(x, range(seed, seed + CONSENSUS_RUNS)))
+    )
 
     import pandas as pd
 
@@ -186,6 +185,26 @@ def _check_features(features: list[np.ndarray], slides: list[Any], use_rep: str,
         )
     if n_domains is not None and n_domains > total:
         raise ValueError(f"`n_domains={n_domains}` is more than the {total} spots to cluster.")
+
+
+def _check_one_model(slides: list[Any], use_rep: str) -> None:
+    """Refuse storm embeddings of several slides made by different models (or modalities): not one space."""
+    if len(slides) < 2:
+        return
+    made = []
+    for i, slide in enumerate(slides):
+        record = embedding_record(slide.table, use_rep)
+        if record is not None:
+            made.append(
+                (i, str(record.get("model")), str(record.get("model_sha256"))[:12], str(record.get("modality")))
+            )
+    if len({m[2:] for m in made}) > 1:
+        per_slide = "; ".join(f"slide {i}: {name} ({sha}, {modality})" for i, name, sha, modality in made)
+        raise ValueError(
+            f"`use_rep={use_rep!r}` was embedded by different models or modalities across the slides ({per_slide}), "
+            "so the slides share no space and would cluster apart. Embed every slide with one model and modality "
+            "(st.tl.embed(slide, model=..., modality=...)) before clustering them together."
+        )
 
 
 def _in_canonical_order(x: np.ndarray, cluster: Any) -> tuple[np.ndarray, float]:
@@ -250,8 +269,17 @@ def consensus(runs: list[np.ndarray]) -> tuple[np.ndarray, float]:
     return labels, stability
 
 
-def check_method(method: str | None, n_domains: int | None) -> str:
-    """The clustering asked for, checked against ``n_domains`` before any work."""
+def check_method(method: str | None, n_domains: int | None, resolution: float | None = None) -> str:
+    """The clustering asked for, checked with ``n_domains`` and ``resolution`` before any work."""
+    if n_domains is not None and (isinstance(n_domains, bool) or int(n_domains) != n_domains or n_domains < 1):
+        raise ValueError(f"`n_domains` must be a positive integer or None, got {n_domains!r}.")
+    if n_domains is not None and resolution is not None:
+        raise ValueError("Pass `n_domains` (a fixed number of domains) or `resolution` (Leiden), not both.")
+    if resolution is not None and (isinstance(resolution, bool) or not np.isfinite(resolution) or resolution <= 0):
+        raise ValueError(
+            f"`resolution` must be a positive number (Leiden: larger gives more domains; 1.0 is the default), got "
+            f"{resolution!r}."
+        )
     if method is None:
         return "leiden" if n_domains is None else "gmm"
     if method not in METHODS:

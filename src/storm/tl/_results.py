@@ -99,6 +99,10 @@ def write_results(slide: Slide, results: Results, *, stale: list[str] | None = N
 
     ``stale`` names ``obsm`` keys a previous call of the same tool wrote under this ``uns_key`` that this call does
     not write (e.g. a branch embedding of another modality); they are removed, so ``obsm`` and ``uns`` agree.
+
+    When the call covers only some rows of the table (one region of several) and the previous call under this
+    ``uns_key`` used the same model and modality, the other rows of its ``obsm`` and ``layers`` keys keep their values
+    (otherwise they are NaN: results of two models are never mixed in one key).
     """
     import pandas as pd
 
@@ -107,6 +111,14 @@ def write_results(slide: Slide, results: Results, *, stale: list[str] | None = N
     n = table.n_obs
     obsm = {k: _full_obsm(v, slide, n) for k, v in results.obsm.items()}
     layers = {k: full_rows(v, slide.rows, n) for k, v in results.layers.items()}
+    if len(slide.rows) < n and _same_source(table, results):  # other rows (another region) keep what they had
+        for written, old in ((obsm, table.obsm), (layers, table.layers)):
+            for k, v in written.items():
+                before = old.get(k)
+                if before is not None and np.shape(before) == np.shape(v) and not isinstance(v, pd.DataFrame):
+                    kept = np.asarray(before, dtype=np.float32).copy()
+                    kept[slide.rows] = np.asarray(v)[slide.rows]
+                    written[k] = kept
     obs = {}
     for k, v in results.obs.items():
         if isinstance(v, pd.Categorical):
@@ -130,6 +142,26 @@ def write_results(slide: Slide, results: Results, *, stale: list[str] | None = N
     table.uns.setdefault(UNS_KEY, {})[results.uns_key] = record
     names = [f"{where}[{k!r}]" for where, keys in written.items() for k in keys]
     logger.info("added %s, uns[%r][%r]", ", ".join(names), UNS_KEY, results.uns_key)
+
+
+def _same_source(table: Any, results: Results) -> bool:
+    """Whether the previous record of ``results.uns_key`` came from the same model and modality as ``results``."""
+    before = table.uns.get(UNS_KEY, {}).get(results.uns_key)
+    if not isinstance(before, dict):
+        return False
+    same = ("model_sha256", "modality", "image_encoder_sha256")
+    return (
+        all(str(before.get(k)) == str(results.record.get(k)) for k in same) and before.get("model_sha256") is not None
+    )
+
+
+def embedding_record(table: Any, key: str) -> dict[str, Any] | None:
+    """The ``uns["storm"]`` record that lists ``obsm[key]`` as written (``None``: not storm's)."""
+    for record in table.uns.get(UNS_KEY, {}).values():
+        written = record.get("keys", {}) if isinstance(record, dict) else {}
+        if isinstance(written, dict) and key in list(written.get("obsm", [])):
+            return record
+    return None
 
 
 def _full_obsm(values: Any, slide: Slide, n_obs: int) -> Any:

@@ -103,6 +103,12 @@ def fit_risk(
     e = _per_slide(event, resolved, "event").astype(np.float64)
     if not np.isfinite(t).all() or not np.isin(e, (0.0, 1.0)).all():
         raise ValueError("`time` must be finite numbers and `event` 0/1 (or True/False), one per slide.")
+    if (t < 0).any():
+        bad = int(np.flatnonzero(t < 0)[0])
+        raise ValueError(
+            f"`time` of slide {bad} is {t[bad]:g}: follow-up times are durations from diagnosis (or surgery) to the "
+            "event or the last follow-up, so never negative; pass durations, not dates or differences in the wrong order."
+        )
     if e.sum() == 0:
         raise ValueError("no slide has an event (`event` all 0): the Cox likelihood needs at least one.")
     group = np.asarray(range(len(resolved)) if groups is None else list(groups), dtype=object)
