@@ -112,3 +112,30 @@ def test_background_reads_float_images_in_their_own_range():
         plt.close(fig)
     assert shown[0].dtype == np.uint8 and shown[0].mean() < 250  # an H&E, not a white sheet
     np.testing.assert_array_equal(shown[0], shown[1])
+
+
+def test_a_large_image_without_a_pyramid_is_drawn_from_every_few_pixels():
+    """A single-level image larger than the plot needs is read at a stride, chunk by chunk, never whole."""
+    import dask.array as da
+    import matplotlib.pyplot as plt
+    from spatialdata.models import Image2DModel
+
+    from storm.pl._base import MAX_BACKGROUND_PX, background
+
+    sdata = st.datasets.demo()
+    image = sdata.images["he"]
+    level = image["scale0"]["image"]
+    pixels = da.from_array(np.asarray(level.values), chunks=(3, 512, 512))
+    big = da.concatenate([pixels, pixels], axis=2)  # 3238 x 9344 px, one level
+    sdata.images["he"] = Image2DModel.parse(big, dims=("c", "y", "x"), transformations=dict(level.attrs["transform"]))
+    slide = st.io.resolve(sdata)
+    assert len(slide.levels) == 1
+    fig, ax = plt.subplots()
+    background(ax, slide)
+    shown = np.asarray(ax.images[0].get_array())
+    plt.close(fig)
+    assert max(shown.shape[:2]) <= MAX_BACKGROUND_PX and shown.mean() < 250
+    left, right, bottom, top = ax.images[0].get_extent()
+    x0, y0 = slide.spot_xy_um.min(0)
+    x1, y1 = slide.spot_xy_um.max(0)
+    assert left <= x0 and right >= x1 and top <= y0 and bottom >= y1  # the spots lie on the drawn image

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
     from ..io import Slide
 
-#: Longest side, in pixels, of the image level drawn under the spots (the finest level not larger is used).
+#: Longest side, in pixels, of the image drawn under the spots (the finest level not larger is used; a level still
+#: larger, as on a slide without a pyramid, is read every few pixels).
 MAX_BACKGROUND_PX = 2000
 #: Margin around the spots' bounding box, in spot diameters.
 MARGIN_SPOTS = 1.0
@@ -33,9 +34,13 @@ def background(ax: Axes, slide: Slide, *, alpha: float = 1.0) -> None:
         r0, r1 = max(int(y0 / (um * sy)), 0), min(int(np.ceil(y1 / (um * sy))), h)
         c0, c1 = max(int(x0 / (um * sx)), 0), min(int(np.ceil(x1 / (um * sx))), w)
         if r1 > r0 and c1 > c0:
-            pixels = to_rgb_uint8(np.asarray(level.data[:, r0:r1, c0:c1]), level.white)
+            # a level still too large (a slide without a pyramid) is read every `step` pixels, chunk by chunk
+            step = max(1, -(-max(r1 - r0, c1 - c0) // MAX_BACKGROUND_PX))
+            pixels = to_rgb_uint8(np.asarray(level.data[:, r0:r1:step, c0:c1:step]), level.white)
+            r1, c1 = r0 + pixels.shape[0] * step, c0 + pixels.shape[1] * step
             # pixel p covers [p - 0.5, p + 0.5] in level pixels; level pixels map to level-0 pixels by (sx, sy)
-            extent = ((c0 - 0.5) * sx * um, (c1 - 0.5) * sx * um, (r1 - 0.5) * sy * um, (r0 - 0.5) * sy * um)
+            half = 0.5 * step
+            extent = ((c0 - half) * sx * um, (c1 - half) * sx * um, (r1 - half) * sy * um, (r0 - half) * sy * um)
             ax.imshow(pixels, extent=extent, alpha=alpha, interpolation="antialiased")
     ax.set_xlim(x0, x1)
     ax.set_ylim(y1, y0)
