@@ -394,12 +394,13 @@ class Corpus:
             if not s.has_image and s.expression_error is not None:
                 raise ValueError(s.expression_error)
             if not s.has_image and not s.has_expression:
-                if s.image_error is not None:
-                    raise ValueError(s.image_error)
                 why = "no genes in the vocabulary" if s.n_genes else "no genes"
+                if s.image_error is not None:
+                    raise ValueError(f"{s.image_error} It has {why} either, so storm has nothing to read.")
                 raise ValueError(
-                    f"Corpus slide {self.slides.index(s)} ({s.name!r}) has no H&E image and {why}, so nothing to "
-                    "train on; drop it from the corpus (or pass its `image_key`)."
+                    f"Slide {self.slides.index(s)} ({s.name!r}) has no H&E image and {why}, so storm has nothing to "
+                    "read: pass the H&E with `image_key=`, or a table holding the slide's counts (when training, drop "
+                    "the slide from the corpus)."
                 )
 
     # -- indexing -------------------------------------------------------------------------------------------------
@@ -749,16 +750,15 @@ def _build_slide(
 
     tiles = features = None
     image_error = not_brightfield(name, slide)
+    if encoder is not None:
+        features, coarse = _encoder_features(name, slide, encoder, max_upsample, usable=image_error is None)
+        image_error = image_error or coarse
+    elif image_error is None and slide.has_image:
+        image_error = too_coarse(name, slide, tile_um / tile_px, "the tiles", max_upsample)
+        if image_error is None:
+            tiles = TileSet(slide, tile_px=int(tile_px), tile_um=float(tile_um))
     if image_error is not None:
         logger.warning("%s", image_error)
-    if encoder is not None:
-        features = _encoder_features(name, slide, encoder, max_upsample, usable=image_error is None)
-    elif (
-        image_error is None
-        and slide.has_image
-        and fine_enough(name, slide, tile_um / tile_px, "the tiles", max_upsample)
-    ):
-        tiles = TileSet(slide, tile_px=int(tile_px), tile_um=float(tile_um))
     expression, gene_index, mask = None, np.zeros(0, dtype=np.int64), np.zeros(slide.n_spots, dtype=bool)
     gene_mean = gene_std = components = component_scale = None
     counts = slide.counts() if len(var_names) else None
@@ -806,19 +806,22 @@ def _build_slide(
     )
 
 
-def _encoder_features(name: str, slide: Slide, encoder: dict[str, Any], max_upsample: float, usable: bool) -> Any:
-    """The slide's pathology-encoder features (read or computed), or ``None`` without them and a usable image."""
+def _encoder_features(
+    name: str, slide: Slide, encoder: dict[str, Any], max_upsample: float, usable: bool
+) -> tuple[Any, str | None]:
+    """The slide's pathology-encoder features (read or computed; ``None`` without them and a usable image), and why
+    its image is too coarse to compute them (``None`` otherwise)."""
     from ..models._pathology import get_spec
     from ._features import read_features, spot_features
 
     spec = get_spec(encoder["encoder"])
     if not slide.has_image or not usable:
-        return read_features(slide, spec)
-    if read_features(slide, spec) is None and not fine_enough(
-        name, slide, spec.um_per_px, f"{spec.name}'s input", max_upsample
-    ):
-        return None
-    return spot_features(slide, spec, weights=encoder["weights"], expected_sha256=encoder["expected_sha256"])
+        return read_features(slide, spec), None
+    if read_features(slide, spec) is None:
+        coarse = too_coarse(name, slide, spec.um_per_px, f"{spec.name}'s input", max_upsample)
+        if coarse is not None:
+            return None, coarse
+    return spot_features(slide, spec, weights=encoder["weights"], expected_sha256=encoder["expected_sha256"]), None
 
 
 def not_brightfield(name: str, slide: Slide) -> str | None:
@@ -835,22 +838,18 @@ def not_brightfield(name: str, slide: Slide) -> str | None:
     )
 
 
-def fine_enough(name: str, slide: Slide, target_um_per_px: float, what: str, max_upsample: float) -> bool:
-    """Whether the slide's image is at most ``max_upsample`` times coarser than ``target_um_per_px``; warns if not."""
+def too_coarse(name: str, slide: Slide, target_um_per_px: float, what: str, max_upsample: float) -> str | None:
+    """Why the slide's image is too coarse for ``target_um_per_px`` (more than ``max_upsample`` times), or ``None``."""
     upsample = slide.um_per_px / target_um_per_px
     if upsample <= max_upsample:
-        return True
-    logger.warning(
-        "slide %r: its image (%.3g µm/px) is %.1fx coarser than %s (%.3g µm/px), more than max_upsample=%g; "
-        "using its expression only",
-        name,
-        slide.um_per_px,
-        upsample,
-        what,
-        target_um_per_px,
-        max_upsample,
+        return None
+    return (
+        f"Slide {name!r}: its image {slide.keys.get('image_key')!r} ({slide.um_per_px:.3g} µm/px) is {upsample:.1f}x "
+        f"coarser than {what} ({target_um_per_px:.3g} µm/px), more than the {max_upsample:g}x storm upsamples, so "
+        "storm's H&E branch does not use it. Pass the full-resolution H&E with `image_key=` (not a downscaled "
+        "'hires' or 'lowres' image), or the true scale with `um_per_px=` if storm's is wrong; without them, storm uses "
+        "the slide's expression only."
     )
-    return False
 
 
 def _normalised_error(name: str, slide: Slide, counts: Any) -> str | None:

@@ -101,6 +101,12 @@ def resolve(
     if isinstance(data, AnnData):
         from ._anndata import from_anndata
 
+        if data.isbacked:
+            raise ValueError(
+                f"This AnnData is opened in backed mode ({data.filename}): storm reads every spot's counts and writes "
+                "its results into the object. Load it into memory first: `adata = adata.to_memory()` (or "
+                "anndata.read_h5ad(path) without `backed=`), then write it back with adata.write_h5ad(path)."
+            )
         target_table = data
         data = from_anndata(data, library_id=library_id)
     elif isinstance(data, SpatialData):

@@ -115,7 +115,8 @@ class Slide:
     def counts(self) -> Any:
         """Raw counts of the resolved spots (``layer``, else ``X``), rows in the order of ``obs_names``."""
         matrix = self.table.X if self.layer is None else self.table.layers[self.layer]
-        return matrix[self.rows]
+        rows = matrix[self.rows]
+        return rows.astype(np.float32) if rows.dtype == np.float16 else rows  # scipy holds no float16
 
     def level_um_per_px(self, level: int) -> tuple[float, float]:
         """Microns per pixel ``(y, x)`` of pyramid ``level``."""
