@@ -286,6 +286,13 @@ CASES = [
     Case(
         "tl: resolution 0", DEMO, lambda d, t: st.tl.domains(d, resolution=0), ValueError, "`resolution` must be a pos"
     ),
+    Case(
+        "tl: embed the image of a slide smaller than one tile",
+        DEMO,
+        lambda d, t: st.tl.embed(d, modality="image", um_per_px=0.01),
+        ValueError,
+        r"smaller than one of the model's tiles \(112 µm\).*`image_key=`.*`um_per_px=`",
+    ),
     Case("tl: negative resolution", DEMO, lambda d, t: st.tl.domains(d, resolution=-1.0), ValueError, "`resolution`"),
     Case(
         "tl: missing use_rep",
@@ -450,3 +457,30 @@ def test_messages_name_only_arguments_the_called_function_has(name):
     named = set(re.findall(r"`(\w+)=", str(error.value)))
     assert named, str(error.value)
     assert named <= set(inspect.signature(function).parameters), (named, str(error.value))
+
+
+def _called(case: Case) -> Any:
+    """The public storm function a case calls (the first ``st.<module>.<name>(`` in its source), or ``None``."""
+    import inspect
+    import re
+
+    found = re.search(r"st\.(\w+)\.(\w+)\(", inspect.getsource(case.call).split("lambda d, t:", 1)[-1])
+    return getattr(getattr(st, found[1]), found[2]) if found else None
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if _called(c) is not None], ids=lambda c: c.id)
+def test_every_refusal_names_only_arguments_the_called_function_has(case, tmp_path):
+    """Advice such as "pass `tile_um=`" or "use modality='auto'" must name an argument of the function called.
+
+    Calls shown as code (``st.tl.embed(..., model=...)``, ``adata.to_memory()``) are advice to call another function,
+    so their arguments are left out.
+    """
+    import inspect
+    import re
+
+    data = case.make() if case.make is not None else None
+    with pytest.raises(Exception) as error:
+        case.call(data, tmp_path)
+    message = re.sub(r"[\w.]+\([^()]*\)", "", str(error.value))  # other calls shown as code
+    named = set(re.findall(r"(?<![\w.])(\w+)=(?!=)", message))
+    assert named <= set(inspect.signature(_called(case)).parameters), (named, str(error.value))

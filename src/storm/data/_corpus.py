@@ -372,7 +372,8 @@ class Corpus:
                 f"None of the {total} genes of the {len(with_genes)} slide(s) with expression is in the "
                 f"{len(self.vocab)}-gene vocabulary (0 of {total} = 0.0% overlap; e.g. "
                 f"{with_genes[0].slide.table.var_names[:3].tolist()} vs {self.vocab.symbols[:3].tolist()}). Use gene "
-                "symbols or Ensembl IDs as var_names, or build the vocabulary from the corpus (vocab=None)."
+                "symbols or Ensembl IDs as var_names (a new model's vocabulary can also be built from the corpus: "
+                "storm.data.Corpus(..., vocab=None))."
             )
         if require_images and not any(s.has_image for s in self.slides):
             refused = [s.image_error for s in self.slides if s.image_error is not None]
@@ -754,7 +755,9 @@ def _build_slide(
         features, coarse = _encoder_features(name, slide, encoder, max_upsample, usable=image_error is None)
         image_error = image_error or coarse
     elif image_error is None and slide.has_image:
-        image_error = too_coarse(name, slide, tile_um / tile_px, "the tiles", max_upsample)
+        image_error = too_coarse(name, slide, tile_um / tile_px, "the tiles", max_upsample) or smaller_than_a_tile(
+            name, slide, tile_um
+        )
         if image_error is None:
             tiles = TileSet(slide, tile_px=int(tile_px), tile_um=float(tile_um))
     if image_error is not None:
@@ -849,6 +852,19 @@ def too_coarse(name: str, slide: Slide, target_um_per_px: float, what: str, max_
         "storm's H&E branch does not use it. Pass the full-resolution H&E with `image_key=` (not a downscaled "
         "'hires' or 'lowres' image), or the true scale with `um_per_px=` if storm's is wrong; without them, storm uses "
         "the slide's expression only."
+    )
+
+
+def smaller_than_a_tile(name: str, slide: Slide, tile_um: float) -> str | None:
+    """Why the slide's image cannot hold one of the model's tiles (``tile_um`` wider than it), or ``None``."""
+    h, w = slide.levels[0].shape_yx
+    if tile_um <= max(h, w) * slide.um_per_px:
+        return None
+    return (
+        f"Slide {name!r}: its image {slide.keys.get('image_key')!r} ({w * slide.um_per_px:.4g} x "
+        f"{h * slide.um_per_px:.4g} µm at {slide.um_per_px:.4g} µm/px) is smaller than one of the model's tiles "
+        f"({tile_um:g} µm), so storm's H&E branch does not use it. Pass the whole H&E with `image_key=`, or the true "
+        "scale with `um_per_px=` if storm's is wrong; without them, storm uses the slide's expression only."
     )
 
 

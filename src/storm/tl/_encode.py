@@ -180,8 +180,8 @@ def _modalities(corpus: Corpus, requested: str) -> str:
             "expression": "genes in the model's vocabulary",
         }
         raise ValueError(
-            f"`modality={requested!r}` needs {' and '.join(what[m] for m in missing)}, which this slide lacks; "
-            "use modality='auto' to encode what it has."
+            f"Embedding the {requested} needs {' and '.join(what[m] for m in missing)}, which this slide lacks; "
+            "embed what it has instead (modality 'auto' of st.tl.embed)."
         )
     return requested
 
