@@ -812,8 +812,10 @@ def _build_slide(
 def _encoder_features(
     name: str, slide: Slide, encoder: dict[str, Any], max_upsample: float, usable: bool
 ) -> tuple[Any, str | None]:
-    """The slide's pathology-encoder features (read or computed; ``None`` without them and a usable image), and why
-    its image is too coarse to compute them (``None`` otherwise)."""
+    """The slide's encoder features (read or computed; ``None`` without them and a usable image), and why not.
+
+    The reason is set when the image is too coarse for the encoder's input (``None`` otherwise).
+    """
     from ..models._pathology import get_spec
     from ._features import read_features, spot_features
 
