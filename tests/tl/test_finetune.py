@@ -188,7 +188,7 @@ def test_expression_heads_learn_within_slide_variation_and_return_realistic_maps
     assert "expression_scale" not in st.tl.finetune(train, "expression", genes=genes, per_slide=False).meta
 
 
-def test_input_genes_keep_a_head_on_the_same_genes_across_panels(tmp_path):
+def test_input_genes_keep_a_head_on_the_same_genes_across_panels(tmp_path, caplog):
     """A head fitted on chosen genes reads exactly those on a slide that measures more (or in another order)."""
     train, test = halves(st.datasets.demo())
     genes = list(train["table"].var_names[::3])
@@ -206,10 +206,19 @@ def test_input_genes_keep_a_head_on_the_same_genes_across_panels(tmp_path):
     np.testing.assert_allclose(full["table"].obsm["storm_erbb2_proba"], narrowed.obsm["storm_erbb2_proba"], atol=1e-5)
     assert balanced_accuracy(full["table"].obs["erbb2"].to_numpy(), full["table"].obs["storm_erbb2"].astype(str)) > 0.7
     whole = st.tl.finetune(train, "erbb2", modality="expression")  # each slide's whole panel: other features
-    assert whole.meta["input"]["genes"] is None
+    assert whole.meta["input"]["genes"] is None and len(whole.meta["input"]["panel"]) == train["table"].n_vars
     on_full = st.tl.annotate(full, whole, key_added="w", copy=True)["table"].obsm["w_proba"]
-    on_small = st.tl.annotate(small, whole, key_added="w", copy=True)["table"].obsm["w_proba"]
-    assert np.abs(on_full - on_small).max() > 1e-3
+    with pytest.raises(
+        ValueError, match=r"This slide measures 33% of the 1000 genes the head's embeddings.*input_genes="
+    ):
+        st.tl.annotate(small, whole, key_added="w")  # a third of the panel: other embeddings, refused
+    assert "w" not in small["table"].obs
+    var = test["table"].var_names
+    most = SpatialData(shapes=dict(test.shapes), tables={"table": test["table"][:, var[: int(0.7 * len(var))]].copy()})
+    with caplog.at_level("WARNING", logger="storm"):
+        on_most = st.tl.annotate(most, whole, key_added="w", copy=True)["table"].obsm["w_proba"]
+    assert "this slide measures 70% of the 1000 genes" in caplog.text
+    assert np.abs(on_full - on_most).max() > 1e-3
     with pytest.raises(ValueError, match=rf"this slide does not measure 1 of the {len(genes)} input genes"):
         st.tl.annotate(lacking, head)
     assert "storm_erbb2" not in lacking["table"].obs

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 EXPRESSION = "expression"
 #: How storm turns raw counts into what the model and the heads see (recorded with every head).
 PREPROCESSING = "log1p_cp10k"
+#: A head reading expression is refused on a slide measuring less of its training panel than this (warned below 90%).
+MIN_PANEL_COVERAGE = 0.5
 
 
 @doc_params
@@ -172,6 +174,7 @@ def finetune(
             f"`modality={modality!r}` resolved to {sorted(used)} on different slides; pass one explicit modality "
             "that every slide has."
         )
+    used_modality = next(iter(used))
     x, y, group = np.concatenate(features), np.concatenate(kept), np.concatenate(groups)
     if len(x) < 4:
         raise ValueError(f"only {len(x)} labelled spots; a head needs at least 4.")
@@ -192,6 +195,7 @@ def finetune(
             "layer": layer,
             "preprocessing": PREPROCESSING,
             "genes": reads,
+            "panel": _panel(resolved, net) if reads is None and used_modality != "image" else None,
             "per_slide": per_slide,
             "morphology": morphology,
         },
@@ -324,6 +328,30 @@ def check_head_input(head: StormHead, slide: Slide) -> None:
     _check_input_genes(
         slide, head_input_genes(head), "this slide", "fine-tune the head again with `input_genes=` genes both measure"
     )
+    panel = (head.meta.get("input") or {}).get("panel")
+    if panel:
+        coverage = float(np.isin(panel, slide.table.var_names).mean())
+        if coverage < MIN_PANEL_COVERAGE:
+            raise ValueError(
+                f"This slide measures {coverage:.0%} of the {len(panel)} genes the head's embeddings were computed on "
+                f"(under {MIN_PANEL_COVERAGE:.0%}): its embeddings are not those the head learnt from. Fine-tune the "
+                "head again on slides measured with this panel, or on genes both measure: st.tl.finetune(..., input_genes=[...])."
+            )
+        if coverage < 0.9:
+            logger.warning(
+                "this slide measures %.0f%% of the %d genes the head's embeddings were computed on; its predictions "
+                "may be less accurate than the head's recorded metrics",
+                100 * coverage,
+                len(panel),
+            )
+
+
+def _panel(slides: list[Slide], net: StormModel) -> list[str]:
+    """The model-vocabulary genes every training slide measures: what a head's expression embeddings were made of."""
+    shared = set(slides[0].table.var_names)
+    for slide in slides[1:]:
+        shared &= set(slide.table.var_names)
+    return sorted(g for g in shared if g in net.vocab)
 
 
 def head_input_genes(head: StormHead) -> list[str] | None:
