@@ -67,6 +67,8 @@ def test_adapt_to_expression_trains_the_image_path():
     torch.manual_seed(0)
     config = StormConfig.from_preset("tiny", image_size=32, tile_um=112.0)
     model = StormModel(config, GeneVocab.from_genes(sdata["table"].var_names)).eval()
+    x = log1p_cp10k(table.X).toarray()[:, table.var_names.get_indexer(model.vocab.symbols)]
+    model.set_expression_reference(x.mean(0), x.std(0))  # as pretraining on slides like it would set them
     before = _weights(model)
     adapted = st.tl.adapt(sdata, model, task="expression", steps=40, seed=0)
     assert "adapted to H&E -> expression (40 steps on 1 slide)" in adapted.checkpoint_info["name"]

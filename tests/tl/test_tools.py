@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import storm as st
+from storm._standardise import non_negative_spread
 from storm.models import GeneVocab, StormConfig, StormModel
 from storm.tl._encode import encode
 
@@ -18,7 +19,10 @@ def model():
     torch.manual_seed(0)
     genes = list(st.datasets.demo()["table"].var_names[:600]) + ["NOT_ON_THE_PANEL"]
     config = StormConfig.from_preset("tiny", image_size=32, tile_um=64.0, niche_size=4)
-    return StormModel(config, vocab=GeneVocab.from_genes(genes)).eval()
+    net = StormModel(config, vocab=GeneVocab.from_genes(genes)).eval()
+    n = len(net.vocab)
+    net.set_expression_reference(np.linspace(0.2, 3.0, n), np.full(n, 0.5))  # as pretraining sets it
+    return net
 
 
 def test_embed_writes_the_runner_outputs_and_scanpy_clusters_them(model):
@@ -66,10 +70,10 @@ def test_embed_errors(model):
 
 
 def decoded(sdata, model, genes, **kwargs):
-    """The decoder's raw outputs for ``genes``, standardised over the spots, given each gene's reference, clipped at 0."""
+    """The decoder's raw outputs for ``genes``, standardised over the spots, given each gene's reference, kept >= 0."""
     raw = encode(sdata, model, modality="image", genes=genes, **kwargs).predicted_expression
     mean, std = model.expression_reference.numpy()[:, model.vocab.align(genes).indices]
-    return np.maximum(mean + (raw - raw.mean(0)) / raw.std(0) * std, 0)
+    return non_negative_spread((raw - raw.mean(0)) / raw.std(0), mean, std)
 
 
 def test_predict_expression_gives_each_gene_its_reference_spread(model):

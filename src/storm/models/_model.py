@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .._standardise import standardised
+from .._standardise import non_negative_spread, standardised
 from ._config import StormConfig
 from ._encoders import GeneEncoder, ImageEncoder
 from ._layers import Block, DistanceBias, Sincos2D, key_padding_bias
@@ -179,15 +179,17 @@ class StormModel(nn.Module):
         :meth:`set_expression_reference`); with ``slide_scale``, each gene's predictions ``z`` are first standardised
         over the spots given (a slide), so that each gene's map spans its typical within-slide spread rather than the
         decoder's conditional mean, which shrinks towards the mean where the image says little. A ``"log1p"`` target is
-        returned as predicted (``slide_scale`` does not apply). Values below 0, which log1p(CP10k) cannot take, become 0.
+        returned as predicted (``slide_scale`` does not apply). log1p(CP10k) is never negative: with ``slide_scale`` a
+        gene's spread is narrowed where it would reach below 0 (:func:`storm._standardise.non_negative_spread`, which
+        keeps each gene's Pearson r); otherwise values below 0 become 0.
         """
         if self.config.expression_target != "standardised":
             return np.maximum(np.asarray(predicted, dtype=np.float32), 0.0)
         z = np.asarray(predicted, dtype=np.float64)
-        if slide_scale:
-            z = standardised(z)
         index = np.asarray(self.vocab.align(list(genes)).indices)
         mean, std = self.expression_reference.detach().cpu().double().numpy()[:, index]
+        if slide_scale:
+            return non_negative_spread(standardised(z), mean, std)
         return np.maximum(mean + z * std, 0.0).astype(np.float32)
 
     def num_parameters(self, trainable_only: bool = False) -> int:

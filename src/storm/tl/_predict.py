@@ -82,7 +82,9 @@ def predict_expression(
         whatever ``scale``. Calls on fewer than 50 spots (a few spots of a slide) use ``"model"`` with a warning,
         since a spread over so few spots says nothing; ``uns["storm"][key_added]`` records the scale used and the
         number of spots it was taken over (predictions on a subset are comparable with the whole slide's under
-        ``"model"`` only). Predictions are log1p(CP10k), so never below 0.
+        ``"model"`` only). Predictions are log1p(CP10k), so never below 0: with ``"slide"`` a gene's spread is narrowed
+        where its map would reach below 0 (its Pearson r and the spots' order unchanged); with ``"model"`` values below
+        0 become 0.
     key_added
         Layer (and ``var`` flag, and ``uns["storm"]`` key) written.
     {copy_param}
@@ -189,7 +191,7 @@ def _predictions(
         return net.expression_to_log1p(predicted, genes, slide_scale=scale == "slide")
     import torch
 
-    from .._standardise import standardised
+    from .._standardise import non_negative_spread, standardised
     from ._finetune import expression_scale, head_reads, spot_features
 
     features, _ = spot_features(slide, net, "image", batch_size, **head_reads(head))
@@ -199,7 +201,7 @@ def _predictions(
     trained = expression_scale(head)
     if scale == "slide" and trained is not None:
         mean, spread = trained
-        return np.maximum(mean[columns] + spread[columns] * standardised(out[:, columns]), 0.0)
+        return non_negative_spread(standardised(out[:, columns]), mean[columns], spread[columns])
     return np.maximum(out[:, columns], 0.0)
 
 
