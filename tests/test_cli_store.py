@@ -84,3 +84,20 @@ def test_bad_store_path(tmp_path, capsys):
     assert "pass a SpatialData .zarr store" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="not a zarr store"):
         _write.write_table(tmp_path, st.datasets.demo()["table"], "table")
+
+
+def test_predict_on_a_tissue_grid_store_reports_what_it_wrote(tmp_path, capsys):
+    """An H&E-only table (a tissue grid) gets its predictions in obsm; the command said "error: 'storm_predicted'"."""
+    sdata = st.datasets.demo()
+    um_per_px = st.io.resolve(sdata).um_per_px
+    del sdata.tables["table"]
+    st.pp.tissue_grid(sdata, um_per_px=um_per_px, pitch_um=200.0)
+    path = tmp_path / "grid.zarr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sdata.write(path)
+    assert main(["predict", str(path), "--genes", "ERBB2", "KRT19"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote obsm['storm_predicted'] for 2 genes" in out and "table 'tissue_grid'" in out
+    frame = read(path)["tissue_grid"].obsm["storm_predicted"]
+    assert list(frame.columns) == ["ERBB2", "KRT19"] and (frame.to_numpy() >= 0).all()

@@ -64,5 +64,7 @@ def test_errors_name_the_argument(demo, model):
     with pytest.raises(ValueError, match="batch_size"):
         encode(demo, model, batch_size=0)
     coarse = StormModel(StormConfig.from_preset("tiny", image_size=64, tile_um=4.0), vocab=model.vocab)
-    with pytest.raises(ValueError, match="modality='image'.*H&E image fine enough"):
+    with pytest.raises(
+        ValueError, match=r"its image 'he' \(0.69 µm/px\) is 11.0x coarser than the tiles.*`image_key=`"
+    ):
         encode(demo, coarse, modality="image")

@@ -67,7 +67,7 @@ def test_classification_head_saved_loaded_and_applied(planted, tmp_path):
     assert table.uns["storm"]["storm_side"]["model"] == "default"
 
 
-def test_expression_head_predicts_held_out_half_and_round_trips(tmp_path):
+def test_expression_head_predicts_held_out_half_and_round_trips(tmp_path, caplog):
     train, test = halves(st.datasets.demo())
     genes = ["ERBB2", "KRT19", "MGP", "ACTB"]
     head = st.tl.finetune(train, "expression", genes=genes)
@@ -83,6 +83,19 @@ def test_expression_head_predicts_held_out_half_and_round_trips(tmp_path):
     head.save(tmp_path / "expr")
     again = st.tl.predict_expression(test, head=tmp_path / "expr", copy=True)
     np.testing.assert_allclose(again["table"].layers["storm_predicted"][:, columns], predicted, rtol=1e-5)
+
+    # a slide lacking some of the head's genes is told they are missing from its table
+    def without(dropped):
+        kept = table[:, ~table.var_names.isin(dropped)].copy()
+        return SpatialData(images=dict(test.images), shapes=dict(test.shapes), tables={"table": kept})
+
+    lacking = without(genes[:2])
+    with caplog.at_level("WARNING", logger="storm"):
+        st.tl.predict_expression(lacking, head=head)
+    assert "2 of the head's 4 genes are missing from the table and are not predicted (e.g. ERBB2" in caplog.text
+    assert lacking["table"].var["storm_predicted"].sum() == 2
+    with pytest.raises(ValueError, match="None of the head's 4 genes .* is a gene of this table"):
+        st.tl.predict_expression(without(genes), head=head)
 
 
 def test_head_refuses_another_model_and_wrong_uses(planted):

@@ -208,7 +208,23 @@ def _predictions(
 def _requested(genes: Any, table: AnnData, model: StormModel, he_only: bool, head: StormHead | None) -> list[str]:
     if genes is None:
         if head is not None:
-            return head.outputs if he_only else [g for g in head.outputs if g in table.var_names]
+            if he_only:
+                return head.outputs
+            missing = [g for g in head.outputs if g not in table.var_names]
+            if len(missing) == len(head.outputs):
+                raise ValueError(
+                    f"None of the head's {len(missing)} genes (e.g. {missing[:3]}) is a gene of this table, whose "
+                    "layer would hold the predictions; predict on an H&E-only table (st.pp.tissue_grid) to get them."
+                )
+            if missing:
+                logger.warning(
+                    "%d of the head's %d genes are missing from the table and are not predicted (e.g. %s); an H&E-only "
+                    "table (st.pp.tissue_grid) gets every gene of the head",
+                    len(missing),
+                    len(head.outputs),
+                    ", ".join(missing[:5]),
+                )
+            return [g for g in head.outputs if g in table.var_names]
         return list(model.vocab.symbols) if he_only else [str(g) for g in table.var_names]
     names = [genes] if isinstance(genes, str) else [str(g) for g in genes]
     if not he_only:
