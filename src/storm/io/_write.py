@@ -32,7 +32,7 @@ def write_table(
     ``layers``, ``var``) are merged into the table *as the store holds it now*, with the record; keys an earlier record
     of the same name wrote and this one does not are removed. So two processes that read one store, compute different
     results and write them back both keep theirs: writers take the store's lock (``.NAME.zarr.storm-lock`` beside it,
-    :func:`storm.io._lock.store_lock`) and each merges into what the last one wrote. Without ``records`` the whole
+    ``storm.io._lock.store_lock``) and each merges into what the last one wrote. Without ``records`` the whole
     table is replaced (also under the lock), and what another writer stored since ``table`` was read is lost.
 
     The table is first written to a temporary store beside ``path`` (beside the real store when ``path`` is a symbolic

@@ -180,7 +180,7 @@ class StormModel(nn.Module):
         over the spots given (a slide), so that each gene's map spans its typical within-slide spread rather than the
         decoder's conditional mean, which shrinks towards the mean where the image says little. A ``"log1p"`` target is
         returned as predicted (``slide_scale`` does not apply). log1p(CP10k) is never negative: with ``slide_scale`` a
-        gene's spread is narrowed where it would reach below 0 (:func:`storm._standardise.non_negative_spread`, which
+        gene's spread is narrowed where it would reach below 0 (``storm._standardise.non_negative_spread``, which
         keeps each gene's Pearson r); otherwise values below 0 become 0.
         """
         if self.config.expression_target != "standardised":
