@@ -120,3 +120,21 @@ def test_embedding_one_region_keeps_the_rows_of_another():
     st.tl.embed(sdata, shapes_key="roi_b")
     np.testing.assert_array_equal(table.obsm["X_storm"][half], first[half])  # roi_a kept, not NaN
     assert np.isfinite(table.obsm["X_storm"]).all()
+
+
+def test_leiden_domains_on_many_spots():
+    """scanpy's approximate neighbours (pynndescent) crashed with scipy 1.17 at this size; exact ones are used."""
+    import anndata as ad
+    from sklearn.metrics import adjusted_rand_score
+
+    rng = np.random.default_rng(0)
+    n = 12000
+    truth = rng.integers(0, 5, n)
+    x = rng.normal(size=(5, 16))[truth] * 3 + rng.normal(size=(n, 16))
+    adata = ad.AnnData(np.zeros((n, 0), np.float32))
+    adata.obsm["spatial"] = rng.uniform(0, 5000, (n, 2))
+    adata.obsm["X_rep"] = x.astype(np.float32)
+    adata.uns["spatial"] = {"lib": {"scalefactors": {"spot_diameter_fullres": 50.0, "microns_per_pixel": 1.0}}}
+    st.tl.domains(adata, use_rep="X_rep", spatial_smoothing=False, resolution=0.2)
+    assert adjusted_rand_score(truth, adata.obs["storm_domain"]) > 0.9
+    assert adata.uns["storm"]["storm_domain"]["stability"] > 0.9

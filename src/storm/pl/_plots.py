@@ -255,7 +255,7 @@ def embedding(
         scratch.obs[color] = np.asarray(_dense(table[keep, color].X)).ravel()
     elif color is not None and color not in table.obs:
         raise KeyError(f"`color={color!r}` is neither an obs column nor a gene of the table.")
-    sc.pp.neighbors(scratch, use_rep="rep", random_state=settings.seed)
+    sc.pp.neighbors(scratch, use_rep="rep", random_state=settings.seed, transformer="sklearn")  # as st.tl.domains
     sc.tl.umap(scratch, random_state=settings.seed)
     fig, (panel,) = new_axes(ax)
     sc.pl.umap(scratch, color=color, ax=panel, show=False, frameon=False, title=f"{basis} UMAP")

@@ -357,7 +357,9 @@ def _leiden(x: np.ndarray, resolution: float | None, seeds: Sequence[int]) -> li
     import scanpy as sc
 
     adata = ad.AnnData(np.zeros((len(x), 0), dtype=np.float32), obsm={"X": x})
-    sc.pp.neighbors(adata, use_rep="X", random_state=seeds[0])
+    # exact neighbours at any size: scanpy's default for 4,096 spots and more (pynndescent) returns a sparse array
+    # that scanpy 1.11 cannot read with scipy >= 1.15 (AttributeError: getnnz)
+    sc.pp.neighbors(adata, use_rep="X", random_state=seeds[0], transformer="sklearn")
     runs = []
     for seed in seeds:
         sc.tl.leiden(
