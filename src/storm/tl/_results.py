@@ -79,8 +79,7 @@ def check_keys(slide: Slide, **keys: list[str]) -> None:
     table = slide.table
     owned: dict[str, set[str]] = {}
     for record in table.uns.get(UNS_KEY, {}).values():
-        written = record.get("keys", {}) if isinstance(record, dict) else {}
-        for where, names in written.items() if isinstance(written, dict) else ():
+        for where, names in written_keys(record).items():
             owned.setdefault(where, set()).update(names)
     for where, names in keys.items():
         present = getattr(table, where).columns if where in ("obs", "var") else getattr(table, where).keys()
@@ -158,10 +157,15 @@ def _same_source(table: Any, results: Results) -> bool:
 def embedding_record(table: Any, key: str) -> dict[str, Any] | None:
     """The ``uns["storm"]`` record that lists ``obsm[key]`` as written (``None``: not storm's)."""
     for record in table.uns.get(UNS_KEY, {}).values():
-        written = record.get("keys", {}) if isinstance(record, dict) else {}
-        if isinstance(written, dict) and key in list(written.get("obsm", [])):
+        if key in list(written_keys(record).get("obsm", [])):
             return record
     return None
+
+
+def written_keys(record: Any) -> dict[str, Any]:
+    """The keys a ``uns["storm"]`` record lists as written, by place (``{}`` for anything that is not a record)."""
+    written = record.get("keys", {}) if isinstance(record, dict) else {}
+    return written if isinstance(written, dict) else {}
 
 
 def _full_obsm(values: Any, slide: Slide, n_obs: int) -> Any:
@@ -175,6 +179,4 @@ def _full_obsm(values: Any, slide: Slide, n_obs: int) -> Any:
 
 def previous_keys(slide: Slide, uns_key: str, where: str = "obsm") -> list[str]:
     """The ``where`` keys that the last call recorded under ``uns["storm"][uns_key]`` wrote."""
-    record = slide.table.uns.get(UNS_KEY, {}).get(uns_key, {})
-    keys = record.get("keys", {}) if isinstance(record, dict) else {}
-    return list(keys.get(where, [])) if isinstance(keys, dict) else []
+    return list(written_keys(slide.table.uns.get(UNS_KEY, {}).get(uns_key)).get(where, []))
