@@ -56,9 +56,10 @@ def domains(
     the clustering GraphST and STAGATE report their domains with) is fitted on the first 20 principal components of
     the standardised, smoothed embeddings; otherwise Leiden on the k-nearest-neighbour graph of all slides' spots at
     ``resolution`` (default 1.0). The clustering runs 16 times (seeds ``seed`` to ``seed + 15``; of the mixtures, the
-    better half by likelihood is kept) and the domains are their consensus (``storm.tl._domains.consensus``: the most typical run, with each spot's majority vote), numbered by size; how
-    much the runs agree is recorded as ``uns["storm"][key_added]["stability"]`` (mean adjusted Rand index, 1 = all
-    identical). So domains barely move with the seed, the order of the rows, or a rotation or mirroring of the slide.
+    better half by likelihood is kept) and the domains are their consensus (``storm.tl._domains.consensus``: the most
+    typical run, with each spot's majority vote), numbered by size; how much the runs agree is recorded as
+    ``uns["storm"][key_added]["stability"]`` (mean adjusted Rand index, 1 = all identical). So domains barely move with
+    the seed or the order of the rows, and less than one clustering's under a rotation or mirroring of the slide.
 
     Parameters
     ----------
