@@ -859,12 +859,12 @@ def too_coarse(name: str, slide: Slide, target_um_per_px: float, what: str, max_
 
 def smaller_than_a_tile(name: str, slide: Slide, tile_um: float) -> str | None:
     """Why the slide's image cannot hold one of the model's tiles (``tile_um`` wider than it), or ``None``."""
-    h, w = slide.levels[0].shape_yx
-    if tile_um <= max(h, w) * slide.um_per_px:
+    w_um, h_um = slide.extent_um
+    if tile_um <= max(w_um, h_um):
         return None
     return (
-        f"Slide {name!r}: its image {slide.keys.get('image_key')!r} ({w * slide.um_per_px:.4g} x "
-        f"{h * slide.um_per_px:.4g} µm at {slide.um_per_px:.4g} µm/px) is smaller than one of the model's tiles "
+        f"Slide {name!r}: its image {slide.keys.get('image_key')!r} ({w_um:.4g} x "
+        f"{h_um:.4g} µm at {slide.um_per_px:.4g} µm/px) is smaller than one of the model's tiles "
         f"({tile_um:g} µm), so storm's H&E branch does not use it. Pass the whole H&E with `image_key=`, or the true "
         "scale with `um_per_px=` if storm's is wrong; without them, storm uses the slide's expression only."
     )

@@ -108,6 +108,12 @@ class Slide:
         return brightfield_problem([level.data for level in self.levels], self.levels[0].white)
 
     @property
+    def extent_um(self) -> tuple[float, float]:
+        """Width and height in µm of the image's full resolution (level 0)."""
+        h, w = self.levels[0].shape_yx
+        return w * self.um_per_px, h * self.um_per_px
+
+    @property
     def has_expression(self) -> bool:
         """Whether the table carries any genes."""
         return self.table.n_vars > 0

@@ -227,7 +227,7 @@ class TileSet:
 def _check_tile_fits(slide: Slide, tile_um: float) -> None:
     """Refuse tiles larger than the whole image, before any pixel buffer is allocated for them."""
     h, w = slide.levels[0].shape_yx
-    h_um, w_um = h * slide.um_per_px, w * slide.um_per_px
+    w_um, h_um = slide.extent_um
     if tile_um > max(h_um, w_um):
         raise ValueError(
             f"`tile_um={tile_um:g}` µm is larger than the whole image {slide.keys.get('image_key')!r} ({w_um:.4g} x "

@@ -27,8 +27,10 @@ if TYPE_CHECKING:
 EXPRESSION = "expression"
 #: How storm turns raw counts into what the model and the heads see (recorded with every head).
 PREPROCESSING = "log1p_cp10k"
-#: A head reading expression is refused on a slide measuring less of its training panel than this (warned below 90%).
+#: A head reading expression is refused on a slide measuring less of its training panel than this ...
 MIN_PANEL_COVERAGE = 0.5
+#: ... and warned below this.
+WARN_PANEL_COVERAGE = 0.9
 
 
 @doc_params
@@ -337,7 +339,7 @@ def check_head_input(head: StormHead, slide: Slide) -> None:
                 f"(under {MIN_PANEL_COVERAGE:.0%}): its embeddings are not those the head learnt from. Fine-tune the "
                 "head again on slides measured with this panel, or on genes both measure: st.tl.finetune(..., input_genes=[...])."
             )
-        if coverage < 0.9:
+        if coverage < WARN_PANEL_COVERAGE:
             logger.warning(
                 "this slide measures %.0f%% of the %d genes the head's embeddings were computed on; its predictions "
                 "may be less accurate than the head's recorded metrics",
