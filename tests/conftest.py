@@ -40,3 +40,19 @@ def shared_data() -> Path:
 def shared_data_path():
     """:func:`shared_data_dir` as a fixture, for tests that need one sub-folder: ``shared_data_path("her2st")``."""
     return shared_data_dir
+
+
+@pytest.fixture(scope="module", autouse=True)
+def orientations(request):
+    """``st.settings.orientations`` for the module: 8 (the default), or 1 where the module sets ``ONE_PASS = True``.
+
+    Modules about something else than orientation (heads, CLI writes, scales of predictions) run one pass per niche:
+    the eight-orientation average costs 5-9x with images and has its own tests (``tests/tl/test_invariance.py``,
+    ``tests/tl/test_encode.py``). The setting is restored after every module.
+    """
+    import storm as st
+
+    before = st.settings.orientations
+    st.settings.orientations = 1 if getattr(request.module, "ONE_PASS", False) else 8
+    yield st.settings.orientations
+    st.settings.orientations = before

@@ -10,6 +10,9 @@ import storm as st
 from storm._cli import main
 from storm.io import _write
 
+#: About what the commands write, not orientation: one pass per niche (tests/conftest.py::orientations).
+ONE_PASS = True
+
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):

@@ -37,10 +37,15 @@ def test_settings_validate():
         st.settings.device = "tpu"
     with pytest.raises(ValueError, match="precision"):
         st.settings.precision = "int4"
+    assert st.settings.orientations == 8
+    for bad in (4, True, "8", 0):
+        with pytest.raises(ValueError, match="orientations"):
+            st.settings.orientations = bad
+    assert st.settings.orientations == 8
     st.settings.device = "cuda:1"
     assert st.settings.device == "cuda:1"
     st.settings.device = "auto"
-    assert "batch_size" in repr(st.settings)
+    assert "batch_size" in repr(st.settings) and "orientations=8" in repr(st.settings)
 
 
 def test_tile_cache_default_follows_machine_memory(monkeypatch):

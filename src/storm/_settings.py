@@ -8,6 +8,7 @@ from pathlib import Path
 _DEVICES = ("auto", "cpu", "cuda", "mps")
 _PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _VERBOSITY = ("error", "warning", "info", "debug")
+_ORIENTATIONS = (1, 8)
 
 
 class StormSettings:
@@ -27,6 +28,7 @@ class StormSettings:
         self._batch_size = 64
         self._num_workers = min(4, os.cpu_count() or 1)
         self._tile_cache_mb = default_tile_cache_mb()
+        self._orientations = 8
         #: Show progress bars (tqdm) for embedding, prediction and training.
         self.progress = True
         self.seed = 0
@@ -55,6 +57,25 @@ class StormSettings:
         if value not in _PRECISIONS:
             raise ValueError(f"`precision` must be one of {_PRECISIONS}, got {value!r}.")
         self._precision = value
+
+    @property
+    def orientations(self) -> int:
+        """How many orientations of each niche the model sees at inference: ``8`` (default) or ``1``.
+
+        With ``8``, every niche goes through the model in the slide's eight orientations (four quarter-turns, mirrored
+        or not: tiles and spot offsets together) and the outputs are averaged, so embeddings, predictions and domains
+        are the same for a slide mirrored or turned by quarter-turns. ``1`` is one pass as the slide lies: about 1.5x
+        faster on expression and 5-9x faster with the H&E image on a CPU, but the results then move a little with
+        the slide's orientation (``docs/reliability.md``). A model reading a frozen pathology encoder's features turns
+        the offsets only: the features are the encoder's, of each tile as it lies.
+        """
+        return self._orientations
+
+    @orientations.setter
+    def orientations(self, value: int) -> None:
+        if isinstance(value, bool) or value not in _ORIENTATIONS:
+            raise ValueError(f"`orientations` must be 8 (all flips and quarter-turns) or 1 (one pass), got {value!r}.")
+        self._orientations = int(value)
 
     @property
     def batch_size(self) -> int:
@@ -112,6 +133,7 @@ class StormSettings:
             "device",
             "precision",
             "batch_size",
+            "orientations",
             "num_workers",
             "tile_cache_mb",
             "progress",

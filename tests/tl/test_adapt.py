@@ -10,6 +10,9 @@ from storm.models import GeneVocab, StormConfig, StormModel
 from storm.tl._metrics import pearson_per_gene
 from storm.train import StormObjectives, log1p_cp10k
 
+#: About adaptation, not orientation: one pass per niche (tests/conftest.py::orientations).
+ONE_PASS = True
+
 
 @pytest.fixture(scope="module")
 def tiny():

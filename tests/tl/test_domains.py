@@ -6,6 +6,9 @@ from sklearn.metrics import adjusted_rand_score
 
 import storm as st
 
+#: About clustering and its records, not orientation: one pass per niche (tests/conftest.py::orientations).
+ONE_PASS = True
+
 
 def planted(seed, noise=2.0):
     """The demo with embeddings that encode its left/right half plus heavy per-spot noise."""

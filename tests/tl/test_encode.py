@@ -23,22 +23,38 @@ def model(demo):
 
 
 def test_encode_matches_the_model_on_full_niche_batches(demo, model):
+    """Every niche in the slide's eight orientations, averaged: the mean of eight plain forwards (tiles and offsets
+    flipped and turned together, every niche slot's tile spelled out, one batch)."""
+    from storm.data._augment import ORIENTATIONS, flip_rotate_offsets, flip_rotate_tiles
+
     genes = ["ERBB2", "KRT19", "COL1A1"]
     out = encode(demo, model, modality="both", genes=genes, batch_size=50)
-    # reference: the plain forward with every niche slot's tile spelled out (no de-duplication), in one batch
     corpus = Corpus.for_model(demo, model)
     batch = NicheDataset(corpus).get_batch(np.arange(corpus.n_spots))
     images = batch.tiles[batch.tile_index.clamp(min=0)] * (batch.tile_index >= 0)[..., None, None, None]
-    inputs = {k: v for k, v in batch.items() if k not in ("tiles", "tile_index")}
+    inputs = {k: v for k, v in batch.items() if k not in ("tiles", "tile_index", "offsets_um")}
+    index = torch.tensor(model.vocab.align(genes).indices.tolist())
+    refs = []
     with torch.inference_mode():
-        ref = model(**inputs, images=images, genes=torch.tensor(model.vocab.align(genes).indices.tolist()))
+        for flip, k in ORIENTATIONS:
+            turned = flip_rotate_tiles(images.flatten(0, 1), flip=flip, k=k).reshape(images.shape)
+            offsets = flip_rotate_offsets(batch.offsets_um, flip=flip, k=k)
+            refs.append(model(**inputs, offsets_um=offsets, images=turned, genes=index))
     # batches follow the image's chunk rows (not table order); the outputs come back in table order
     assert not np.array_equal(corpus.slides[0].tiles.raster_order(), np.arange(corpus.n_spots))
     assert out.modalities == "both" and list(out.genes) == genes
     assert list(out.obs_names) == list(corpus.slides[0].slide.obs_names)
-    np.testing.assert_allclose(out.embedding, ref.embedding.numpy(), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(out.niche_embedding, ref.niche_embedding.numpy(), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(out.predicted_expression, ref.predicted_expression.numpy(), rtol=1e-4, atol=1e-5)
+    for name in ("embedding", "niche_embedding", "predicted_expression"):
+        expected = torch.stack([getattr(r, name) for r in refs]).mean(0).numpy()
+        np.testing.assert_allclose(getattr(out, name), expected, rtol=1e-4, atol=1e-5)
+    # the orientations differ (else averaging them would prove nothing), and one pass is the first of them
+    assert np.abs(refs[0].embedding.numpy() - refs[5].embedding.numpy()).max() > 0.01
+    st.settings.orientations = 1
+    try:
+        single = encode(demo, model, modality="both", genes=genes, batch_size=50)
+    finally:
+        st.settings.orientations = 8
+    np.testing.assert_allclose(single.embedding, refs[0].embedding.numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_modalities(demo, model):

@@ -13,6 +13,9 @@ from storm.tl._metrics import balanced_accuracy, pearson_per_gene
 from storm.tl._model_arg import get_model
 from storm.tl._morphology import MORPHOLOGY_BLOCKS
 
+#: About heads, not orientation: one pass per niche (tests/conftest.py::orientations).
+ONE_PASS = True
+
 
 def halves(sdata):
     """Two slides: the left and right halves of the demo crop (same image, disjoint spots)."""

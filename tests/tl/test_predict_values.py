@@ -4,6 +4,9 @@ import numpy as np
 
 import storm as st
 
+#: About the scales of predictions, not orientation: one pass per niche (tests/conftest.py::orientations).
+ONE_PASS = True
+
 
 def test_predictions_are_never_negative_on_either_scale():
     for scale in ("slide", "model"):

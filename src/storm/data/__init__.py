@@ -5,7 +5,7 @@ size and gene vocabulary come from the model's config; every batch is a :class:`
 """
 
 from ._augment import Augment
-from ._corpus import Corpus, CorpusSlide, log1p_cp10k, niche_neighbours
+from ._corpus import Corpus, CorpusSlide, log1p_cp10k, niche_neighbours, spot_ties
 from ._crops import TissueCrops
 from ._features import SpotFeatures, feature_key, spot_features
 from ._loader import NicheLoader, loader_workers
@@ -25,4 +25,5 @@ __all__ = [
     "log1p_cp10k",
     "niche_neighbours",
     "spot_features",
+    "spot_ties",
 ]

@@ -12,6 +12,10 @@ _RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0
 _RGB_FROM_HED = _RGB_FROM_HED / np.linalg.norm(_RGB_FROM_HED, axis=1, keepdims=True)
 _HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED)
 
+#: The eight orientations of a slide, as ``(flip, k)`` of :func:`flip_rotate_tiles`: four quarter-turns, unmirrored
+#: and mirrored (the symmetries of a square; the augmentation of training draws one of them per niche).
+ORIENTATIONS = tuple((flip, k) for flip in (False, True) for k in range(4))
+
 
 class Augment:
     """Random augmentation of a niche, with coherent geometry.
@@ -94,21 +98,27 @@ class Augment:
         return out
 
 
-def flip_rotate_tiles(tiles: np.ndarray, *, flip: bool, k: int) -> np.ndarray:
-    """Mirror ``(S, H, W, C)`` tiles left-right (if ``flip``), then rotate them by ``k`` x 90° with :func:`numpy.rot90`.
+def flip_rotate_tiles(tiles: Any, *, flip: bool, k: int) -> Any:
+    """Mirror ``(S, H, W, C)`` tiles left-right (if ``flip``), then rotate them by ``k`` x 90° as :func:`numpy.rot90` does.
 
-    The counterpart of :func:`flip_rotate_offsets` for pixels (a view where possible).
+    The counterpart of :func:`flip_rotate_offsets` for pixels; a NumPy array (a view where possible) or a torch tensor.
     """
+    if isinstance(tiles, np.ndarray):
+        if flip:
+            tiles = tiles[:, :, ::-1]
+        return np.rot90(tiles, k % 4, axes=(1, 2))
+    import torch
+
     if flip:
-        tiles = tiles[:, :, ::-1]
-    return np.rot90(tiles, k % 4, axes=(1, 2))
+        tiles = tiles.flip(2)
+    return torch.rot90(tiles, k % 4, dims=(1, 2))
 
 
-def flip_rotate_offsets(offsets: np.ndarray, *, flip: bool, k: int) -> np.ndarray:
+def flip_rotate_offsets(offsets: Any, *, flip: bool, k: int) -> Any:
     """The same transformation as :func:`flip_rotate_tiles` for ``(..., 2)`` offsets ``(dx, dy)`` (x right, y down).
 
     A flip negates ``dx``; each 90° rotation maps ``(dx, dy)`` to ``(dy, -dx)``, as :func:`numpy.rot90` moves
-    pixels (counter-clockwise on screen, where y points down).
+    pixels (counter-clockwise on screen, where y points down). A NumPy array or a torch tensor.
 
     Examples
     --------
@@ -120,7 +130,11 @@ def flip_rotate_offsets(offsets: np.ndarray, *, flip: bool, k: int) -> np.ndarra
         dx = -dx
     for _ in range(k % 4):
         dx, dy = dy, -dx
-    return np.stack([dx, dy], axis=-1).astype(offsets.dtype, copy=False) + 0.0  # + 0.0 turns -0.0 into 0.0
+    if isinstance(offsets, np.ndarray):
+        return np.stack([dx, dy], axis=-1).astype(offsets.dtype, copy=False) + 0.0  # + 0.0 turns -0.0 into 0.0
+    import torch
+
+    return torch.stack([dx, dy], dim=-1) + 0.0
 
 
 def jitter_colours(

@@ -106,6 +106,7 @@ def domains(
     ['0', '1', '2', '3']
     """
     from .._settings import settings
+    from ..data import spot_ties
     from ..io._resolve import resolve, resolve_args
 
     single = not isinstance(sdata, list | tuple)
@@ -129,7 +130,7 @@ def domains(
     features = []
     for slide in resolved:
         x = embedding_rows(slide, use_rep, model)
-        features.append(_smooth(x, slide.spot_xy_um, weight))
+        features.append(_smooth(x, slide.spot_xy_um, weight, ties=spot_ties(slide.obs_names)))
     _check_features(features, resolved, use_rep, n_domains)
     _check_one_model(resolved, use_rep)
     sizes = [len(f) for f in features]
@@ -316,14 +317,16 @@ def _smoothing_weight(value: bool | float) -> float:
     return float(value)
 
 
-def _smooth(x: np.ndarray, xy_um: np.ndarray, weight: float) -> np.ndarray:
-    """``(1 - weight) * x + weight * mean of the nearest spots' x`` (no change with one spot or weight 0)."""
+def _smooth(x: np.ndarray, xy_um: np.ndarray, weight: float, ties: np.ndarray) -> np.ndarray:
+    """``(1 - weight) * x + weight * mean of the nearest spots' x`` (no change with one spot or weight 0).
+
+    The nearest spots are a niche's (:func:`~storm.data.niche_neighbours`): the same however the slide lies.
+    """
     if weight == 0 or len(x) < 2:
         return x
-    from scipy.spatial import cKDTree
+    from ..data import niche_neighbours
 
-    k = min(SMOOTHING_NEIGHBOURS, len(x) - 1)
-    _, index = cKDTree(xy_um).query(xy_um, k=k + 1)
+    index = niche_neighbours(np.asarray(xy_um, dtype=float), min(SMOOTHING_NEIGHBOURS, len(x) - 1), ties=ties)
     return (1 - weight) * x + weight * x[index[:, 1:]].mean(1)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     import torch
 
     from ..data import Corpus
-    from ..models import StormModel
+    from ..models import NicheBatch, StormModel
 
 _OUTPUTS = ("embedding", "niche_embedding", "image_embedding", "gene_embedding", "predicted_expression")
 
@@ -66,7 +66,9 @@ def encode(
 
     Niches come from the one loader of storm (:class:`~storm.data.NicheLoader`): batches follow the image's chunk
     rows (each batch reads few chunks, so memory stays bounded on large slides), each distinct tile of a batch is
-    read and run through the backbone once, and outputs go into arrays allocated once for the whole slide.
+    read and run through the backbone once, and outputs go into arrays allocated once for the whole slide. Each batch
+    is run in ``storm.settings.orientations`` orientations (tiles and offsets flipped and turned together) and the
+    outputs averaged, so that they do not depend on how the slide lies.
 
     Parameters
     ----------
@@ -104,6 +106,7 @@ def encode(
     from .._compute import autocast, torch_device
     from .._settings import settings
     from ..data import Corpus, NicheDataset, NicheLoader
+    from ..data._augment import ORIENTATIONS
 
     if modality not in MODALITIES:
         raise ValueError(f"`modality` must be one of {MODALITIES}, got {modality!r}.")
@@ -121,17 +124,21 @@ def encode(
     loader = NicheLoader(NicheDataset(corpus, read_tiles=use != "expression"), batches, device=device)
     outputs: dict[str, np.ndarray] = {}
     rows = 0
+    views = ORIENTATIONS[: settings.orientations]
     with torch.inference_mode(), autocast(settings.precision, device), _progress(corpus.n_spots) as bar:
         for batch in loader:
-            out = model(**batch.select(use), genes=gene_index.to(device))
+            inputs = batch.select(use)
             n = batch.n_niches
-            for name in _OUTPUTS:
-                value = getattr(out, name)
-                if value is None:
-                    continue
-                if name not in outputs:  # allocated once: memory stays flat with the number of spots
-                    outputs[name] = np.empty((corpus.n_spots, *value.shape[1:]), dtype=np.float32)
-                outputs[name][order[rows : rows + n]] = value.float().cpu().numpy()
+            for view, (flip, k) in enumerate(views):
+                oriented = _oriented(inputs, flip, k) if view else inputs
+                out = model(**oriented, genes=gene_index.to(device))
+                for name in _OUTPUTS:
+                    value = getattr(out, name)
+                    if value is None:
+                        continue
+                    if name not in outputs:  # allocated once: memory stays flat with the number of spots
+                        outputs[name] = np.zeros((corpus.n_spots, *value.shape[1:]), dtype=np.float32)
+                    outputs[name][order[rows : rows + n]] += value.float().cpu().numpy() / len(views)
             rows += n
             bar.update(n)
     return Encoded(
@@ -144,6 +151,14 @@ def encode(
         genes=symbols,
         modalities=use,
     )
+
+
+def _oriented(batch: NicheBatch, flip: bool, k: int) -> NicheBatch:
+    """The niches of ``batch`` mirrored (if ``flip``) and turned by ``k`` quarter-turns: offsets and tiles together."""
+    from ..data._augment import flip_rotate_offsets, flip_rotate_tiles
+
+    tiles = None if batch.tiles is None else flip_rotate_tiles(batch.tiles, flip=flip, k=k)
+    return replace(batch, offsets_um=flip_rotate_offsets(batch.offsets_um, flip=flip, k=k), tiles=tiles)
 
 
 def _progress(total: int, desc: str = "embed") -> Any:

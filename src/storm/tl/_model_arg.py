@@ -34,7 +34,12 @@ def _default() -> StormModel:
 
 
 def model_record(model: StormModel) -> dict[str, Any]:
-    """What ``uns["storm"]`` records about the model: name, weights hash, storm version, preset and image encoder."""
+    """What ``uns["storm"]`` records about the model and how it ran.
+
+    Name, weights hash, storm versions, preset, image encoder, and the orientations averaged
+    (``storm.settings.orientations``).
+    """
+    from .._settings import settings
     from .._version import __version__
 
     info = model.checkpoint_info or {}
@@ -45,6 +50,7 @@ def model_record(model: StormModel) -> dict[str, Any]:
         "model_storm_version": info.get("storm_version"),
         "preset": model.config.preset,
         "storm_version": __version__,
+        "orientations": settings.orientations,
     }
     if model.config.image_encoder is not None:  # the frozen pathology encoder whose features the model reads
         record["image_encoder"] = model.config.image_encoder

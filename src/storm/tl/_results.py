@@ -144,11 +144,11 @@ def write_results(slide: Slide, results: Results, *, stale: list[str] | None = N
 
 
 def _same_source(table: Any, results: Results) -> bool:
-    """Whether the previous record of ``results.uns_key`` came from the same model and modality as ``results``."""
+    """Whether the previous record of ``results.uns_key`` came from the same model, modality and orientations."""
     before = table.uns.get(UNS_KEY, {}).get(results.uns_key)
     if not isinstance(before, dict):
         return False
-    same = ("model_sha256", "modality", "image_encoder_sha256")
+    same = ("model_sha256", "modality", "image_encoder_sha256", "orientations")
     return (
         all(str(before.get(k)) == str(results.record.get(k)) for k in same) and before.get("model_sha256") is not None
     )
