@@ -13,7 +13,7 @@ import numpy as np
 
 import storm as st
 from storm._compute import cpu_name
-from storm.data._corpus import log1p_cp10k
+from storm.data import log1p_cp10k
 from storm.tl._metrics import pearson_per_gene
 
 RESULTS = Path(__file__).parent / "results"

@@ -65,7 +65,7 @@ def standardised_pca(sdata: Any, n: int = 50) -> np.ndarray:
     from sklearn.decomposition import PCA
 
     from storm.data import log1p_cp10k
-    from storm.data._corpus import column_moments
+    from storm.data._expression import column_moments
     from storm.models._encoders import GENE_STD_FLOOR
 
     x = log1p_cp10k(sdata["table"].X)

@@ -27,7 +27,7 @@ from domains import labelled_sections
 from gene_encoding import small
 
 import storm as st
-import storm.data._corpus as corpus_module
+import storm.data._expression as expression_module
 from storm.models._config import GENE_AXES
 from storm.tl._model_arg import get_model
 
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         truth = table.obs[section["label"]].astype(str).to_numpy()[ok]
         row: dict[str, Any] = {"section": section["name"], "k": len(set(truth))}
         for axes, power in settings:
-            corpus_module.WHITENING_POWER = power
+            expression_module.WHITENING_POWER = power
             model = small(reference, gene_encoding="panel", gene_axes=axes)
             st.tl.embed(section["sdata"], model, key_added="X_bench")
             st.tl.domains(section["sdata"], n_domains=row["k"], use_rep="X_bench", seed=0, key_added="_bench")

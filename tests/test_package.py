@@ -26,6 +26,20 @@ def test_namespaces():
     assert st.__version__.count(".") == 2
 
 
+def test_torch_subpackages_are_reached_on_first_use():
+    """``st.models``, ``st.data`` and ``st.train`` after a plain ``import storm as st``, which stays free of torch."""
+    code = (
+        "import sys; import storm as st; before = 'torch' in sys.modules; "
+        "from storm.models import StormModel; from storm.data import Corpus; from storm.train import TrainConfig; "
+        "assert st.models.StormModel is StormModel and st.data.Corpus is Corpus and st.train.TrainConfig is TrainConfig; "
+        "assert {'data', 'models', 'train'} <= set(dir(st)); print(before)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False"]
+    with pytest.raises(AttributeError, match="no attribute 'modles'"):
+        st.modles  # noqa: B018
+
+
 def test_settings_validate():
     old = st.settings.batch_size
     st.settings.batch_size = 8

@@ -83,6 +83,18 @@ def _edit_config(folder, **changes):
     (folder / "checksums.json").unlink()
 
 
+def test_a_subclass_loads_as_itself(saved):
+    model, path = saved
+
+    class Tagged(StormModel):
+        tag = "mine"
+
+    loaded = Tagged.from_pretrained(path)
+    assert type(loaded) is Tagged and loaded.tag == "mine"
+    assert torch.equal(_outputs(loaded)["embedding"], _outputs(model)["embedding"])
+    assert type(StormModel.from_pretrained(path)) is StormModel
+
+
 def test_round_trip_is_bit_identical(saved):
     model, path = saved
     rng = torch.get_rng_state()
@@ -307,7 +319,7 @@ def test_offline_from_huggingface_hub_constant(monkeypatch):
 
 
 def test_load_pretrained_is_the_module_entry_point(saved):
-    loaded = _checkpoint.load_pretrained(str(saved[1]))
+    loaded = _checkpoint.load_pretrained(str(saved[1]), cls=StormModel)
     assert loaded.checkpoint_info["name"] == str(saved[1])
 
 

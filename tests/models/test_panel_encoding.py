@@ -7,7 +7,7 @@ from scipy import sparse
 
 import storm as st
 from storm.data import Corpus, NicheDataset
-from storm.data._corpus import column_moments, log1p_cp10k, residual_axes, whitening_axes
+from storm.data._expression import column_moments, log1p_cp10k, residual_axes, whitening_axes
 from storm.models import GeneVocab, StormConfig, StormModel
 
 
@@ -37,7 +37,7 @@ def test_whitening_axes_match_a_dense_svd():
     # the ARPACK route of large slides finds the same axes as the dense Gram route of small ones
     from scipy import sparse as sp
 
-    from storm.data._corpus import _arpack_axes, _gram_axes
+    from storm.data._expression import _arpack_axes, _gram_axes
 
     inv = 1 / np.maximum(std, 0.05)
     scaled, shift = sp.csr_matrix(x.toarray() * inv), (mean * inv)[:, None]
@@ -78,11 +78,11 @@ def test_residual_axes_match_a_dense_svd_of_the_standardised_residuals(shape):
 
 
 def test_arpack_route_finds_the_residual_axes_of_the_gram_route(monkeypatch):
-    import storm.data._corpus as corpus_module
+    import storm.data._expression as expression_module
 
     counts = sparse.csr_matrix(np.random.default_rng(3).poisson(0.8, (60, 50)).astype(float))
     gram, _ = residual_axes(counts, 4)
-    monkeypatch.setattr(corpus_module, "DENSE_GRAM", 10)
+    monkeypatch.setattr(expression_module, "DENSE_GRAM", 10)
     arpack, _ = residual_axes(counts, 4)
     np.testing.assert_allclose(np.abs(gram.T @ arpack), np.eye(4), atol=1e-5)
 

@@ -8,7 +8,7 @@ from spatialdata import SpatialData
 import storm as st
 from storm.data import log1p_cp10k
 from storm.io import resolve
-from storm.tl._finetune import spot_features
+from storm.tl._head_inputs import spot_features
 from storm.tl._metrics import balanced_accuracy, pearson_per_gene
 from storm.tl._model_arg import get_model
 from storm.tl._morphology import MORPHOLOGY_BLOCKS

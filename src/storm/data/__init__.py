@@ -5,10 +5,12 @@ size and gene vocabulary come from the model's config; every batch is a :class:`
 """
 
 from ._augment import Augment
-from ._corpus import Corpus, CorpusSlide, log1p_cp10k, niche_neighbours, spot_ties
+from ._corpus import Corpus, CorpusSlide
 from ._crops import TissueCrops
+from ._expression import log1p_cp10k
 from ._features import SpotFeatures, feature_key, spot_features
 from ._loader import NicheLoader, loader_workers
+from ._neighbours import niche_neighbours, spot_ties
 from ._niches import NicheBatchSampler, NicheDataset
 
 __all__ = [

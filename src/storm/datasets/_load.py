@@ -36,7 +36,9 @@ def load(entry: str, data_dir: str | Path | None = None) -> SpatialData | Path:
     ...
     ValueError: Unknown corpus entry 'visium:151673'; use a .zarr path, 'demo', 'her2st:<section>' or 'dlpfc:<id>'.
     """
-    from . import demo, dlpfc, her2st
+    from ._demo import demo
+    from ._dlpfc import dlpfc
+    from ._her2st import her2st
 
     if entry == "demo":
         return demo()

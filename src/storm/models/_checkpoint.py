@@ -105,7 +105,12 @@ def save_pretrained(
     return path
 
 
-def load_pretrained(name_or_path: str | os.PathLike[str] = "default", revision: str | None = None) -> StormModel:
+def load_pretrained(
+    name_or_path: str | os.PathLike[str] = "default",
+    revision: str | None = None,
+    *,
+    cls: type[StormModel],
+) -> StormModel:
     """Load a checkpoint: a local folder, ``"default"`` (bundled), a cached hub name, or a hub repo id (online only).
 
     Parameters
@@ -117,6 +122,8 @@ def load_pretrained(name_or_path: str | os.PathLike[str] = "default", revision: 
         ``STORM_OFFLINE=1``.
     revision
         Hub branch, tag or commit.
+    cls
+        The class to build: :class:`~storm.models.StormModel`, or the subclass whose ``from_pretrained`` was called.
 
     Returns
     -------
@@ -124,15 +131,15 @@ def load_pretrained(name_or_path: str | os.PathLike[str] = "default", revision: 
     wrote it, and where it was found: ``"local"``, ``"bundled"``, ``"cache"`` or ``"hub"``).
     """
     found = resolve(name_or_path, revision)
-    model = load_folder(found.path, name=found.name, revision=found.revision)
+    model = load_folder(found.path, name=found.name, revision=found.revision, cls=cls)
     model.checkpoint_info["source"] = found.source
     return model
 
 
-def load_folder(folder: Path, *, name: str | None = None, revision: str | None = None) -> StormModel:
-    """Build a :class:`~storm.models.StormModel` from a checkpoint folder (see :func:`load_pretrained`)."""
-    from ._model import StormModel
-
+def load_folder(
+    folder: Path, *, cls: type[StormModel], name: str | None = None, revision: str | None = None
+) -> StormModel:
+    """Build a ``cls`` (a :class:`~storm.models.StormModel`) from a checkpoint folder (see :func:`load_pretrained`)."""
     missing = [f for f in (CONFIG_NAME, WEIGHTS_NAME) if not (folder / f).is_file()]
     if missing:
         raise FileNotFoundError(
@@ -148,7 +155,7 @@ def load_folder(folder: Path, *, name: str | None = None, revision: str | None =
     # The weights come from the file: never fetch the backbone's published weights while building.
     config = dataclasses.replace(config, backbone_pretrained=False, backbone_weights=None)
     with torch.random.fork_rng(devices=[]):  # building initialises weights; leave the caller's RNG alone
-        model = StormModel(config, vocab)
+        model = cls(config, vocab)
     state = _read_weights(folder / WEIGHTS_NAME)
     _check_state(model, state, folder)
     model.load_state_dict(state, strict=True)

@@ -112,7 +112,7 @@ class StormConfig:
     gene_components
         With ``gene_encoding="panel"``: the standardised expression is projected on this many principal axes of each
         slide, each divided by the square root of its standard deviation (computed by the data layer; see
-        ``residual_axes`` or ``whitening_axes`` in ``storm.data._corpus``, per ``gene_axes``), so that the main
+        ``residual_axes`` or ``whitening_axes`` in ``storm.data._expression``, per ``gene_axes``), so that the main
         directions of variation of the slide count and the rest, mostly noise, is dropped; 0 standardises only.
     gene_axes
         Where those axes come from: ``"residuals"`` (the default) the principal axes of the slide's Poisson residuals

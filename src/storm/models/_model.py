@@ -391,7 +391,10 @@ class StormModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "default", *, revision: str | None = None) -> StormModel:
-        """Load a checkpoint by local path, ``"default"`` (bundled), cached name, or Hugging Face hub repo id."""
+        """Load a checkpoint by local path, ``"default"`` (bundled), cached name, or Hugging Face hub repo id.
+
+        A subclass gets an instance of itself (``MyModel.from_pretrained("default")`` is a ``MyModel``).
+        """
         from ._checkpoint import load_pretrained
 
-        return load_pretrained(name_or_path, revision=revision)
+        return load_pretrained(name_or_path, revision=revision, cls=cls)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ._encoders import CLASSIFIER_PREFIXES, state_mismatch
+from ._backbone_weights import CLASSIFIER_PREFIXES, state_mismatch
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

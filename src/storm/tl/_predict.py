@@ -192,7 +192,7 @@ def _predictions(
     import torch
 
     from .._standardise import non_negative_spread, standardised
-    from ._finetune import expression_scale, head_reads, spot_features
+    from ._head_inputs import expression_scale, head_reads, spot_features
 
     features, _ = spot_features(slide, net, "image", batch_size, **head_reads(head))
     with torch.no_grad():
