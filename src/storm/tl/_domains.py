@@ -59,7 +59,9 @@ def domains(
     better half by likelihood is kept) and the domains are their consensus (``storm.tl._domains.consensus``: the most
     typical run, with each spot's majority vote), numbered by size; how much the runs agree is recorded as
     ``uns["storm"][key_added]["stability"]`` (mean adjusted Rand index, 1 = all identical). So domains barely move with
-    the seed or the order of the rows, and less than one clustering's under a rotation or mirroring of the slide.
+    the seed and not with the order of the rows; embeddings averaged over the slide's eight orientations
+    (``storm.settings.orientations``) and smoothing neighbours chosen without ties make them the same for a slide
+    mirrored or turned by quarter-turns.
 
     Parameters
     ----------
