@@ -1,6 +1,6 @@
 """Runtime of ``st.tl.adapt`` (default steps) on real Visium slides, run alone: the issue's ≤ 5 min target.
 
-Usage: python benchmarks/adapt_runtime.py [--data ../shared/data] [--samples 151673 151510] [--out FILE]
+Usage: python -m benchmarks adapt_runtime [--data ../shared/data] [--samples 151673 151510] [--out FILE] [--quick]
 
 Times ``st.tl.adapt(sdata)`` with the bundled default model on each DLPFC section (3,639 and 4,634 spots; their images
 are too coarse to tile, so adaptation reads expression only), the best of one run each, on this machine's threads.
@@ -9,25 +9,24 @@ Writes benchmarks/results/adapt_runtime.json and prints a markdown table.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _common import DEFAULT_DATA, RESULTS, header, write
 
 import storm as st
 from storm.tl._adapt import ADAPT_STEPS
 
+from ._common import DEFAULT_DATA, RESULTS, header, parse, quick_out, suite_parser, write
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+#: ``--quick``: the smaller-panel section only.
+QUICK = ["--samples", "151510", *quick_out("adapt_runtime.json")]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = suite_parser(__file__, __doc__, QUICK)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--samples", nargs="+", default=["151673", "151510"])
     parser.add_argument("--out", type=Path, default=RESULTS / "adapt_runtime.json")
-    args = parser.parse_args()
+    args = parse(parser, argv, QUICK)
     st.settings.progress = False
     record = header("adapt_runtime")
     record["steps"] = ADAPT_STEPS

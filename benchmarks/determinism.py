@@ -1,6 +1,6 @@
 """Run-to-run and device-to-device agreement of ``st.tl.embed``: the tolerance to expect on a GPU.
 
-Usage: python benchmarks/determinism.py [--device cuda] [--precisions fp32 bf16] [--repeats 3]
+Usage: python -m benchmarks determinism [--device cuda] [--precisions fp32 bf16] [--repeats 3] [--quick]
 
 The bundled demo (151 spots, H&E + expression) is embedded with the default model ``--repeats`` times on the CPU in
 fp32 (the reference) and on ``--device`` in each precision. Reported per precision: the largest absolute difference
@@ -13,18 +13,17 @@ Writes benchmarks/results/determinism_<device>.json and prints a markdown table.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _common import RESULTS, header, write
-
 import storm as st
+
+from ._common import RESULTS, header, parse, quick_out, suite_parser, write
+
+#: ``--quick``: two runs, fp32 only.
+QUICK = ["--precisions", "fp32", "--repeats", "2", *quick_out("determinism.json")]
 
 
 def embedding(device: str, precision: str) -> np.ndarray:
@@ -56,13 +55,13 @@ def compare(reference: np.ndarray, runs: list[np.ndarray]) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = suite_parser(__file__, __doc__, QUICK)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    args = parse(parser, argv, QUICK)
     st.settings.progress = False
     record = header("determinism")
     cpu = [embedding("cpu", "fp32") for _ in range(args.repeats)]

@@ -1,10 +1,11 @@
-"""Slow domain peers, run once per section and stored: GraphST and BANKSY on the labelled sections of domains.py.
+"""Slow domain peers, run once per section and stored: GraphST and BANKSY on the labelled sections of ``domains``.
 
-Usage: python benchmarks/domain_peers.py [--data ../shared/data] [--peers graphst banksy] [--sections ...]
-                                         [--threads 1] [--out benchmarks/results/domain_peers.json]
+Usage: python -m benchmarks domain_peers [--data ../shared/data] [--peers graphst banksy] [--sections ...]
+                                        [--threads 1] [--out benchmarks/results/domain_peers.json] [--quick]
+       (in the environment of ``pip install -e '.[bench]'``)
 
-GraphST needs 14–40 min per 4,000-spot Visium slide on 2 CPU cores, so ``domains.py`` and ``adaptation.py`` read the
-labels this script stores (with its command, date, machine and commit) instead of running it again. Each section's
+GraphST needs 14–40 min per 4,000-spot Visium slide on 2 CPU cores, so the ``domains`` and ``panel_breadth`` suites
+read the labels this suite stores (with its command, date, machine and commit) instead of running it again. Each section's
 result is written as soon as it is done, so an interrupted run keeps what it finished and a rerun skips it.
 
 * **GraphST** (``GraphST.GraphST``, its defaults: 3,000 seurat_v3 HVGs — all genes when fewer —, 600 epochs, seed 41)
@@ -18,131 +19,38 @@ result is written as soon as it is done, so an interrupted run keeps what it fin
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import io
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _clustering import leiden_with_k, scored
-from _common import DEFAULT_DATA, RESULTS, header
-from domains import labelled_sections
 
 import storm as st
-from storm.io import resolve
 
-PEERS = ("graphst", "banksy")
-SEEDS = (0, 1, 2)
+from ._common import (
+    DEFAULT_DATA,
+    PEERS,
+    RESULTS,
+    RUNNERS,
+    counts_of,
+    header,
+    labelled_sections,
+    parse,
+    quick_out,
+    scored,
+    suite_parser,
+)
 
-
-def counts_of(section: dict[str, Any]) -> Any:
-    """AnnData of the section's raw counts at its resolved spots, coordinates in µm in ``obsm["spatial"]``."""
-    import anndata as ad
-
-    table = section["sdata"]["table"]
-    slide = resolve(section["sdata"])
-    adata = ad.AnnData(table.X[slide.rows].copy(), var=table.var[[]].copy())
-    adata.var_names_make_unique()
-    adata.obsm["spatial"] = np.asarray(slide.spot_xy_um, dtype=np.float64)
-    return adata, slide.rows
-
-
-def tied_mixture(x: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """mclust's EEE model (equal volume, shape and orientation) = a tied-covariance Gaussian mixture."""
-    from sklearn.mixture import GaussianMixture
-
-    return GaussianMixture(k, covariance_type="tied", random_state=seed).fit(x).predict(x)
+#: ``--quick``: BANKSY on one small her2st section, into a file of its own.
+QUICK = ["--peers", "banksy", "--sections", "her2st A1", *quick_out("domain_peers.json")]
 
 
-def refined(labels: np.ndarray, xy: np.ndarray, n: int = 50) -> np.ndarray:
-    """GraphST's refinement: each spot takes the most common label of its ``n`` nearest spots (itself excluded)."""
-    from scipy.spatial import cKDTree
-
-    _, index = cKDTree(xy).query(xy, k=min(n, len(xy) - 1) + 1)
-    out = np.empty_like(labels)
-    for i, row in enumerate(index[:, 1:]):
-        values, counts = np.unique(labels[row], return_counts=True)
-        out[i] = values[np.argmax(counts)]
-    return out
-
-
-def graphst(adata: Any, k: int) -> dict[str, list[np.ndarray]]:
-    import scanpy as sc
-    import torch
-    from GraphST import GraphST
-    from sklearn.decomposition import PCA
-
-    sc.pp.highly_variable_genes(adata, flavor="seurat_v3", n_top_genes=min(3000, adata.n_vars))
-    sc.pp.normalize_total(adata, target_sum=1e4)
-    sc.pp.log1p(adata)
-    sc.pp.scale(adata, zero_center=False, max_value=10)
-    with contextlib.redirect_stdout(io.StringIO()):
-        adata = GraphST.GraphST(adata, device=torch.device("cpu")).train()
-    emb = PCA(n_components=20, random_state=42).fit_transform(adata.obsm["emb"])
-    plain = [tied_mixture(emb, k, seed) for seed in SEEDS]
-    return {"graphst": plain, "graphst_refined": [refined(lab, adata.obsm["spatial"]) for lab in plain]}
-
-
-def banksy(adata: Any, k: int) -> dict[str, list[np.ndarray]]:
-    import scanpy as sc
-    from banksy.embed_banksy import generate_banksy_matrix
-    from banksy.initialize_banksy import initialize_banksy
-    from banksy_utils.umap_pca import pca_umap
-
-    sc.pp.normalize_total(adata, target_sum=1e4)
-    sc.pp.log1p(adata)
-    if adata.n_vars > 2000:
-        sc.pp.highly_variable_genes(adata, n_top_genes=2000)
-        adata = adata[:, adata.var["highly_variable"]].copy()
-    adata.obs["x"], adata.obs["y"] = adata.obsm["spatial"][:, 0], adata.obsm["spatial"][:, 1]
-    adata.obsm["coord_xy"] = adata.obsm["spatial"]
-    with contextlib.redirect_stdout(io.StringIO()):
-        state = initialize_banksy(
-            adata,
-            ("x", "y", "coord_xy"),
-            num_neighbours=15,
-            nbr_weight_decay="scaled_gaussian",
-            max_m=1,
-            plt_edge_hist=False,
-            plt_nbr_weights=False,
-            plt_agf_angles=False,
-            plt_theta=False,
-        )
-        generate_banksy_matrix(adata, state, [0.8], max_m=1, verbose=False)
-        pca_umap(state, pca_dims=[20], plt_remaining_var=False, add_umap=False)
-    pcs = np.asarray(state["scaled_gaussian"][0.8]["adata"].obsm["reduced_pc_20"])
-    leiden = []
-    for seed in SEEDS:
-        graph = sc.AnnData(np.zeros((len(pcs), 0), dtype=np.float32), obsm={"pcs": pcs})
-        sc.pp.neighbors(graph, use_rep="pcs", random_state=seed)
-        leiden.append(leiden_with_k(graph, k, seed)[0])
-    return {"banksy": [tied_mixture(pcs, k, seed) for seed in SEEDS], "banksy_leiden": leiden}
-
-
-RUNNERS = {"graphst": graphst, "banksy": banksy}
-
-
-def commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
-    return out.stdout.strip() or "unknown"
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = suite_parser(__file__, __doc__, QUICK)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--peers", nargs="+", default=list(PEERS), choices=PEERS)
     parser.add_argument("--sections", nargs="*", default=None, help="section names (default: all labelled)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (GraphST)")
     parser.add_argument("--out", type=Path, default=RESULTS / "domain_peers.json")
-    args = parser.parse_args()
+    args = parse(parser, argv, QUICK)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -163,8 +71,7 @@ def main() -> None:
             seconds = time.perf_counter() - t0
             run = header(f"domain_peers/{peer}", "GraphST", "pybanksy", "scikit-learn")
             run.update(
-                command=" ".join(sys.argv),
-                commit=commit(),
+                command=args.command,
                 section=name,
                 k=k,
                 seconds=round(seconds, 1),

@@ -1,7 +1,7 @@
 """Spatial domains against manual labels: storm beside scanpy, novae and squidpy image features, in one run.
 
-Usage: python benchmarks/domains.py [--model default] [--data ../shared/data] [--seeds 0 1 2] [--novae-epochs 3]
-                                    [--skip novae]
+Usage: python -m benchmarks domains [--model default] [--data ../shared/data] [--seeds 0 1 2] [--novae-epochs 3]
+                                   [--skip novae] [--sections 151673 A1 ...] [--quick]
 
 Protocol (ARI and NMI against manual labels, on the labelled spots only; every spot is clustered):
 * sections: DLPFC 151673 and 151510 (manual cortical layers; spots without a layer are not scored) and the eight her2st
@@ -26,7 +26,7 @@ Protocol (ARI and NMI against manual labels, on the labelled spots only; every s
   a spot (at most ``MAX_UM_PER_PX`` µm/px; the DLPFC images in the data are 16 µm/px lowres images);
 * storm adapted: ``st.tl.adapt`` on the section (its default steps, seed 0: no labels), its embedding through
   ``st.tl.domains(n_domains=k)`` and with ``method="kmeans"``; the adaptation time is recorded per section;
-* GraphST and BANKSY: the labels that ``domain_peers.py`` stored (one run per section, with its command, date and
+* GraphST and BANKSY: the labels that the ``domain_peers`` suite stored (one run per section, with its command, date and
   machine; GraphST takes 14–40 min per DLPFC slice on 2 cores), scored here like every other contender;
 * clusterings are repeated over ``--seeds`` (mean ± sd).
 
@@ -38,26 +38,37 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _clustering import at_table_rows, kmeans, leiden_default, leiden_with_k, scanpy_pca, scored
-from _common import DEFAULT_DATA, RESULTS, header, write
-from _image_baselines import squidpy_features
-
 import storm as st
+from storm.data import Corpus
 from storm.io import resolve
 from storm.tl._model_arg import get_model
-from storm.train import Corpus
 
-DLPFC_SAMPLES = ("151673", "151510")
-HER2ST_LABELLED = ("A1", "B1", "C1", "D1", "E1", "F1", "G2", "H1")
+from ._common import (
+    DEFAULT_DATA,
+    RESULTS,
+    at_table_rows,
+    header,
+    kmeans,
+    labelled_sections,
+    leiden_default,
+    leiden_with_k,
+    parse,
+    quick_out,
+    scanpy_pca,
+    scored,
+    squidpy_features,
+    suite_parser,
+    write,
+)
+
+#: ``--quick``: two sections, one clustering seed, no novae.
+QUICK = ["--sections", "151673", "A1", "--seeds", "0", "--skip", "novae", *quick_out("domains.json")]
 MAX_UM_PER_PX = 4.0
 LABELS = {
     "storm": "storm embed → st.tl.domains, smoothing 0.5",
@@ -80,18 +91,6 @@ LABELS = {
     "banksy_leiden": "BANKSY (lambda 0.8) → PCA 20 → Leiden at k",
 }
 PEERS_FILE = RESULTS / "domain_peers.json"
-
-
-def labelled_sections(data: Path) -> list[dict[str, Any]]:
-    sections = [
-        {"name": f"DLPFC {s}", "dataset": "dlpfc", "sdata": st.datasets.dlpfc(s, data / "dlpfc"), "label": "layer"}
-        for s in DLPFC_SAMPLES
-    ]
-    sections += [
-        {"name": f"her2st {s}", "dataset": "her2st", "sdata": st.datasets.her2st(s, data / "her2st"), "label": "label"}
-        for s in HER2ST_LABELLED
-    ]
-    return sections
 
 
 def domains_of(
@@ -143,11 +142,11 @@ def novae_domains(sections: list[dict[str, Any]], ks: dict[str, int], epochs: in
 
 
 def stored_peers(sections: list[dict[str, Any]], record: Any) -> list[str]:
-    """Score the peer labels stored by ``domain_peers.py``; notes name each stored run's date and machine."""
+    """Score the peer labels stored by the ``domain_peers`` suite; notes name each stored run's date and machine."""
     import json
 
     if not PEERS_FILE.exists():
-        return [f"{PEERS_FILE.name} is missing (run benchmarks/domain_peers.py): no GraphST or BANKSY rows"]
+        return [f"{PEERS_FILE.name} is missing (python -m benchmarks domain_peers): no GraphST or BANKSY rows"]
     runs = json.loads(PEERS_FILE.read_text())["runs"]
     notes = []
     for section in sections:
@@ -172,7 +171,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     net = get_model(None if args.model == "default" else args.model)
-    sections = labelled_sections(args.data)
+    sections = [s for s in labelled_sections(args.data) if not args.sections or s["name"].split()[-1] in args.sections]
     info: dict[str, Any] = {}
     results: dict[str, dict[str, Any]] = {name: {} for name in LABELS}
     seconds: dict[str, float] = dict.fromkeys(LABELS, 0.0)
@@ -199,7 +198,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         classes, counts = np.unique(truths[name][1], return_counts=True)
         k = len(classes)
         t0 = time.perf_counter()
-        st.tl.embed(sdata, net, modality="auto")
+        st.tl.embed(sdata, model=net, modality="auto")
         seconds["storm"] += time.perf_counter() - t0
         usable, why = image_usable(sdata)
         info[name] = {
@@ -222,7 +221,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         record("storm_user_leiden", name, [at_table_rows(r, rows, table.n_obs) for r in user_runs])
         record("storm_domains_leiden", name, [domains_of(sdata, None, s) for s in args.seeds])
         t0 = time.perf_counter()
-        st.tl.embed(sdata, st.tl.adapt(sdata, net, seed=args.seeds[0]), key_added="X_storm_adapted")
+        st.tl.embed(sdata, model=st.tl.adapt(sdata, net, random_state=args.seeds[0]), key_added="X_storm_adapted")
         info[name]["adapt_seconds"] = round(time.perf_counter() - t0, 1)
         record("storm_adapted", name, [domains_of(sdata, k, s, use_rep="X_storm_adapted") for s in args.seeds])
         seconds["storm_adapted"] += time.perf_counter() - t0
@@ -293,15 +292,16 @@ def tables(part: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = suite_parser(__file__, __doc__, QUICK)
     parser.add_argument("--model", default="default", help="checkpoint folder, or 'default' (bundled)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--novae-epochs", type=int, default=3)
     parser.add_argument("--skip", nargs="*", default=[], choices=["novae"])
+    parser.add_argument("--sections", nargs="*", default=None, help="short section names (default: all ten)")
     parser.add_argument("--out", type=Path, default=RESULTS / "domains.json")
-    args = parser.parse_args()
+    args = parse(parser, argv, QUICK)
     st.settings.progress = False
     started = time.perf_counter()
     record = header("domains", "scanpy", "squidpy", "novae", "scikit-learn")

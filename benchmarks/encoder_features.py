@@ -1,6 +1,7 @@
 """The frozen-encoder path: tiles/s of pathology-encoder feature extraction, the cache, and memory against spots.
 
-Usage: python benchmarks/encoder_features.py [--section C2] [--spots 10000 100000] [--skip uni scaling]
+Usage: python -m benchmarks encoder_features [--section C2] [--spots 10000 100000] [--skip uni scaling] [--out FILE]
+                                            [--quick]
 
 Three measurements, each in a fresh process:
 * ``uni``: ``st.tl.feature_extraction`` with the exact UNI architecture (ViT-L/16, 303M parameters; random weights
@@ -17,16 +18,16 @@ Writes benchmarks/results/encoder_features.json and prints markdown tables.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+from ._common import DEFAULT_DATA, RESULTS, header, parse, quick_out, suite_parser, write
 
-from _common import DEFAULT_DATA, RESULTS, header, write
+#: ``--quick``: no UNI-sized encoder (minutes per section on a CPU), 2,000 synthetic spots.
+QUICK = ["--skip", "uni", "--spots", "2000", *quick_out("encoder_features.json")]
 
 FIRST = """
 import json, sys, time, torch
@@ -92,13 +93,14 @@ def child(code: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = suite_parser(__file__, __doc__, QUICK)
     parser.add_argument("--data", default=None)
     parser.add_argument("--section", default="C2")
     parser.add_argument("--spots", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--skip", nargs="*", default=[], choices=["uni", "scaling"])
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=RESULTS / "encoder_features.json")
+    args = parse(parser, argv, QUICK)
     result = {**header("encoder_features"), "section": args.section}
     if "uni" not in args.skip:
         her2st = str(Path(args.data or DEFAULT_DATA) / "her2st")
@@ -126,7 +128,7 @@ def main() -> None:
                 f"| {r['spots']} | {r['seconds']:.0f} | {r['tiles_per_s']:.0f} | {r['peak_over_baseline_mb']:.0f} | "
                 f"{r['features_mb']:.0f} | {r['peak_less_features_mb']:.0f} |"
             )
-    write(result, RESULTS / "encoder_features.json")
+    write(result, args.out)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """H&E -> expression on her2st, leave one section out: storm beside image-only peers, same folds, same genes, one run.
 
-Usage: python benchmarks/expression_her2st.py [--model default] [--data ../shared/data] [--genes 250]
-                                              [--cnn-epochs 6] [--cnn-px 112] [--skip stnet ...]
-                                              [--fold-models runs/folds] [--fold-name "storm per fold"]
-                                              [--stored stnet --stored-from OLD.json]
+Usage: python -m benchmarks expression_her2st [--model default] [--data ../shared/data] [--genes 250]
+                                             [--cnn-epochs 6] [--cnn-px 112] [--skip stnet ...]
+                                             [--fold-models runs/folds [--pretrain-folds] [--fold-steps 600]
+                                              [--set KEY=VALUE] [--adapt-folds runs/folds_expression]
+                                              [--held-out B4 ...] [--folds-only]] [--fold-name "storm per fold"]
+                                             [--stored stnet --stored-from OLD.json] [--out FILE] [--quick]
 
 Protocol:
 * sections: the her2st sections with full-resolution H&E, B4, C2, C3, C4 and C5; each is held out in turn and every
@@ -17,7 +19,7 @@ Protocol:
 Contenders:
 * storm default checkpoint: zero-shot image -> expression decoder (``st.tl.predict_expression``); ridge probe on the
   image-only embeddings (``X_storm`` and the image-branch ``X_storm_image`` of ``st.tl.embed(modality="image")``);
-  the ``st.tl.finetune`` expression head (its defaults for expression: embeddings and the colour/texture statistics
+  the ``st.tl.fit_head`` expression head (its defaults for expression: embeddings and the colour/texture statistics
   of the tile, its niche and the wider fields, features and expression standardised within each slide, penalty and
   rank by cross-validation; without the statistics, ``morphology=False``; and on raw features and expression,
   ``per_slide=False, morphology=False``), read with ``predict_expression``'s default ``scale="slide"``;
@@ -27,11 +29,10 @@ Contenders:
   standardised within each section (what ``per_slide`` does for storm's heads); and, to show what the model adds,
   the statistics that storm's expression heads read (the tile, its niche and the fields 2 and 4 tiles wide) with a
   plain per-section ridge and with storm's head recipe without the model (``fit_spot_head`` on each section's
-  standardised expression, blocks and rank as ``st.tl.finetune``);
+  standardised expression, blocks and rank as ``st.tl.fit_head``);
 * with ``--fold-models DIR``: storm pretrained once per fold with the held-out section excluded from everything it saw
-  (``benchmarks/pretrain_folds.py`` writes ``DIR/<section>/model``): its zero-shot decoder, ridge on its image-branch
-  embedding and its ``st.tl.finetune`` head, so that every section is a held-out score for storm (``--fold-name``
-  names them in the table, e.g. for the models of ``benchmarks/adapt_folds.py``);
+  (``DIR/<section>/model``): its zero-shot decoder, ridge on its image-branch embedding and its ``st.tl.fit_head``
+  head, so that every section is a held-out score for storm (``--fold-name`` names them in the table);
 * an ST-Net-style CNN: DenseNet-121 trained end to end from scratch (``_image_baselines.py``), at ``--cnn-px`` px per
   112-µm tile for ``--cnn-epochs`` epochs (the published recipe used 224 px, ImageNet weights and 50 epochs, out of
   reach offline on 2 CPU cores).
@@ -41,6 +42,18 @@ CNN, 71 min on 2 cores) from an earlier run's JSON with the same sections and ge
 Every row also reports the median over genes of the predicted over measured standard deviation across spots
 (``spread_ratio_median``).
 
+Fold models (the sub-steps, each fold skipped once it is done and resumed when interrupted; ``--folds-only`` stops
+after them, ``--held-out`` picks the folds):
+* ``--pretrain-folds``: pretrain the fold models ``--fold-models`` lacks. Each fold's corpus is the shipped default's
+  recipe (``scripts/pretrain_default.yaml``: her2st count matrices, DLPFC 151510, the full-resolution H&E of C2-C5)
+  with the held-out section removed (image and counts) and the other full-resolution sections' images in (B4's, for
+  the C folds); the schedule is the recipe's shortened to ``--fold-steps`` (warm-up stage and learning-rate warm-up
+  scaled with it; 6-8 minutes per fold on 2 cores); ``--set KEY=VALUE`` changes one field of the training config, or
+  of the model config when the field is one (for ablations);
+* ``--adapt-folds OUT``: each fold model adapted with ``st.tl.adapt(task="expression")`` (the image -> expression
+  objective alone, ``--adapt-steps``) on its four training sections' H&E and counts, written to ``OUT/<section>``;
+  these are then the models scored (about 14 minutes per fold on 2 cores).
+
 Caveat: the default checkpoint was pretrained, self-supervised with an expression-from-image objective, on the images
 and counts of C2-C5 (not B4): only B4 is a held-out score for storm's zero-shot decoder and embeddings.
 Writes benchmarks/results/expression_her2st.json and prints a markdown table.
@@ -49,8 +62,8 @@ Writes benchmarks/results/expression_her2st.json and prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,21 +72,37 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _common import DEFAULT_DATA, RESULTS, expression, handcrafted, header, ridge_probe, top_genes, write
-from _image_baselines import squidpy_features, stnet_predict, tiles_of
-
 import storm as st
 from storm._standardise import standardised
+from storm.data import Corpus
 from storm.io import resolve
-from storm.tl._fit import fit_spot_head
+from storm.tl._heads._fitting import fit_spot_head
 from storm.tl._metrics import pearson_per_gene
 from storm.tl._model_arg import get_model
 from storm.tl._morphology import MORPHOLOGY_BLOCKS
-from storm.train import Corpus
 
-SECTIONS = ("B4", "C2", "C3", "C4", "C5")
+from ._common import (
+    DEFAULT_DATA,
+    HER2ST_IMAGED,
+    RESULTS,
+    expression,
+    handcrafted,
+    header,
+    parse,
+    quick_out,
+    ridge_probe,
+    squidpy_features,
+    stnet_predict,
+    suite_parser,
+    tiles_of,
+    top_genes,
+    write,
+)
+
+#: ``--quick``: 50 genes, without the CNN and squidpy (the slow peers), written apart.
+QUICK = ["--genes", "50", "--skip", "stnet", "squidpy", *quick_out("expression_her2st.json")]
+RECIPE = Path(__file__).resolve().parents[1] / "scripts" / "pretrain_default.yaml"
+SECTIONS = HER2ST_IMAGED
 HELD_OUT_OF_PRETRAINING = {"B4"}
 TOP = 50
 #: Mean Pearson r on her2st reported by the methods' papers (different splits, gene sets and pretrained encoders).
@@ -125,7 +154,7 @@ class Fold:
         return [s for s in self.sections if s != self.held]
 
     def head_recipe(self, key: str) -> tuple[np.ndarray, dict[str, Any]]:
-        """``st.tl.finetune``'s expression head on these features instead of embeddings + statistics."""
+        """``st.tl.fit_head``'s expression head on these features instead of embeddings + statistics."""
         import torch
 
         feats = {s: standardised(x) for s, x in self.features[key].items()}
@@ -173,7 +202,7 @@ def zero_shot(net: Any, key: str) -> Callable[[Fold], tuple[np.ndarray, dict]]:
 def finetune(net: Any, **options: bool) -> Callable[[Fold], tuple[np.ndarray, dict]]:
     def predict(fold: Fold) -> tuple[np.ndarray, dict]:
         train = [fold.sections[s] for s in fold.train]
-        head = st.tl.finetune(train, target="expression", genes=fold.genes, model=net, **options)
+        head = st.tl.fit_head(train, target="expression", genes=fold.genes, model=net, **options)
         sdata = fold.sections[fold.held]
         st.tl.predict_expression(sdata, genes=fold.genes, head=head, model=net, key_added="storm_finetuned")
         metrics = {k: v for k, v in head.metrics.items() if isinstance(v, int | float | str)}
@@ -235,7 +264,7 @@ def section_features(sections: dict[str, Any], net: Any, untrained: Any, skip: s
     def storm_embedding(model: Any, key: str, read: str) -> Callable[[str, Any], np.ndarray]:
         def run(_: str, sdata: Any) -> np.ndarray:
             if key not in sdata["table"].obsm:
-                st.tl.embed(sdata, model, modality="image", key_added=key)
+                st.tl.embed(sdata, model=model, modality="image", key_added=key)
             return obsm_of(sdata, read)
 
         return run
@@ -374,6 +403,8 @@ def stored_results(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             "date": earlier["date"],
             "machine": earlier["machine"],
             "seconds": earlier["seconds"].get(f"contender_{name}"),
+            # copied there from an earlier run in turn: keep where the numbers were measured
+            **earlier.get("stored", {}).get(name, {}),
             "results": {s: earlier["results"][name][s] for s in SECTIONS},
         }
     return out
@@ -409,23 +440,123 @@ def table(part: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def fold_config(recipe: dict[str, Any], held: str, steps: int, changes: dict[str, Any]) -> dict[str, Any]:
+    """The default recipe for the fold that holds ``held`` out, at ``steps`` steps, with ``changes`` applied."""
+    from storm.models import StormConfig
+
+    corpus = [s for s in recipe["corpus"] if s != f"her2st:{held}"]
+    corpus += [f"her2st:{s}" for s in SECTIONS if s != held and f"her2st:{s}" not in corpus]
+    scale = steps / recipe["max_steps"]
+    config = {k: v for k, v in recipe.items() if k not in ("corpus", "data_dir", "output_dir")}
+    config.update(
+        corpus=corpus,
+        max_steps=steps,
+        warmup_stage_steps=max(1, round(recipe["warmup_stage_steps"] * scale)),
+        lr_warmup_steps=max(1, round(recipe["lr_warmup_steps"] * scale)),
+        checkpoint_every=steps,
+    )
+    model_fields = {f.name for f in dataclasses.fields(StormConfig)}
+    model = {"preset": config["model"]} if isinstance(config["model"], str) else dict(config["model"])
+    for key, value in changes.items():
+        if key in model_fields:
+            model[key] = value
+        else:
+            config[key] = value
+    config["model"] = model
+    return config
+
+
+def parse_change(text: str) -> tuple[str, Any]:
+    import yaml
+
+    key, _, value = text.partition("=")
+    if not key or not value:
+        raise argparse.ArgumentTypeError(f"--set {text!r}: write KEY=VALUE")
+    return key, yaml.safe_load(value)
+
+
+def pretrain_folds(out: Path, held_out: list[str], steps: int, changes: dict[str, Any], data: Path) -> None:
+    """One model per fold in ``out/<section>/model``, the recipe without that section (skipped once done)."""
+    import yaml
+
+    recipe = yaml.safe_load(RECIPE.read_text())
+    for held in held_out:
+        folder = out / held
+        if (folder / "training.json").is_file():
+            print(f"{held}: pretrained already ({folder})")
+            continue
+        config = fold_config(recipe, held, steps, changes)
+        sources = [st.datasets.load(entry, data) for entry in config.pop("corpus")]
+        started = time.perf_counter()
+        st.tl.pretrain(sources, config=config, output_dir=folder, resume=folder.is_dir())
+        print(f"{held}: {time.perf_counter() - started:.0f} s -> {folder / 'model'}", flush=True)
+        (folder / "fold.json").write_text(json.dumps({"held_out": held, "config": config}, indent=2) + "\n")
+
+
+def adapt_folds(folds: Path, out: Path, held_out: list[str], steps: int, data: Path) -> None:
+    """Each fold model adapted with ``st.tl.adapt(task="expression")`` on its four training sections, in ``out``."""
+    from storm.models import StormModel
+
+    sections = {s: st.datasets.her2st(s, data / "her2st") for s in SECTIONS}
+    for held in held_out:
+        folder = out / held
+        if (folder / "fold.json").is_file():
+            print(f"{held}: adapted already ({folder})")
+            continue
+        model = StormModel.from_pretrained(folds / held / "model")
+        train = [s for s in SECTIONS if s != held]
+        started = time.perf_counter()
+        adapted = st.tl.adapt([sections[s] for s in train], model=model, task="expression", steps=steps, random_state=0)
+        seconds = round(time.perf_counter() - started)
+        adapted.save_pretrained(folder / "model")
+        record = {
+            "held_out": held,
+            "from": str(folds / held / "model"),
+            "trained_on": train,
+            "task": "expression",
+            "steps": steps,
+            "seconds": seconds,
+        }
+        (folder / "fold.json").write_text(json.dumps(record, indent=2) + "\n")
+        print(f"{held}: {seconds} s -> {folder / 'model'}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = suite_parser(__file__, __doc__, QUICK)
     parser.add_argument("--model", default="default", help="checkpoint folder, or 'default' (bundled)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--genes", type=int, default=250)
     parser.add_argument("--cnn-epochs", type=int, default=6)
     parser.add_argument("--cnn-px", type=int, default=112)
     parser.add_argument("--skip", nargs="*", default=[], choices=["handcrafted", "squidpy", "stnet"])
-    parser.add_argument("--fold-models", type=Path, default=None, help="folder of benchmarks/pretrain_folds.py")
+    parser.add_argument("--fold-models", type=Path, default=None, help="folder of the per-fold models")
+    parser.add_argument("--pretrain-folds", action="store_true", help="pretrain the fold models --fold-models lacks")
+    parser.add_argument("--fold-steps", type=int, default=600, help="pretraining steps per fold")
+    parser.add_argument("--set", dest="changes", action="append", default=[], type=parse_change, metavar="KEY=VALUE")
+    parser.add_argument("--adapt-folds", type=Path, default=None, help="adapt the fold models into this folder")
+    parser.add_argument("--adapt-steps", type=int, default=None, help="st.tl.adapt steps (default: its own)")
+    parser.add_argument("--held-out", nargs="+", default=list(SECTIONS), choices=SECTIONS, help="folds to make")
+    parser.add_argument("--folds-only", action="store_true", help="make the fold models, do not score")
     parser.add_argument("--fold-name", default="storm pretrained per fold", help="the fold models' name in the table")
     parser.add_argument("--stored", nargs="*", default=[], choices=STORABLE)
     parser.add_argument("--stored-from", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS / "expression_her2st.json")
-    args = parser.parse_args()
+    args = parse(parser, argv, QUICK)
     st.settings.progress = False
+    if (args.pretrain_folds or args.adapt_folds or args.folds_only) and args.fold_models is None:
+        parser.error("--pretrain-folds, --adapt-folds and --folds-only need --fold-models DIR")
+    if args.pretrain_folds:
+        pretrain_folds(args.fold_models, args.held_out, args.fold_steps, dict(args.changes), args.data)
+    if args.adapt_folds is not None:
+        from storm.tl._adapt import ADAPT_STEPS
+
+        adapt_folds(args.fold_models, args.adapt_folds, args.held_out, args.adapt_steps or ADAPT_STEPS, args.data)
+        args.fold_models = args.adapt_folds
+    if args.folds_only:
+        return
     started = time.perf_counter()
     record = header("expression_her2st", "scanpy", "squidpy", "scikit-learn", "torchvision")
+    record["command"] = args.command
     record.update(run(args))
     record["seconds"]["total"] = round(time.perf_counter() - started, 1)
     write(record, args.out)

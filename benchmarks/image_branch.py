@@ -1,10 +1,11 @@
 """Does the image branch carry signal of its own? An ablation of the image objective on a section held out of it all.
 
-Usage: python benchmarks/image_branch.py [--held-out B4] [--train C2 C3 C4 C5] [--steps 150] [--model default]
-                                         [--arms default continued crops crops_only] [--crops 16] [--out FILE]
+Usage: python -m benchmarks image_branch [--held-out B4] [--train C2 C3 C4 C5] [--steps 150] [--model default]
+                                        [--arms default continued crops crops_only] [--crops 16] [--out FILE] [--quick]
 
 Every arm starts from ``--model`` (default: the shipped checkpoint, pretrained with B4 left out; for another held-out
-section, a fold model of ``benchmarks/pretrain_folds.py`` that never saw it) and is trained further
+section, a fold model that never saw it: ``python -m benchmarks expression_her2st --pretrain-folds DIR --held-out C4
+--folds-only`` writes ``DIR/C4/model``) and is trained further
 on the ``--train`` sections only (``--held-out`` stays out of everything), for ``--steps`` steps of 16 niches, seed 0:
 * ``default``: the checkpoint as shipped (no further training);
 * ``continued``: the default objectives on the niches' spot tiles only (the control for the extra steps);
@@ -22,29 +23,51 @@ Scored on the held-out section, beside colour/texture statistics of the tile and
   clusters, ``obs["cluster"]``, from the her2st authors) against those clusters (ARI); statistics through the same
   ``st.tl.domains(use_rep=...)``; mean over 3 clustering seeds;
 * ``decoder``: the zero-shot H&E -> expression decoder (``st.tl.predict_expression``), mean r over the same genes.
-Writes benchmarks/results/image_branch.json and prints a markdown table.
+Writes benchmarks/results/image_branch_<held-out>.json and prints a markdown table.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _common import DEFAULT_DATA, RESULTS, expression, handcrafted, header, ridge_probe, top_genes, write
-
 import storm as st
 from storm._standardise import standardised
 from storm.tl._encode import encode
 from storm.tl._metrics import pearson_per_gene
 from storm.tl._model_arg import get_model
+
+from ._common import (
+    DEFAULT_DATA,
+    RESULTS,
+    expression,
+    handcrafted,
+    header,
+    parse,
+    quick_out,
+    ridge_probe,
+    suite_parser,
+    top_genes,
+    write,
+)
+
+#: ``--quick``: the crops-only arm for 20 steps, probes fitted on two sections, 50 genes.
+QUICK = [
+    "--arms",
+    "crops_only",
+    "--steps",
+    "20",
+    "--train",
+    "C2",
+    "C3",
+    "--genes",
+    "50",
+    *quick_out("image_branch.json"),
+]
 
 ARMS = ("default", "continued", "crops", "crops_only")
 
@@ -87,17 +110,17 @@ def domains_ari(sdata, rep: str | None, model, k: int, seeds=(0, 1, 2)) -> float
     scores = []
     for seed in seeds:
         if rep is None:
-            st.tl.domains(sdata, n_domains=k, model=model, seed=seed, key_added="d")
+            st.tl.domains(sdata, n_domains=k, model=model, random_state=seed, key_added="d")
         else:
-            st.tl.domains(sdata, n_domains=k, use_rep=rep, seed=seed, key_added="d")
+            st.tl.domains(sdata, n_domains=k, use_rep=rep, random_state=seed, key_added="d")
         labels = sdata["table"].obs["d"].astype(str).to_numpy()
         keep = truth != "nan"
         scores.append(adjusted_rand_score(truth[keep], labels[keep]))
     return float(np.mean(scores))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = suite_parser(__file__, __doc__, QUICK)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--held-out", default="B4")
     parser.add_argument("--train", nargs="+", default=["C2", "C3", "C4", "C5"])
@@ -109,7 +132,7 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, default=None, help="result file (default: results/image_branch_<held>.json)"
     )
-    args = parser.parse_args()
+    args = parse(parser, argv, QUICK)
     st.settings.progress = False
     load = lambda s: st.datasets.her2st(s, path=args.data / "her2st")  # noqa: E731
     held, train = load(args.held_out), [load(s) for s in args.train]
@@ -146,7 +169,7 @@ def main() -> None:
         pred, _ = ridge_probe(x[1:], train_y, x[0])
         decoder = model.expression_to_log1p(outs[0].predicted_expression, genes, slide_scale=True)
         held_copy = load(args.held_out)
-        st.tl.embed(held_copy, model, modality="image")
+        st.tl.embed(held_copy, model=model, modality="image")
         result["rows"][arm] = {
             "ridge": float(pearson_per_gene(pred, truth).mean()),
             "domains": domains_ari(held_copy, None, model, k),

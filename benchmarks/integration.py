@@ -1,6 +1,6 @@
 """Several slides embedded jointly: batch mixing against label conservation, storm beside PCA of expression.
 
-Usage: python benchmarks/integration.py [--model default] [--data ../shared/data] [--k 30] [--seeds 0 1 2]
+Usage: python -m benchmarks integration [--model default] [--data ../shared/data] [--k 30] [--seeds 0 1 2] [--quick]
 
 Protocol:
 * groups of slides from different donors/patients that share label classes: DLPFC 151673 + 151510 (manual layers) and
@@ -22,20 +22,19 @@ Writes benchmarks/results/integration.json and prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _clustering import kmeans, scored
-from _common import DEFAULT_DATA, RESULTS, header, write
-
 import storm as st
 from storm.tl._model_arg import get_model
+
+from ._common import DEFAULT_DATA, RESULTS, header, kmeans, parse, quick_out, scored, suite_parser, write
+
+#: ``--quick``: one k-means seed.
+QUICK = ["--seeds", "0", *quick_out("integration.json")]
 
 GROUPS = {
     "DLPFC 151673 + 151510": ("dlpfc", ("151673", "151510"), "layer"),
@@ -117,7 +116,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         slides = [loader(s, args.data / dataset) for s in samples]
         t0 = time.perf_counter()
         for sdata in slides:
-            st.tl.embed(sdata, net, modality="auto")
+            st.tl.embed(sdata, model=net, modality="auto")
         embed_s = time.perf_counter() - t0
         tables = [s["table"] for s in slides]
         masks = [scored(t.obs[label_key]) & np.isfinite(np.asarray(t.obsm["X_storm"])).all(1) for t in tables]
@@ -160,14 +159,14 @@ def table(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = suite_parser(__file__, __doc__, QUICK)
     parser.add_argument("--model", default="default", help="checkpoint folder, or 'default' (bundled)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--k", type=int, default=30)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=RESULTS / "integration.json")
-    args = parser.parse_args()
+    args = parse(parser, argv, QUICK)
     st.settings.progress = False
     started = time.perf_counter()
     record = header("integration", "scanpy", "scikit-learn")

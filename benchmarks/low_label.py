@@ -1,7 +1,7 @@
-"""Few labels: accuracy of a st.tl.finetune head vs the number of labelled spots, on slides it never saw labels of.
+"""Few labels: accuracy of a st.tl.fit_head head vs the number of labelled spots, on slides it never saw labels of.
 
-Usage: python benchmarks/low_label.py [--model default] [--data ../shared/data] [--sizes 25 50 100 250 500 1000 0]
-                                      [--repeats 3]
+Usage: python -m benchmarks low_label [--model default] [--data ../shared/data] [--sizes 25 50 100 250 500 1000 0]
+                                     [--repeats 3] [--tasks dlpfc_layers her2st_pathology] [--quick]
 
 Two transfers, each trained on the labelled spots of some slides and scored on other slides (other donors/patients):
 * DLPFC cortical layers: train 151673 (donor 3, 5,000 genes), test 151510 (donor 1, 500 genes);
@@ -10,11 +10,11 @@ Two transfers, each trained on the labelled spots of some slides and scored on o
 
 For each size n (0 = every labelled training spot), n spots are drawn at random from the training slides (``--repeats``
 draws) and the contenders are fitted on exactly those spots:
-* storm: the linear head of ``st.tl.finetune`` (softmax on the spots' joint + niche embeddings from the expression
+* storm: the linear head of ``st.tl.fit_head`` (softmax on the spots' joint + niche embeddings from the expression
   branch, L2 penalty by cross-validation) — the embeddings are computed once and the head fitted with the same code
-  ``finetune`` calls (``storm.tl._fit.fit_spot_head``); one full ``st.tl.finetune`` call (shared genes) checks they
+  ``finetune`` calls (``fit_spot_head``); one full ``st.tl.fit_head`` call (shared genes) checks they
   agree;
-* storm head, shared genes: the same head with ``st.tl.finetune(input_genes=...)`` set to the genes every slide of
+* storm head, shared genes: the same head with ``st.tl.fit_head(input_genes=...)`` set to the genes every slide of
   the transfer measures, so that the expression branch reads the same genes on training and test slides (what a
   user transferring labels to a slide of another panel passes; the baseline reads the same genes);
 * storm adapted: the same head on the embeddings of the model after ``st.tl.adapt`` (its default steps, seed 0) on the
@@ -30,7 +30,6 @@ markdown table.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -41,12 +40,17 @@ import numpy as np
 
 import storm as st
 from storm._compute import cpu_name
+from storm.data import log1p_cp10k
 from storm.io import resolve
-from storm.tl._finetune import on_genes, spot_features
-from storm.tl._fit import fit_spot_head
+from storm.tl._heads._fitting import fit_spot_head
+from storm.tl._heads._inputs import on_genes, spot_features
 from storm.tl._metrics import balanced_accuracy
 from storm.tl._model_arg import get_model
-from storm.train import log1p_cp10k
+
+from ._common import DEFAULT_DATA, RESULTS, parse, quick_out, suite_parser
+
+#: ``--quick``: the DLPFC transfer only, two label counts, one draw.
+QUICK = ["--tasks", "dlpfc_layers", "--sizes", "50", "0", "--repeats", "1", *quick_out("low_label.json")]
 
 TASKS = {
     "dlpfc_layers": {"loader": "dlpfc", "label": "layer", "train": ["151673"], "test": ["151510"]},
@@ -155,18 +159,18 @@ CONTENDERS = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = suite_parser(__file__, __doc__, QUICK)
     parser.add_argument("--model", default="default")
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--sizes", type=int, nargs="+", default=[25, 50, 100, 250, 500, 1000, 0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--shared-panel", action="store_true", help="embed every slide on the genes all slides share")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    args = parse(parser, argv, QUICK)
     stem = "low_label_shared_panel" if args.shared_panel else "low_label"
-    args.out = args.out or Path(__file__).parent / "results" / f"{stem}.json"
+    args.out = args.out or RESULTS / f"{stem}.json"
     net = get_model(None if args.model == "default" else args.model)
     results, started = {}, time.perf_counter()
     for name in args.tasks:
@@ -177,7 +181,7 @@ def main() -> None:
         if args.shared_panel:
             restrict_to_shared_genes(train_sd + test_sd)
         t_adapt = time.perf_counter()
-        adapted = st.tl.adapt(train_sd + test_sd, net, seed=0)
+        adapted = st.tl.adapt(train_sd + test_sd, model=net, random_state=0)
         adapt_s = time.perf_counter() - t_adapt
         shared = shared_genes(train_sd + test_sd)
         train = [slide_arrays(s, task["label"], net, adapted, shared) for s in train_sd]
@@ -204,7 +208,7 @@ def main() -> None:
                 for k, vals in scores.items()
             }
             print(name, n, {k: round(v["balanced_accuracy_mean"], 3) for k, v in rows_by_size[str(n)].items()})
-        check = st.tl.finetune(train_sd, task["label"], modality="expression", model=net, input_genes=shared)
+        check = st.tl.fit_head(train_sd, task["label"], modality="expression", model=net, input_genes=shared)
         results[name] = {
             "input_panel": "genes shared by all slides" if args.shared_panel else "each slide's own genes",
             "train": task["train"],

@@ -1,6 +1,6 @@
 """One pass or eight orientations: what averaging the model over a slide's flips and quarter-turns costs and buys.
 
-Usage: python benchmarks/orientations.py [--data ../shared/data] [--out benchmarks/results/orientations.json]
+Usage: python -m benchmarks orientations [--data ../shared/data] [--sections B4 151673] [--out FILE] [--quick]
 
 ``storm.settings.orientations`` = 8 (the default) runs every niche in the slide's eight orientations (tiles and
 offsets together) and averages the outputs; 1 runs it once, as the slide lies. Side by side, on the default model:
@@ -9,7 +9,7 @@ offsets together) and averages the outputs; 1 runs it once, as the slide lies. S
   30°, which is not one of the eight) and embedded again. Reported: the median cosine between each spot's embedding and
   its embedding on the unmoved slide, and the ARI between ``st.tl.domains(n_domains=k)`` of the two (same seed);
 * **quality**: the held-out her2st B4 section's zero-shot H&E → expression decoder (mean Pearson r over the 250 most
-  expressed genes, as ``benchmarks/pretraining_value.py``), and the held-out DLPFC 151673 section's domains against
+  expressed genes, as the ``pretraining_value`` suite), and the held-out DLPFC 151673 section's domains against
   its manual layers (ARI, k = 7, expression only: its image is too coarse for the tiles);
 * **time**: ``st.tl.embed`` on each section, in one process, one setting after the other.
 
@@ -18,22 +18,21 @@ B4 and 151673 were held out of the default model's pretraining. Writes JSON and 
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _common import DEFAULT_DATA, RESULTS, expression, header, top_genes, write
-
 import storm as st
 from storm.models import StormModel
 from storm.tl._encode import encode
 from storm.tl._metrics import pearson_per_gene
+
+from ._common import DEFAULT_DATA, RESULTS, expression, header, parse, quick_out, suite_parser, top_genes, write
+
+#: ``--quick``: the expression-only section (no tiles to encode eight times).
+QUICK = ["--sections", "151673", *quick_out("orientations.json")]
 
 
 def moved(sdata: Any, how: str) -> Any:
@@ -97,12 +96,12 @@ def without_image(sdata: Any) -> Any:
 
 def embedded(sdata: Any, net: StormModel, modality: str) -> tuple[np.ndarray, float]:
     start = time.perf_counter()
-    st.tl.embed(sdata, net, modality=modality)
+    st.tl.embed(sdata, model=net, modality=modality)
     return sdata["table"].obsm["X_storm"].copy(), time.perf_counter() - start
 
 
 def domains(sdata: Any, k: int) -> np.ndarray:
-    st.tl.domains(sdata, k, seed=0)
+    st.tl.domains(sdata, k, random_state=0)
     return sdata["table"].obs["storm_domain"].to_numpy()
 
 
@@ -112,27 +111,29 @@ def median_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.median((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     from sklearn.metrics import adjusted_rand_score
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = suite_parser(__file__, __doc__, QUICK)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=RESULTS / "orientations.json")
-    args = parser.parse_args()
+    parser.add_argument("--sections", nargs="+", default=["B4", "151673"], choices=["B4", "151673"])
+    args = parse(parser, argv, QUICK)
     st.settings.progress = False
     started = time.perf_counter()
     net = StormModel.from_pretrained("default")
-    b4 = st.datasets.her2st("B4", path=args.data / "her2st")
-    train = [st.datasets.her2st(s, path=args.data / "her2st") for s in ("C2", "C3", "C4", "C5")]
-    genes = top_genes(b4, train, net.vocab, 250)
-    truth = expression(b4, genes)
-    dlpfc = without_image(st.datasets.dlpfc("151673", args.data / "dlpfc"))
-    layers = dlpfc["table"].obs["layer"].astype(str).to_numpy()
-    labelled = (dlpfc["table"].obs["layer"].notna() & (layers != "nan")).to_numpy()
-    sections = [
-        ("her2st B4", b4, "image", ("mirror", "90"), 4),
-        ("DLPFC 151673", dlpfc, "expression", ("mirror", "90", "30"), 7),
-    ]
+    sections = []
+    if "B4" in args.sections:
+        b4 = st.datasets.her2st("B4", path=args.data / "her2st")
+        train = [st.datasets.her2st(s, path=args.data / "her2st") for s in ("C2", "C3", "C4", "C5")]
+        genes = top_genes(b4, train, net.vocab, 250)
+        truth = expression(b4, genes)
+        sections.append(("her2st B4", b4, "image", ("mirror", "90"), 4))
+    if "151673" in args.sections:
+        dlpfc = without_image(st.datasets.dlpfc("151673", args.data / "dlpfc"))
+        layers = dlpfc["table"].obs["layer"].astype(str).to_numpy()
+        labelled = (dlpfc["table"].obs["layer"].notna() & (layers != "nan")).to_numpy()
+        sections.append(("DLPFC 151673", dlpfc, "expression", ("mirror", "90", "30"), 7))
 
     results: dict[str, Any] = {}
     for orientations in (1, 8):

@@ -1,7 +1,7 @@
 """Domains when the panel is widened by low-count genes, as a full ``scanpy.read_visium`` panel would be.
 
-Usage: python benchmarks/panel_breadth.py [--data ../shared/data] [--sample 151673] [--extra 13000] [--out FILE]
-                                          [--panels original widened] [--peers graphst banksy]
+Usage: python -m benchmarks panel_breadth [--data ../shared/data] [--sample 151673] [--extra 13000] [--out FILE]
+                                         [--panels original widened] [--peers graphst banksy] [--quick]
 
 The DLPFC count matrices in ``../shared/data`` hold 5,000 (151673) or 500 (151510) preselected genes; a Visium slide
 read with ``scanpy.read_visium`` holds every gene of the kit (33,538 for these DLPFC sections), most at a few
@@ -11,28 +11,41 @@ log-normal (median 0.05 counts per spot, log-sd 1.5) times each spot's library s
 carry the spots' depth and nothing else. Contenders, each on the original and the widened panel: storm zero-shot and
 adapted (``st.tl.adapt``, 300 steps, seed 0) through ``st.tl.domains``, and scanpy PCA -> k-means, which picks its own
 2,000 highly variable genes. ARI against the manual layers, mean over 3 clustering seeds, k = 7. ``--peers`` adds
-GraphST and BANKSY as ``domain_peers.py`` runs them (each picks its own genes; GraphST takes 15–30 min per panel, so
+GraphST and BANKSY as the ``domain_peers`` suite runs them (each picks its own genes; GraphST takes 15–30 min per panel, so
 run it once, with ``--out`` to a file of its own, in the bench environment).
 Writes benchmarks/results/panel_breadth.json and prints a markdown table.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _clustering import at_table_rows, kmeans, scanpy_pca, scored
-from _common import DEFAULT_DATA, RESULTS, header, write
-from domain_peers import PEERS, RUNNERS, SEEDS, counts_of
-
 import storm as st
+
+from ._common import (
+    DEFAULT_DATA,
+    PEERS,
+    RESULTS,
+    RUNNERS,
+    SEEDS,
+    at_table_rows,
+    counts_of,
+    header,
+    kmeans,
+    parse,
+    quick_out,
+    scanpy_pca,
+    scored,
+    suite_parser,
+    write,
+)
+
+#: ``--quick``: the widened panel with 2,000 simulated genes instead of 13,000.
+QUICK = ["--panels", "widened", "--extra", "2000", *quick_out("panel_breadth.json")]
 
 PANELS = ("original", "widened")
 #: Median and log-standard deviation of the simulated genes' counts per spot (at the median library size).
@@ -76,7 +89,7 @@ def contenders(sdata: Any, k: int, mask: np.ndarray, truth: np.ndarray, peers: l
     def storm_domains(key: str) -> list[np.ndarray]:
         runs = []
         for seed in SEEDS:
-            st.tl.domains(sdata, n_domains=k, use_rep=key, seed=seed, key_added="_domain")
+            st.tl.domains(sdata, n_domains=k, use_rep=key, random_state=seed, key_added="_domain")
             runs.append(table.obs["_domain"].astype(int).to_numpy())
         return runs
 
@@ -84,7 +97,7 @@ def contenders(sdata: Any, k: int, mask: np.ndarray, truth: np.ndarray, peers: l
     st.tl.embed(sdata, modality="expression")
     out["storm_zero_shot"] = ari(storm_domains("X_storm"))
     t0 = time.perf_counter()
-    st.tl.embed(sdata, st.tl.adapt(sdata, seed=0), modality="expression", key_added="X_storm_adapted")
+    st.tl.embed(sdata, model=st.tl.adapt(sdata, random_state=0), modality="expression", key_added="X_storm_adapted")
     out["adapt_seconds"] = round(time.perf_counter() - t0, 1)
     out["storm_adapted"] = ari(storm_domains("X_storm_adapted"))
     out["scanpy_kmeans"] = ari([kmeans(scanpy_pca(table, s).obsm["X_pca"], k, s) for s in SEEDS])
@@ -97,22 +110,22 @@ def contenders(sdata: Any, k: int, mask: np.ndarray, truth: np.ndarray, peers: l
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     from storm.models import StormModel
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = suite_parser(__file__, __doc__, QUICK)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--sample", default="151673")
     parser.add_argument("--extra", type=int, default=13000)
     parser.add_argument("--out", type=Path, default=RESULTS / "panel_breadth.json")
     parser.add_argument("--panels", nargs="+", default=list(PANELS), choices=PANELS)
     parser.add_argument("--peers", nargs="*", default=[], choices=PEERS)
-    args = parser.parse_args()
+    args = parse(parser, argv, QUICK)
     st.settings.progress = False
     vocab = StormModel.from_pretrained("default").vocab
     record = header("panel_breadth", "scanpy", "scikit-learn")
     record.update(sample=args.sample, extra_genes=args.extra, rate_median=RATE_MEDIAN, rate_log_sd=RATE_LOG_SD)
-    record["command"] = " ".join(sys.argv)
+    record["command"] = args.command
     for panel in args.panels:
         sdata = st.datasets.dlpfc(args.sample, args.data / "dlpfc")
         if panel == "widened":

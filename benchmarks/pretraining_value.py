@@ -1,7 +1,9 @@
 """Is pretraining worth it? H&E -> expression on a section held out of pretraining, three ways, one protocol.
 
-Usage: python benchmarks/pretraining_value.py [--model default] [--data ../shared/data] [--held-out B4]
-                                               [--train C2 C3 C4 C5] [--genes 250]
+Usage: python -m benchmarks pretraining_value [--model default] [--data ../shared/data] [--held-out B4]
+                                             [--train C2 C3 C4 C5] [--genes 250] [--quick]
+
+``scripts/train_default.py`` runs it on every new default checkpoint and puts its table in the model card.
 
 Protocol (identical for every contender):
 * genes: the ``--genes`` genes with the highest mean log1p(CP10k) on the held-out section, among those measured on
@@ -23,26 +25,35 @@ Writes benchmarks/results/pretraining_value.json and prints a markdown table.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _common import expression, handcrafted, ridge_probe, top_genes
-
 import storm as st
 from storm._compute import cpu_name
 from storm.models import StormModel
 from storm.tl._encode import encode
 from storm.tl._metrics import pearson_per_gene
+
+from ._common import (
+    DEFAULT_DATA,
+    RESULTS,
+    expression,
+    handcrafted,
+    parse,
+    quick_out,
+    ridge_probe,
+    suite_parser,
+    top_genes,
+)
+
+#: ``--quick``: 50 genes, ridge probes fitted on two sections.
+QUICK = ["--genes", "50", "--train", "C2", "C3", *quick_out("pretraining_value.json")]
 
 
 def model_readouts(model: StormModel, held, train, genes: list[str]) -> dict[str, np.ndarray]:
@@ -56,16 +67,16 @@ def model_readouts(model: StormModel, held, train, genes: list[str]) -> dict[str
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = suite_parser(__file__, __doc__, QUICK)
     parser.add_argument("--model", default="default", help="checkpoint folder, or 'default' (bundled)")
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--held-out", default="B4")
     parser.add_argument("--train", nargs="+", default=["C2", "C3", "C4", "C5"])
     parser.add_argument("--genes", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random-init model")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "pretraining_value.json")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=RESULTS / "pretraining_value.json")
+    args = parse(parser, argv, QUICK)
     st.settings.progress = False
     started = time.perf_counter()
 

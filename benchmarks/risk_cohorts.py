@@ -1,6 +1,6 @@
 """Survival risk: st.tl.fit_risk on synthetic cohorts with a planted signal, and a smoke run on the her2st patients.
 
-Usage: python benchmarks/risk_cohorts.py [--data ../shared/data] [--strengths 3 6] [--train 40] [--test 80]
+Usage: python -m benchmarks risk_cohorts [--data ../shared/data] [--strengths 3 6] [--train 40] [--test 80] [--quick]
 
 Planted cohorts (``st.datasets.planted_cohort``): patients are bags of 60 real spots of the bundled demo (her2st C2
 crop), embedded by the default model from H&E and expression; a fraction f ~ U(0, 1) of each bag is drawn from the
@@ -18,7 +18,6 @@ Writes benchmarks/results/risk_cohorts.json and prints a markdown table.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -31,22 +30,27 @@ import storm as st
 from storm._compute import cpu_name
 from storm.tl._metrics import concordance_index
 
+from ._common import DEFAULT_DATA, RESULTS, parse, quick_out, suite_parser
+
+#: ``--quick``: the strong signal only, smaller cohorts.
+QUICK = ["--strengths", "6", "--train", "20", "--test", "40", *quick_out("risk_cohorts.json")]
+
 
 def planted(strength: float, n_train: int, n_test: int) -> dict:
     sdata = st.datasets.demo()
     st.tl.embed(sdata)
     table = sdata["table"]
-    erbb2 = st.train.log1p_cp10k(table.X)[:, table.var_names.get_loc("ERBB2")].toarray().ravel()
+    erbb2 = st.data.log1p_cp10k(table.X)[:, table.var_names.get_loc("ERBB2")].toarray().ravel()
     high = np.argsort(erbb2, kind="stable")[len(erbb2) // 2 :]
     slides, t, e, f = st.datasets.planted_cohort(table, high, n_train, strength=strength, seed=1)
-    head = st.tl.fit_risk(slides, t, e, seed=0)
+    head = st.tl.fit_risk(slides, t, e, random_state=0)
     test, t2, e2, f2 = st.datasets.planted_cohort(table, high, n_test, strength=strength, seed=2)
     scores = []
     for slide in test:
-        st.tl.risk(slide, head)
+        st.tl.apply_risk(slide, head)
         scores.append(slide.uns["storm"]["storm_risk"]["score"])
     order = np.random.default_rng(0).permutation(len(t))  # (time, event) pairs moved together: no signal left
-    shuffled = st.tl.fit_risk(slides, t[order], e[order], seed=0)
+    shuffled = st.tl.fit_risk(slides, t[order], e[order], random_state=0)
     return {
         "strength": strength,
         "n_train": n_train,
@@ -69,10 +73,10 @@ def her2st_smoke(data: Path) -> dict:
     for s in slides:
         st.tl.embed(s, modality="expression")
     event = clinical.loc[[s[0] for s in sections], "OS"].to_numpy()
-    head = st.tl.fit_risk(slides, np.ones(len(slides)), event, n_folds=4, seed=0)
+    head = st.tl.fit_risk(slides, np.ones(len(slides)), event, n_folds=4, random_state=0)
     scores = {}
     for name, s in zip(sections, slides, strict=True):
-        st.tl.risk(s, head)
+        st.tl.apply_risk(s, head)
         scores[name] = s["table"].uns["storm"]["storm_risk"]["score"]
     return {
         "sections": sections,
@@ -84,14 +88,14 @@ def her2st_smoke(data: Path) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
+def main(argv: list[str] | None = None) -> None:
+    parser = suite_parser(__file__, __doc__, QUICK)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--strengths", type=float, nargs="+", default=[3.0, 6.0])
     parser.add_argument("--train", type=int, default=40)
     parser.add_argument("--test", type=int, default=80)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "risk_cohorts.json")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=RESULTS / "risk_cohorts.json")
+    args = parse(parser, argv, QUICK)
     started = time.perf_counter()
     rows = [planted(s, args.train, args.test) for s in args.strengths]
     smoke = her2st_smoke(args.data)

@@ -1,6 +1,6 @@
 """Time and peak memory of tiling + embedding against the number of spots, on a synthetic 40k x 40k H&E.
 
-Usage: python benchmarks/scaling.py [--spots 1000 10000 100000] [--model tiny] [--image-size 224] [--batch 64]
+Usage: python -m benchmarks scaling [--spots 1000 10000 100000] [--model tiny] [--image-size 224] [--batch 64] [--quick]
 
 The slide is ``storm.datasets.synthetic(40000, 40000, pitch_um=60, um_per_px=0.5, chunk_px=1024)``: a 4.8 GB RGB image
 computed chunk by chunk on read (it never exists in memory), with ``--spots`` spots drawn from its 128k-spot hexagonal
@@ -19,7 +19,6 @@ Writes benchmarks/results/scaling_<model>_<px>px.json and prints a markdown tabl
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -27,19 +26,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _common import RESULTS, header, write
-
 import storm as st
+
+from ._common import RESULTS, header, parse, quick_out, suite_parser, write
+
+#: ``--quick``: 1k and 5k spots, 64-px tiles.
+QUICK = ["--spots", "1000", "5000", "--image-size", "64", *quick_out("scaling.json")]
 
 CHILD = """
 import json, resource, sys, time
-sys.path.insert(0, {bench!r})
+sys.path.insert(0, {root!r})
 import storm as st
 from storm.datasets._synthetic import synthetic
 from storm.tl._model_arg import get_model
-from throughput import preset_model
+from benchmarks._common import preset_model
 
 def rss_mb():
     with open("/proc/self/status") as f:
@@ -58,7 +58,7 @@ tiling = time.perf_counter() - t0
 tiling_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 del ts
 t0 = time.perf_counter()
-st.tl.embed(sdata, model, modality="image")
+st.tl.embed(sdata, model=model, modality="image")
 embed = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 x = sdata["table"].obsm["X_storm"]
@@ -69,7 +69,7 @@ print(json.dumps({{"spots": {n}, "tiling_s": tiling, "embed_s": embed, "baseline
 
 
 def measure(n: int, model: str, batch: int, image_size: int | None) -> dict[str, Any]:
-    script = CHILD.format(bench=str(Path(__file__).parent), batch=batch, model=model, n=n, image_size=image_size)
+    script = CHILD.format(root=str(Path(__file__).parents[1]), batch=batch, model=model, n=n, image_size=image_size)
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
     if out.returncode:
@@ -106,14 +106,14 @@ def table(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = suite_parser(__file__, __doc__, QUICK)
     parser.add_argument("--spots", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--model", default="tiny", choices=["tiny", "small", "default"])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=None, help="tile pixels of a preset model (default 224)")
     parser.add_argument("--out", type=Path, default=None, help="default results/scaling_<model>_<px>px.json")
-    args = parser.parse_args()
+    args = parse(parser, argv, QUICK)
     record = header("scaling", "dask", "zarr")
     record.update(
         {

@@ -1,13 +1,15 @@
 """End-to-end ``st.tl.embed`` spots/s beside model-only forward throughput: does the data pipeline starve the model?
 
-Usage: python benchmarks/throughput.py [--presets tiny small] [--device cpu] [--precision fp32] [--batch 64]
-                                       [--repeats 2] [--slides her2st] [--data ../shared/data] [--out FILE]
-       (on a GPU: --presets small base large --device cuda --precision bf16)
+Usage: python -m benchmarks throughput [--presets tiny small] [--device cpu] [--precision fp32] [--batch 64]
+                                      [--repeats 2] [--slides her2st] [--data ../shared/data] [--out FILE]
+                                      [--read-ahead 1 2] [--quick]
+       (on a GPU: --presets small base large --device cuda --precision bf16;
+        reading ahead on a GPU: --presets small --device cuda --precision bf16 --read-ahead 2 4 8)
 
 Slides: the five her2st sections with full-resolution H&E (B4, C2-C5; 1,015 spots, H&E + expression), or with
 ``--slides demo:N`` N separate copies of the bundled demo (151 spots each; for machines without the data). For each preset
 (random weights of that size, with the default model's gene vocabulary and tile geometry):
-* end to end: ``st.tl.embed(sdata, model, modality="both")`` over all five sections (tiling from the lazily read image,
+* end to end: ``st.tl.embed(sdata, model=model, modality="both")`` over all five sections (tiling from the lazily read image,
   niche building, expression, backbone, transformer, writing to ``obsm``); best of ``--repeats`` after one warm-up;
 * model only: the same batches, with every input already built and on the device (tiles of the distinct spots of each
   batch, niche offsets, expression), timing only the backbone and the model forward pass, exactly as the runner calls
@@ -16,42 +18,34 @@ Slides: the five her2st sections with full-resolution H&E (B4, C2-C5; 1,015 spot
   process, so later calls on the same slides skip it);
 * ratio = end-to-end / model-only spots/s: 1 means the pipeline costs nothing; on a GPU the target is >= 0.8.
 Writes benchmarks/results/throughput_<device>.json (or ``--out``) and prints a markdown table.
+
+``--read-ahead N [N ...]`` times instead, for the first preset, reading niches in line against ``N``
+:class:`~storm.data.NicheLoader` worker processes reading ahead (``st.tl.embed`` reads in line on the CPU and with
+``storm.settings.num_workers`` workers on an accelerator, ``storm.data.loader_workers``): end-to-end spots/s of each,
+alternating, best of ``--repeats`` after one warm-up, and the ratio to in line. Writes
+benchmarks/results/read_ahead_<device>.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _common import DEFAULT_DATA, RESULTS, header, write
-
 import storm as st
 from storm.tl._model_arg import get_model
 
-SECTIONS = ("B4", "C2", "C3", "C4", "C5")
+from ._common import DEFAULT_DATA, HER2ST_IMAGED, RESULTS, header, parse, preset_model, quick_out, suite_parser, write
 
-
-def preset_model(preset: str, reference: Any, image_size: int | None = None) -> Any:
-    """Random weights of ``preset`` with the reference model's vocabulary and tile geometry (or ``image_size`` px)."""
-    import torch
-
-    from storm.models import StormConfig, StormModel
-
-    torch.manual_seed(0)
-    size = {"image_size": image_size} if image_size else {}
-    config = StormConfig.from_preset(preset, vocab_size=len(reference.vocab), tile_um=reference.config.tile_um, **size)
-    return StormModel(config, vocab=reference.vocab).eval()
+#: ``--quick``: the tiny preset on two copies of the bundled demo (no data needed), one timed repeat.
+QUICK = ["--presets", "tiny", "--slides", "demo:2", "--repeats", "1", *quick_out("throughput.json")]
 
 
 def slides(spec: str, data: Path) -> list[Any]:
     """``"her2st"``: sections B4, C2-C5 from ``data``; ``"demo:N"``: N separate copies of the bundled demo."""
     if spec == "her2st":
-        return [st.datasets.her2st(s, data / "her2st") for s in SECTIONS]
+        return [st.datasets.her2st(s, data / "her2st") for s in HER2ST_IMAGED]
     name, _, count = spec.partition(":")
     if name != "demo" or not count.isdigit() or int(count) < 1:
         raise ValueError(f"`--slides` must be 'her2st' or 'demo:N' (N >= 1), got {spec!r}.")
@@ -116,7 +110,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         def end_to_end(model: Any = model) -> None:
             for sdata in sections:
-                st.tl.embed(sdata, model, modality="both", key_added="X_bench")
+                st.tl.embed(sdata, model=model, modality="both", key_added="X_bench")
 
         first_s, e2e_s = timed(end_to_end, args.repeats)
         batches = [b for sdata in sections for b in prepared_batches(sdata, model, args.batch, device)]
@@ -163,9 +157,60 @@ def table(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def pipeline_parser(description: str) -> argparse.ArgumentParser:
-    """Arguments shared by the pipeline benchmarks (this one and ``read_ahead.py``)."""
-    parser = argparse.ArgumentParser(description=description)
+def read_ahead(args: argparse.Namespace) -> dict[str, Any]:
+    """End-to-end spots/s reading niches in line and with each ``--read-ahead`` count of loader workers."""
+    from storm.data import _loader
+
+    st.settings.device = args.device
+    st.settings.precision = args.precision
+    st.settings.batch_size = args.batch
+    sections = slides(args.slides, args.data)
+    n_spots = sum(s["table"].n_obs for s in sections)
+    preset = args.presets[0]
+    model = preset_model(preset, get_model(None))
+
+    def end_to_end() -> float:
+        t0 = time.perf_counter()
+        for sdata in sections:
+            st.tl.embed(sdata, model=model, modality="both", key_added="X_bench")
+        return time.perf_counter() - t0
+
+    variants = {"in line": 0} | {f"read ahead, {w} process{'es' * (w > 1)}": w for w in args.read_ahead}
+    default = _loader.loader_workers
+    best = dict.fromkeys(variants, float("inf"))
+    try:
+        end_to_end()
+        for _ in range(args.repeats):
+            for name, workers in variants.items():
+                _loader.loader_workers = lambda device, n=None, w=workers: w
+                best[name] = min(best[name], end_to_end())
+    finally:
+        _loader.loader_workers = default
+    base = n_spots / best["in line"]
+    rows = [
+        {"reader": name, "spots_per_s": round(n_spots / s, 1), "ratio_to_in_line": round(n_spots / s / base, 3)}
+        for name, s in best.items()
+    ]
+    for row in rows:
+        print(row)
+    return {"device": args.device, "precision": args.precision, "preset": preset, "batch": args.batch, "rows": rows}
+
+
+def read_ahead_table(record: dict[str, Any]) -> str:
+    lines = [
+        f"Device: {record['device']}, preset {record['preset']}, {record['precision']}, {record['batch']} niches per "
+        "batch.",
+        "",
+        "| reader | end-to-end spots/s | × in line |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {r['reader']} | {r['spots_per_s']} | {r['ratio_to_in_line']:.2f} |" for r in record["rows"]]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = suite_parser(__file__, __doc__, QUICK)
+    parser.add_argument("--presets", nargs="+", default=["tiny", "small"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "auto"])
     parser.add_argument("--batch", type=int, default=64)
@@ -173,23 +218,19 @@ def pipeline_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--slides", default="her2st", help="'her2st' (B4, C2-C5) or 'demo:N' (no data needed)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=None)
-    return parser
-
-
-def report(name: str, args: argparse.Namespace, run: Any, table: Any) -> None:
-    """Run, write ``results/<name>_<device>.json`` (or ``--out``) and print the table."""
+    parser.add_argument(
+        "--read-ahead", type=int, nargs="+", default=None, metavar="N", help="loader workers to time against in line"
+    )
+    args = parse(parser, argv, QUICK)
+    name, measure, render = (
+        ("read_ahead", read_ahead, read_ahead_table) if args.read_ahead else ("throughput", run, table)
+    )
     st.settings.progress = False
     record = header(name, "timm")
-    record.update(run(args))
+    record.update(measure(args))
     write(record, args.out or RESULTS / f"{name}_{args.device.split(':')[0]}.json")
     print()
-    print(table(record))
-
-
-def main() -> None:
-    parser = pipeline_parser(__doc__.splitlines()[0])
-    parser.add_argument("--presets", nargs="+", default=["tiny", "small"])
-    report("throughput", parser.parse_args(), run, table)
+    print(render(record))
 
 
 if __name__ == "__main__":

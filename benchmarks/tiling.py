@@ -7,21 +7,19 @@ decoded (decode time is reported on its own; storm's cold first pass, which incl
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/tiling.py [--data ../shared/data] [--repeats 3]
+    python -m benchmarks tiling [--data ../shared/data] [--repeats 3] [--quick]
 
 Prints a markdown table and writes ``benchmarks/results/tiling.json``.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import gc
 import json
 import os
 import platform
 import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -32,6 +30,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ._common import parse, quick_out, suite_parser
+
+#: ``--quick``: one timed pass, slow contenders timed on 20 spots.
+QUICK = ["--repeats", "1", "--max-pass-s", "5", "--subset", "20", *quick_out("tiling.json")]
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "C2"
 IMAGE = Path("her2st/data/ST-imgs/C/C2/5714_HE_BT_C2.jpg")
@@ -283,14 +285,14 @@ def plan(per_item_s: float, n: int, max_pass_s: float, subset: int) -> np.ndarra
 
 # ------------------------------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = suite_parser(__file__, __doc__, QUICK)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="folder holding her2st/")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per contender; the best is reported")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "tiling.json")
     parser.add_argument("--max-pass-s", type=float, default=60.0, help="time a subset when a full pass is slower")
     parser.add_argument("--subset", type=int, default=50, help="spots timed for slow contenders")
     parser.add_argument("--own-builder", action="store_true", help="build the SpatialData here, not via storm")
-    args = parser.parse_args(argv)
+    args = parse(parser, argv, QUICK)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
 
@@ -489,7 +491,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         **info,
         "script": "benchmarks/tiling.py",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": args.command,
         "data": {
             "section": SECTION,
             "image": str(IMAGE),

@@ -6,7 +6,7 @@ Usage, from the project root::
 
 1. ``storm pretrain --config scripts/pretrain_default.yaml`` (resumes an interrupted run; skipped once finished);
 2. stores the weights in float16 (half the size; loading casts them back to float32) in the package;
-3. runs ``benchmarks/pretraining_value.py`` on the stored weights: H&E -> expression on the held-out section;
+3. runs ``python -m benchmarks pretraining_value`` on the stored weights: H&E -> expression on the held-out section;
 4. writes the model card: data, steps, time, hardware, final losses and the evaluation table.
 """
 
@@ -54,7 +54,7 @@ def main() -> None:
     model = StormModel.from_pretrained(run / "model")
     model.save_pretrained(TARGET, weights_dtype="float16", description=DESCRIPTION)
     subprocess.run(
-        [sys.executable, "benchmarks/pretraining_value.py", "--model", str(TARGET), "--held-out", HELD_OUT],
+        [sys.executable, "-m", "benchmarks", "pretraining_value", "--model", str(TARGET), "--held-out", HELD_OUT],
         check=True,
         cwd=ROOT,
     )
@@ -140,7 +140,9 @@ def _domains(sha256: str) -> dict:
         return {}
     record = json.loads(DOMAINS.read_text())
     if (record.get("model") or {}).get("sha256") != sha256:
-        print(f"{DOMAINS} evaluates other weights: run benchmarks/domains.py, then this script again, for the card")
+        print(
+            f"{DOMAINS} evaluates other weights: run `python -m benchmarks domains`, then this script again, for the card"
+        )
         return {}
     rows = {"storm zero-shot": "storm", "storm adapted (st.tl.adapt)": "storm_adapted"}
     rows.update(

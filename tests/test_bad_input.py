@@ -302,13 +302,15 @@ CASES = [
         "use_rep='X_pca'",
     ),
     Case(
-        "tl: finetune unknown target",
+        "tl: fit_head unknown target",
         DEMO,
-        lambda d, t: st.tl.finetune([d], target="nocol"),
+        lambda d, t: st.tl.fit_head([d], target="nocol"),
         KeyError,
         "target='nocol'",
     ),
-    Case("tl: annotate without a head", DEMO, lambda d, t: st.tl.annotate(d, head=t), FileNotFoundError, "head.json"),
+    Case(
+        "tl: apply_head without a head", DEMO, lambda d, t: st.tl.apply_head(d, head=t), FileNotFoundError, "head.json"
+    ),
     Case(
         "tl: log-normalised X taken as counts",
         _normalised,
@@ -372,9 +374,13 @@ CASES = [
         ValueError,
         r"obsm\['X_rep'\] has NaN or infinite rows",
     ),
-    Case("tl: risk head of a wrong type", DEMO, lambda d, t: st.tl.risk(d, head=5), TypeError, "`head`"),
+    Case("tl: risk head of a wrong type", DEMO, lambda d, t: st.tl.apply_risk(d, head=5), TypeError, "`head`"),
     Case(
-        "tl: fit_risk on one slide", DEMO, lambda d, t: st.tl.fit_risk([d], time="t", event="e"), ValueError, "sdatas"
+        "tl: fit_risk on one slide",
+        DEMO,
+        lambda d, t: st.tl.fit_risk([d], time="t", event="e"),
+        ValueError,
+        "`data` needs at least two slides",
     ),
     Case(
         "tl: fit_risk with a negative time",
@@ -386,7 +392,7 @@ CASES = [
     # pl
     Case("pl: unknown genes", DEMO, lambda d, t: st.pl.genes(d, ["NOTAGENE"], show=False), KeyError, "`genes`"),
     Case("pl: domains not computed", DEMO, lambda d, t: st.pl.domains(d, show=False), KeyError, "st.tl.domains"),
-    Case("pl: risk not computed", DEMO, lambda d, t: st.pl.risk(d, show=False), KeyError, "st.tl.risk"),
+    Case("pl: risk not computed", DEMO, lambda d, t: st.pl.risk(d, show=False), KeyError, "st.tl.apply_risk"),
     Case("pl: embedding not computed", DEMO, lambda d, t: st.pl.embedding(d, show=False), KeyError, "st.tl.embed"),
     # models and train
     Case(

@@ -22,10 +22,10 @@ import torch
 import storm as st
 from storm import _cli
 from storm._cli import main
+from storm.data import Corpus
 from storm.models import GeneVocab, StormConfig, StormModel
 from storm.tl import _model_arg
 from storm.tl._pretrain import check_output
-from storm.train import Corpus
 
 from ._fingerprint import fingerprint
 
@@ -44,7 +44,7 @@ def read(path: Path):
 
 
 def slide(seed: int = 1):
-    return st.datasets.synthetic(300, 300, um_per_px=0.5, n_genes=8, seed=seed)
+    return st.datasets.synthetic(300, 300, um_per_px=0.5, n_genes=8, random_state=seed)
 
 
 def listing(folder: Path) -> dict[str, str]:

@@ -29,9 +29,9 @@ def tiny(tmp_path_factory):
 def slides():
     """Three small slides: the demo crop and two synthetic ones, by store name."""
     return {
-        "a.zarr": st.datasets.synthetic(600, 700, um_per_px=0.5, n_genes=8, seed=1),
+        "a.zarr": st.datasets.synthetic(600, 700, um_per_px=0.5, n_genes=8, random_state=1),
         "b.zarr": st.datasets.demo(),
-        "c.zarr": st.datasets.synthetic(700, 600, um_per_px=0.5, n_genes=8, seed=2),
+        "c.zarr": st.datasets.synthetic(700, 600, um_per_px=0.5, n_genes=8, random_state=2),
     }
 
 
@@ -67,7 +67,7 @@ def expected_embeddings(tiny):
     model = StormModel.from_pretrained(tiny)
     out = {}
     for name, sdata in slides().items():
-        st.tl.embed(sdata, model)
+        st.tl.embed(sdata, model=model)
         out[name] = sdata["table"].obsm["X_storm"]
     return out
 

@@ -44,7 +44,7 @@ def test_embed_then_domains_then_predict_write_back(store, capsys):
     assert table.obs["storm_domain"].cat.categories.tolist() == ["0", "1", "2"]
     assert table.uns["storm"]["storm_domain"]["method"] == "gmm"
     expected_labels = table.obs["storm_domain"].astype(int).to_numpy()
-    st.tl.domains(expected, 3, seed=0)
+    st.tl.domains(expected, 3, random_state=0)
     np.testing.assert_array_equal(expected_labels, expected["table"].obs["storm_domain"].astype(int).to_numpy())
     assert main(["domains", str(store), "--n-domains", "3", "--method", "kmeans"]) == 0
     assert read(store)["table"].uns["storm"]["storm_domain"]["method"] == "kmeans"

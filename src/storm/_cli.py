@@ -113,12 +113,12 @@ def _analyze(args: argparse.Namespace) -> int:
     model = get_model(args.model)
     sdata = _read(store)
     keys = {"table_key": args.table_key, "image_key": args.image_key}
-    tl.embed(sdata, model, **keys)
+    tl.embed(sdata, model=model, **keys)
     tl.domains(sdata, args.n_domains, table_key=args.table_key)
     slide = io.resolve(sdata, **keys)
     table = slide.table
     he_only = table.n_vars == 0
-    tl.predict_expression(sdata, args.genes, model, **keys)
+    tl.predict_expression(sdata, args.genes, model=model, **keys)
     if he_only:  # the predictions are a DataFrame of genes in obsm
         frame = table.obsm["storm_predicted"]
         values, names, predicted = frame.to_numpy(), frame.columns, np.ones(frame.shape[1], bool)

@@ -167,11 +167,11 @@ def _run_one(args: argparse.Namespace, store: Path, model: Any, tag: str) -> str
     key = io.resolve(sdata, table_key=args.table_key).keys["table_key"]
     before = dict(sdata.tables[key].uns.get(UNS_KEY, {}))
     if args.command == "embed":
-        tl.embed(sdata, model, modality=args.modality, table_key=key, image_key=args.image_key)
+        tl.embed(sdata, model=model, modality=args.modality, table_key=key, image_key=args.image_key)
         table = sdata.tables[key]
         done = f"obsm {sorted(k for k in table.obsm if k.startswith(OBSM_EMBEDDING))}"
     elif args.command == "predict":
-        tl.predict_expression(sdata, args.genes, model, table_key=key, image_key=args.image_key)
+        tl.predict_expression(sdata, args.genes, model=model, table_key=key, image_key=args.image_key)
         table = sdata.tables[key]
         if LAYER_PREDICTED in table.var:
             done = f"layers[{LAYER_PREDICTED!r}] for {int(table.var[LAYER_PREDICTED].sum())} genes"
@@ -179,7 +179,7 @@ def _run_one(args: argparse.Namespace, store: Path, model: Any, tag: str) -> str
             done = f"obsm[{LAYER_PREDICTED!r}] for {table.obsm[LAYER_PREDICTED].shape[1]} genes"
     else:
         if OBSM_EMBEDDING not in sdata.tables[key].obsm:
-            tl.embed(sdata, model, modality=args.modality, table_key=key)
+            tl.embed(sdata, model=model, modality=args.modality, table_key=key)
         tl.domains(sdata, args.n_domains, resolution=args.resolution, method=args.method, table_key=key)
         table = sdata.tables[key]
         done = f"obs['storm_domain'] with {len(table.obs['storm_domain'].cat.categories)} domains"

@@ -27,6 +27,20 @@ platform
 layer
     Layer of raw counts (default ``X``)."""
 
+DATA_PARAM = """\
+data
+    The slide: a SpatialData with a table, spots and (optionally) an H&E image, a squidpy-style AnnData, or a
+    :class:`~storm.io.Slide` from :func:`storm.io.resolve` (``sdata=`` is the previous release's name)."""
+
+SLIDES_PARAM = """\
+data
+    One slide or a list of slides (SpatialData, squidpy-style AnnData or :class:`~storm.io.Slide`), computed
+    jointly (``sdata=`` / ``sdatas=`` are the previous release's names)."""
+
+RANDOM_STATE_PARAM = """\
+random_state
+    Seed of the random numbers (default ``storm.settings.seed``; ``seed=`` is the previous release's name)."""
+
 MODEL_PARAM = """\
 model
     ``None`` for the bundled default checkpoint, a checkpoint name or path, or a :class:`~storm.models.StormModel`."""
@@ -37,10 +51,19 @@ batch_size
 
 COPY_PARAM = """\
 copy
-    Return a copy with the results instead of writing into ``sdata`` (for SpatialData: a new object sharing the
-    other elements, with copied tables)."""
+    Return a copy with the results instead of writing into ``data`` (for SpatialData: a new object sharing the
+    other elements, with copied tables; for a list: a list of copies)."""
+
+COPY_RETURNS = """\
+Returns
+-------
+``None``, or with ``copy=True`` the copy (a list of copies for a list of slides)."""
 
 _PARAMS = {
+    "copy_returns": COPY_RETURNS,
+    "data_param": DATA_PARAM,
+    "slides_param": SLIDES_PARAM,
+    "random_state_param": RANDOM_STATE_PARAM,
     "resolve_params": RESOLVE_PARAMS,
     "model_param": MODEL_PARAM,
     "batch_size_param": BATCH_SIZE_PARAM,

@@ -64,9 +64,9 @@ class StormSettings:
 
         With ``8``, every niche goes through the model in the slide's eight orientations (four quarter-turns, mirrored
         or not: tiles and spot offsets together) and the outputs are averaged, so embeddings, predictions and domains
-        are the same for a slide mirrored or turned by quarter-turns. ``1`` is one pass as the slide lies: about 1.7x
-        faster on expression and 5-9x faster with the H&E image on a CPU, but the results then move a little with
-        the slide's orientation (``docs/reliability.md``). A model reading a frozen pathology encoder's features turns
+        are the same for a slide mirrored or turned by quarter-turns. ``1`` is one pass as the slide lies: several
+        times faster, most with the H&E image, but the results then move a little with the slide's orientation (cost
+        and effect: "Orientations" in ``docs/benchmarks.md``). A model reading a frozen pathology encoder's features turns
         the offsets only: the features are the encoder's, of each tile as it lies.
         """
         return self._orientations

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import storm as st
+from storm.data import log1p_cp10k
 from storm.models import StormModel
 from storm.models._hub import bundled_default_dir
 from storm.tl._metrics import pearson_per_gene
-from storm.train import log1p_cp10k
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_default_predicts_the_held_out_section(default, shared_data_path):
     untrained = StormModel(default.config, vocab=default.vocab).eval()
     st.settings.orientations = 1  # a baseline: one pass is enough
     try:
-        st.tl.predict_expression(sdata, genes, untrained, key_added="untrained")
+        st.tl.predict_expression(sdata, genes, model=untrained, key_added="untrained")
     finally:
         st.settings.orientations = 8
     baseline = pearson_per_gene(table.layers["untrained"][:, columns], measured).mean()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import storm as st
-from storm.train import log1p_cp10k
+from storm.data import log1p_cp10k
 
 matplotlib.use("Agg")
 BASELINE = Path(__file__).parent / "baseline"
@@ -86,7 +86,7 @@ def test_risk_map(demo, tmp_path):
     np.testing.assert_allclose(collection.get_array(), table.obs["storm_risk"].to_numpy())
     assert fig.axes[0].get_title() == "slide risk 0.50" and fig.axes[1].get_ylabel() == "contribution to slide risk"
     check(fig, "risk", tmp_path)
-    with pytest.raises(KeyError, match="st.tl.risk"):
+    with pytest.raises(KeyError, match="st.tl.apply_risk"):
         st.pl.risk(demo, key="nope")
 
 

@@ -172,7 +172,7 @@ import numpy as np
 import storm as st
 from storm.datasets._synthetic import synthetic
 st.settings.tile_cache_mb = 256
-sdata = synthetic(40000, 40000, n_spots=2000, pitch_um=100.0, um_per_px=0.5, chunk_px=1024, seed=1)
+sdata = synthetic(40000, 40000, n_spots=2000, pitch_um=100.0, um_per_px=0.5, chunk_px=1024, random_state=1)
 ts = st.pp.tile(sdata)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 n = 0

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import storm as st
-from storm.data import Corpus, NicheDataset, NicheLoader
+from storm.data import Corpus, NicheDataset, NicheLoader, log1p_cp10k
 from storm.models import GeneVocab, StormConfig, StormModel
 from storm.tl._metrics import pearson_per_gene
-from storm.train import StormObjectives, log1p_cp10k
+from storm.train import StormObjectives
 
 #: About adaptation, not orientation: one pass per niche (tests/conftest.py::orientations).
 ONE_PASS = True
@@ -41,7 +41,7 @@ def test_adapt_trains_a_copy_and_writes_nothing(tiny):
     table = sdata["table"]
     before = _weights(tiny)
     obsm, uns = set(table.obsm), set(table.uns)
-    adapted = st.tl.adapt(sdata, tiny, steps=20, batch_size=8, lr=2e-3, seed=0)
+    adapted = st.tl.adapt(sdata, model=tiny, steps=20, batch_size=8, lr=2e-3, random_state=0)
     assert all(torch.equal(v, tiny.state_dict()[k]) for k, v in before.items())  # the passed model is unchanged
     assert set(table.obsm) == obsm and set(table.uns) == uns
     assert not adapted.training and adapted is not tiny
@@ -64,7 +64,7 @@ def _he_pearson(model, sdata, genes):
 
 def test_adapt_to_expression_trains_the_image_path():
     # a synthetic slide whose counts follow the stain intensity: H&E predicts expression
-    sdata = st.datasets.synthetic(3072, 3072, n_genes=50, seed=0)
+    sdata = st.datasets.synthetic(3072, 3072, n_genes=50, random_state=0)
     table = sdata["table"]
     genes = list(table.var_names[np.argsort(-np.asarray(table.X.mean(0)).ravel())[:20]])  # the 20 most expressed
     torch.manual_seed(0)
@@ -73,7 +73,7 @@ def test_adapt_to_expression_trains_the_image_path():
     x = log1p_cp10k(table.X).toarray()[:, table.var_names.get_indexer(model.vocab.symbols)]
     model.set_expression_reference(x.mean(0), x.std(0))  # as pretraining on slides like it would set them
     before = _weights(model)
-    adapted = st.tl.adapt(sdata, model, task="expression", steps=40, seed=0)
+    adapted = st.tl.adapt(sdata, model=model, task="expression", steps=40, random_state=0)
     assert "adapted to H&E -> expression (40 steps on 1 slide)" in adapted.checkpoint_info["name"]
     changed = {k for k, v in adapted.state_dict().items() if not torch.equal(v, before[k])}
     top = {k.split(".")[0] for k in changed}
@@ -83,23 +83,23 @@ def test_adapt_to_expression_trains_the_image_path():
     assert [k for k in changed if k.startswith("gene.")] == ["gene.gene_embedding.weight"]
     assert not top & {"image_decoder", "image_feature_head", "reconstruction_head"}, top
     # it learned this slide's H&E -> expression (r 0.10 -> 0.17 here), more than self-supervised adaptation (0.11)
-    plain = st.tl.adapt(sdata, model, steps=40, seed=0)
+    plain = st.tl.adapt(sdata, model=model, steps=40, random_state=0)
     start, supervised = _he_pearson(model, sdata, genes), _he_pearson(adapted, sdata, genes)
     assert supervised > start + 0.04 and supervised > _he_pearson(plain, sdata, genes) + 0.03, (start, supervised)
 
 
 def test_adapt_is_deterministic(tiny):
     sdata = st.datasets.demo()
-    a = st.tl.adapt(sdata, tiny, steps=2, batch_size=8, seed=1)
-    b = st.tl.adapt(sdata, tiny, steps=2, batch_size=8, seed=1)
-    c = st.tl.adapt(sdata, tiny, steps=2, batch_size=8, seed=2)
+    a = st.tl.adapt(sdata, model=tiny, steps=2, batch_size=8, random_state=1)
+    b = st.tl.adapt(sdata, model=tiny, steps=2, batch_size=8, random_state=1)
+    c = st.tl.adapt(sdata, model=tiny, steps=2, batch_size=8, random_state=2)
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
     assert not all(torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
 
 
 def test_adapt_progress_bar_is_labelled_adapt(tiny, capsys, monkeypatch):
     monkeypatch.setattr(st.settings, "progress", True)
-    st.tl.adapt(st.datasets.demo(), tiny, steps=2, batch_size=8, seed=0)
+    st.tl.adapt(st.datasets.demo(), model=tiny, steps=2, batch_size=8, random_state=0)
     err = capsys.readouterr().err
     assert "adapt: 100%" in err and "pretrain" not in err
 
@@ -113,7 +113,7 @@ def test_domains_with_adapt(tiny):
     assert "adapted (2 steps" in table.uns["storm"]["X_storm"]["model"]
     assert table.uns["storm"]["X_storm"]["model_sha256"] is None  # in memory: no file to hash
     assert "model_adapted_from_sha256" in table.uns["storm"]["X_storm"]
-    st.tl.embed(sdata, tiny, key_added="X_storm_plain")
+    st.tl.embed(sdata, model=tiny, key_added="X_storm_plain")
     assert not np.allclose(table.obsm["X_storm"], table.obsm["X_storm_plain"])
 
 
@@ -121,9 +121,9 @@ def test_adapt_errors(tiny):
     sdata = st.datasets.demo()
     for steps in (0, 2.5, True):
         with pytest.raises(ValueError, match="`steps` must be a positive integer"):
-            st.tl.adapt(sdata, tiny, steps=steps)
+            st.tl.adapt(sdata, model=tiny, steps=steps)
     with pytest.raises(ValueError, match="`task` must be one of \\('embedding', 'expression', 'image'\\)"):
-        st.tl.adapt(sdata, tiny, task="genes")
+        st.tl.adapt(sdata, model=tiny, task="genes")
     no_image = st.datasets.demo()
     del no_image.images["he"]
     with pytest.raises(ValueError, match="every slide needs an H&E image and counts; slide 1 .*: no H&E image"):
@@ -157,7 +157,7 @@ def test_adapted_default_finds_the_layers_of_a_held_out_dlpfc_section(shared_dat
     scores = {}
     for adapt in (False, True):
         key = f"domain_{adapt}"
-        st.tl.domains(sdata, n_domains=7, adapt=adapt, seed=0, key_added=key)
+        st.tl.domains(sdata, n_domains=7, adapt=adapt, random_state=0, key_added=key)
         scores[adapt] = adjusted_rand_score(truth, table.obs[key].astype(str).to_numpy()[labelled])
         del table.obsm["X_storm"]
     assert scores[False] > 0.5, scores

@@ -95,7 +95,7 @@ def test_slides_embedded_by_different_models_are_not_clustered_together():
     st.tl.embed(a)
     other = copy.deepcopy(get_model(None))
     other.checkpoint_info = {**other.checkpoint_info, "name": "mine", "sha256": "f" * 64}
-    st.tl.embed(b, other)
+    st.tl.embed(b, model=other)
     with pytest.raises(ValueError, match=r"different models or modalities.*slide 0: default.*slide 1: mine \(ffff"):
         st.tl.domains([a, b], 3)
     st.tl.embed(b, modality="expression")

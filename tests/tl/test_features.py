@@ -150,7 +150,7 @@ def test_a_model_on_an_encoder_reads_its_cached_features(encoder_model, encoder,
     sdata = st.datasets.demo()
     sdata.tables[KEY] = features.copy()
     monkeypatch.setattr(features_module, "compute_features", lambda *a, **k: pytest.fail("recomputed"))
-    st.tl.embed(sdata, encoder_model, modality="image")
+    st.tl.embed(sdata, model=encoder_model, modality="image")
     record = sdata["table"].uns["storm"]["X_storm"]
     assert record["image_encoder"] == "test-vit" and record["image_encoder_sha256"] == encoder.weights_sha256
     assert record["image_encoder_geometry"] == {"tile_px": 224, "tile_um": 112.0}
@@ -159,7 +159,7 @@ def test_a_model_on_an_encoder_reads_its_cached_features(encoder_model, encoder,
     np.testing.assert_array_equal(corpus.slides[0].features, features.X)
     sdata.tables[KEY].X = features.X[::-1].copy()
     before = sdata["table"].obsm["X_storm_image"].copy()
-    st.tl.embed(sdata, encoder_model, modality="image")
+    st.tl.embed(sdata, model=encoder_model, modality="image")
     assert not np.allclose(sdata["table"].obsm["X_storm_image"], before)
 
 
@@ -171,7 +171,7 @@ def test_features_of_other_weights_are_refused(encoder_model):
         ValueError,
         match="come from weights .* but the model was trained on .*`encoder_weights=`|pass the same encoder weights",
     ):
-        st.tl.embed(sdata, encoder_model, modality="image")
+        st.tl.embed(sdata, model=encoder_model, modality="image")
 
 
 def test_model_without_features_or_image_says_what_to_do(encoder_model):
@@ -182,11 +182,11 @@ def test_model_without_features_or_image_says_what_to_do(encoder_model):
 def test_head_on_an_encoder_model_refuses_another_image_branch(encoder_model, features):
     sdata = st.datasets.demo()
     sdata.tables[KEY] = features.copy()
-    adapted = st.tl.adapt(sdata, encoder_model, task="expression", steps=2, batch_size=4)
+    adapted = st.tl.adapt(sdata, model=encoder_model, task="expression", steps=2, batch_size=4)
     assert adapted.config.image_encoder_sha256 == encoder_model.config.image_encoder_sha256
     st.tl.predict_expression(sdata, model=adapted)
     assert np.isfinite(sdata["table"].layers["storm_predicted"]).all()
-    head = st.tl.finetune(sdata, "expression", model=encoder_model, genes=["ERBB2", "KRT19"], morphology=False)
+    head = st.tl.fit_head(sdata, "expression", model=encoder_model, genes=["ERBB2", "KRT19"], morphology=False)
     assert head.meta["model"]["image_encoder"] == "test-vit"
     with pytest.raises(ValueError, match="reading 'test-vit' features .* model passed reads storm's own image branch"):
         st.tl.predict_expression(st.datasets.demo(), head=head, model="default")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from storm.tl._fit import RIDGE_RANKS, _fit_once, fit_spot_head
+from storm.tl._heads._fitting import RIDGE_RANKS, _fit_once, fit_spot_head
 from storm.tl._metrics import pearson_per_gene
 
 

@@ -61,7 +61,7 @@ def test_domains_label_each_spot_the_same_whatever_the_row_order(n_domains, meth
 def test_embedding_of_each_spot_is_the_same_whatever_the_row_order(model):
     sdata, other = _shuffled(1)
     for s in (sdata, other):
-        st.tl.embed(s, model)
+        st.tl.embed(s, model=model)
     x = sdata["table"].obsm["X_storm"]
     # the slide statistics of the panel encoding are sums over rows: their float32 round-off depends on the row order
     np.testing.assert_allclose(x, _rows(sdata, other, other["table"].obsm["X_storm"]), atol=1e-4)
@@ -75,7 +75,7 @@ def test_embedding_of_each_spot_is_the_same_whatever_the_gene_order(model):
     assert not other["table"].X.has_sorted_indices
     counts = other["table"].X.toarray()
     for s in (sdata, other):
-        st.tl.embed(s, model)
+        st.tl.embed(s, model=model)
     np.testing.assert_allclose(sdata["table"].obsm["X_storm"], other["table"].obsm["X_storm"], atol=1e-4)
     np.testing.assert_array_equal(other["table"].X.toarray(), counts)  # the user's counts untouched
 
@@ -84,13 +84,13 @@ def test_normalised_x_falls_back_to_the_counts_layer(model):
     import scanpy as sc
 
     sdata = st.datasets.demo()
-    st.tl.embed(sdata, model, modality="expression")
+    st.tl.embed(sdata, model=model, modality="expression")
     expected = sdata["table"].obsm["X_storm"].copy()
     table = sdata["table"]
     table.layers["counts"] = table.X.copy()
     sc.pp.normalize_total(table)
     sc.pp.log1p(table)
-    st.tl.embed(sdata, model, modality="expression")
+    st.tl.embed(sdata, model=model, modality="expression")
     np.testing.assert_allclose(table.obsm["X_storm"], expected, atol=1e-5)
     assert table.uns["storm"]["X_storm"]["resolved"]["layer"] == "counts"
 
@@ -100,7 +100,7 @@ def test_normalised_x_without_counts_embeds_the_image_only_with_modality_auto(mo
 
     sdata = st.datasets.demo()
     sc.pp.log1p(sdata["table"])
-    st.tl.embed(sdata, model)
+    st.tl.embed(sdata, model=model)
     assert sdata["table"].uns["storm"]["X_storm"]["modality"] == "image"
     assert "X_storm_gene" not in sdata["table"].obsm
 
@@ -155,7 +155,7 @@ def test_embedding_is_the_same_for_a_mirrored_or_turned_slide(model, modality):
         with _orientations(orientations):
             for kind in ("none", "mirror", "rotate"):
                 sdata = _moved(kind, image=modality == "image")
-                st.tl.embed(sdata, model, modality=modality)
+                st.tl.embed(sdata, model=model, modality=modality)
                 embeddings[orientations, kind] = sdata["table"].obsm["X_storm"]
                 assert sdata["table"].uns["storm"]["X_storm"]["orientations"] == orientations
     reference = embeddings[8, "none"]
@@ -190,7 +190,7 @@ def test_domains_do_not_move_with_the_seed_or_a_rigid_motion_of_the_slide():
     labels = {}
     for kind, seed in (("none", 0), ("none", 1), ("none", 2), ("mirror", 0), ("rotate", 0)):
         sdata = _moved(kind)
-        st.tl.domains(sdata, 4, seed=seed)
+        st.tl.domains(sdata, 4, random_state=seed)
         labels[kind, seed] = sdata["table"].obs["storm_domain"].to_numpy()
         record = sdata["table"].uns["storm"]["storm_domain"]
         assert record["consensus_runs"] == 16 and 0.5 < record["stability"] <= 1

@@ -1,4 +1,4 @@
-"""Colour and texture statistics of H&E tiles (what `st.tl.finetune(..., morphology=True)` reads)."""
+"""Colour and texture statistics of H&E tiles (what `st.tl.fit_head(..., morphology=True)` reads)."""
 
 import numpy as np
 

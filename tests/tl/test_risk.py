@@ -1,4 +1,4 @@
-"""st.tl.fit_risk / st.tl.risk / st.pl.risk: attention-MIL Cox heads on cohorts with a planted signal, and her2st."""
+"""st.tl.fit_risk / st.tl.apply_risk / st.pl.risk: attention-MIL Cox heads on cohorts with a planted signal, and her2st."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 import storm as st
 from storm.data import log1p_cp10k
-from storm.tl._fit import cox_loss, folds
+from storm.tl._heads._fitting import cox_loss, folds
 from storm.tl._metrics import concordance_index
 
 
@@ -23,7 +23,7 @@ def embedded():
 def cohort(embedded, n, seed):
     """Patients whose slides hold a share of the demo's ERBB2-high spots; their hazard grows with it."""
     table, high = embedded
-    return st.datasets.planted_cohort(table, high, n, seed=seed)
+    return st.datasets.planted_cohort(table, high, n, random_state=seed)
 
 
 def test_cox_loss_and_c_index_values():
@@ -59,7 +59,7 @@ def test_risk_head_round_trip_and_spot_contributions(embedded, tmp_path):
     assert head.task == "risk" and head.modality == "both" and head.meta["model"]["model"] == "default"
     head.save(tmp_path / "risk")
     slide = slides[0]
-    st.tl.risk(slide, tmp_path / "risk")
+    st.tl.apply_risk(slide, tmp_path / "risk")
     contribution = slide.obs["storm_risk"].to_numpy()
     attention = slide.obs["storm_risk_attention"].to_numpy()
     score = slide.uns["storm"]["storm_risk"]["score"]
@@ -78,24 +78,24 @@ def test_fit_risk_bad_input(embedded):
         st.tl.fit_risk(slides, time[:3], event)
     with pytest.raises(ValueError, match="at least two slides"):
         st.tl.fit_risk(slides[:1], time[:1], event[:1])
-    with pytest.raises(ValueError, match="not expression|annotate"):
-        st.tl.risk(slides[0], st.tl.StormHead(st.models.SpotHead(4, 1), {"task": "regression", "meta": {}}))
+    with pytest.raises(ValueError, match="not expression|apply_head"):
+        st.tl.apply_risk(slides[0], st.tl.StormHead(st.models.SpotHead(4, 1), {"task": "regression", "meta": {}}))
 
 
 @pytest.mark.slow
 def test_planted_cohort_c_index_above_0_7_cross_validated_and_held_out(embedded):
     slides, time, event, fraction = cohort(embedded, 40, seed=1)
-    head = st.tl.fit_risk(slides, time, event, seed=0)
+    head = st.tl.fit_risk(slides, time, event, random_state=0)
     oracle = concordance_index(time, fraction, event)
     assert head.metrics["cv_c_index"] > 0.7, (head.metrics, oracle)
     test, t_test, e_test, _ = cohort(embedded, 80, seed=2)
     scores = []
     for slide in test:
-        st.tl.risk(slide, head)
+        st.tl.apply_risk(slide, head)
         scores.append(slide.uns["storm"]["storm_risk"]["score"])
     assert concordance_index(t_test, np.array(scores), e_test) > 0.7
     order = np.random.default_rng(0).permutation(len(time))  # (time, event) pairs shuffled together: no signal
-    shuffled = st.tl.fit_risk(slides, time[order], event[order], seed=0)
+    shuffled = st.tl.fit_risk(slides, time[order], event[order], random_state=0)
     assert 0.3 < shuffled.metrics["cv_c_index_pooled"] < 0.7  # no signal, no skill
 
 
@@ -113,5 +113,5 @@ def test_her2st_clinical_smoke(shared_data_path):
     # no follow-up times in the table: equal times, so the Cox likelihood ranks the deceased above the others
     head = st.tl.fit_risk(slides, np.ones(len(slides)), clinical.loc[patients, "OS"].to_numpy(), n_folds=4)
     assert head.metrics["n_events"] == 2 and head.metrics["n_slides"] == 8
-    st.tl.risk(slides[2], head)
+    st.tl.apply_risk(slides[2], head)
     assert np.isfinite(slides[2]["table"].obs["storm_risk"]).all()

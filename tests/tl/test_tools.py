@@ -29,7 +29,7 @@ def test_embed_writes_the_runner_outputs_and_scanpy_clusters_them(model):
     import scanpy as sc
 
     sdata = st.datasets.demo()
-    assert st.tl.embed(sdata, model) is None
+    assert st.tl.embed(sdata, model=model) is None
     table = sdata["table"]
     expected = encode(sdata, model)
     np.testing.assert_allclose(table.obsm["X_storm"], expected.embedding, rtol=1e-5, atol=1e-6)
@@ -41,17 +41,17 @@ def test_embed_writes_the_runner_outputs_and_scanpy_clusters_them(model):
     sc.tl.leiden(table, flavor="igraph", n_iterations=2, directed=False)
     assert table.obs["leiden"].nunique() > 1
 
-    image_only = st.tl.embed(sdata, model, modality="image", key_added="X_he", copy=True)
+    image_only = st.tl.embed(sdata, model=model, modality="image", key_added="X_he", copy=True)
     assert "X_he_gene" not in image_only["table"].obsm and "X_he" not in sdata["table"].obsm
     np.testing.assert_allclose(image_only["table"].obsm["X_he_image"], table.obsm["X_storm_image"], atol=1e-6)
 
 
 def test_re_embedding_removes_the_stale_branch_and_records_what_it_resolved(model):
     sdata = st.datasets.demo()
-    st.tl.embed(sdata, model)
+    st.tl.embed(sdata, model=model)
     table = sdata["table"]
     assert table.uns["storm"]["X_storm"]["keys"] == {"obsm": ["X_storm", "X_storm_gene", "X_storm_image"]}
-    st.tl.embed(sdata, model, modality="expression")
+    st.tl.embed(sdata, model=model, modality="expression")
     record = table.uns["storm"]["X_storm"]
     assert "X_storm_image" not in table.obsm and "X_storm_gene" in table.obsm
     assert record["keys"] == {"obsm": ["X_storm", "X_storm_gene"]} and record["modality"] == "expression"
@@ -65,7 +65,7 @@ def test_embed_errors(model):
     with pytest.raises(TypeError, match="`model`"):
         st.tl.embed(sdata, 3)
     with pytest.raises(ValueError, match="`modality`"):
-        st.tl.embed(sdata, model, modality="rna")
+        st.tl.embed(sdata, model=model, modality="rna")
     assert "X_storm" not in sdata["table"].obsm
 
 
@@ -84,8 +84,8 @@ def test_predict_expression_gives_each_gene_its_reference_spread(model):
     sdata = st.datasets.demo()
     genes = ["ERBB2", "KRT19", "ACTB"]
     index = net.vocab.align(genes).indices
-    st.tl.predict_expression(sdata, genes, net)
-    st.tl.predict_expression(sdata, genes, net, scale="model", key_added="conditional_mean")
+    st.tl.predict_expression(sdata, genes, model=net)
+    st.tl.predict_expression(sdata, genes, model=net, scale="model", key_added="conditional_mean")
     table = sdata["table"]
     columns = table.var_names.get_indexer(genes)
     slide = table.layers["storm_predicted"][:, columns]
@@ -102,7 +102,7 @@ def test_predict_expression_gives_each_gene_its_reference_spread(model):
     assert table.uns["storm"]["storm_predicted"]["scale"] == "slide"
     assert table.uns["storm"]["conditional_mean"]["scale"] == "model"
     with pytest.raises(ValueError, match="`scale` must be one of"):
-        st.tl.predict_expression(sdata, genes, net, scale="global", key_added="refused")
+        st.tl.predict_expression(sdata, genes, model=net, scale="global", key_added="refused")
     assert "refused" not in table.layers
     with pytest.raises(ValueError, match="shape"):
         net.set_expression_reference(mean[:5], std[:5])
@@ -114,7 +114,7 @@ def test_a_log1p_decoder_predicts_as_it_always_did(model):
     net.load_state_dict({k: v for k, v in model.state_dict().items() if k != "expression_reference"})
     assert not hasattr(net, "expression_reference")
     sdata = st.datasets.demo()
-    st.tl.predict_expression(sdata, ["ERBB2"], net)
+    st.tl.predict_expression(sdata, ["ERBB2"], model=net)
     table = sdata["table"]
     raw = encode(sdata, net, modality="image", genes=["ERBB2"]).predicted_expression
     predicted = table.layers["storm_predicted"][:, [table.var_names.get_loc("ERBB2")]]
@@ -128,7 +128,7 @@ def test_predict_expression_on_a_table_with_genes(model, caplog):
     sdata = st.datasets.demo()
     genes = ["ERBB2", "KRT19", sdata["table"].var_names[900]]  # the last is not in the vocabulary
     with caplog.at_level(logging.WARNING, logger="storm"):
-        st.tl.predict_expression(sdata, genes, model)
+        st.tl.predict_expression(sdata, genes, model=model)
     assert "1 of 3 genes are not in the model's vocabulary" in caplog.text and genes[2] in caplog.text
     table = sdata["table"]
     layer = table.layers["storm_predicted"]
@@ -138,7 +138,7 @@ def test_predict_expression_on_a_table_with_genes(model, caplog):
     assert int(table.var["storm_predicted"].sum()) == 2
     assert table.uns["storm"]["storm_predicted"]["not_predicted"] == [genes[2]]
     with pytest.raises(KeyError, match="not genes of the table"):
-        st.tl.predict_expression(sdata, ["NOT_ON_THE_PANEL"], model)
+        st.tl.predict_expression(sdata, ["NOT_ON_THE_PANEL"], model=model)
 
 
 def test_predict_expression_on_an_he_only_slide_keeps_the_users_table(model):
@@ -160,8 +160,8 @@ def test_predict_expression_on_an_he_only_slide_keeps_the_users_table(model):
     # an H&E-only AnnData works in place too
     adata = st.io.to_anndata(sdata, table_key="grid")
     adata.obsm.pop("storm_predicted")
-    st.tl.predict_expression(adata, ["ERBB2"], model, scale="model", key_added="conditional")
-    st.tl.predict_expression(sdata, ["ERBB2"], model, table_key="grid", scale="model", key_added="conditional")
+    st.tl.predict_expression(adata, ["ERBB2"], model=model, scale="model", key_added="conditional")
+    st.tl.predict_expression(sdata, ["ERBB2"], model=model, table_key="grid", scale="model", key_added="conditional")
     # (its image is to_anndata's 2,000-px copy of the H&E, so the tiles differ in the last bits of resampling; the
     # untrained decoder's spread is tiny, so the comparison is made before scale="slide" magnifies those bits)
     np.testing.assert_allclose(

@@ -29,7 +29,11 @@ def demo_corpus():
 
 @pytest.fixture(scope="module")
 def mixed_corpus():
-    sources = [synthetic(n_genes=20), without_image(synthetic(n_genes=30, seed=1)), synthetic(n_genes=0, n_spots=5)]
+    sources = [
+        synthetic(n_genes=20),
+        without_image(synthetic(n_genes=30, random_state=1)),
+        synthetic(n_genes=0, n_spots=5),
+    ]
     return Corpus.from_sources(sources, tile_px=32, tile_um=16.0, niche_size=6, names=["both", "genes", "he"])
 
 
@@ -54,7 +58,7 @@ def test_neighbours_are_the_k_nearest_in_um(demo_corpus):
 
 
 def test_neighbours_on_a_random_synthetic_subset():
-    sdata = st.datasets.synthetic(1024, 1024, um_per_px=0.25, pitch_um=30.0, n_spots=60, n_genes=5, seed=3)
+    sdata = st.datasets.synthetic(1024, 1024, um_per_px=0.25, pitch_um=30.0, n_spots=60, n_genes=5, random_state=3)
     corpus = Corpus.from_sources(sdata, tile_px=16, tile_um=8.0, niche_size=8)
     cs = corpus.slides[0]
     brute_force_check(cs.slide.spot_xy_um, cs.neighbours, 8)

@@ -111,14 +111,14 @@ def test_adapt_image_task_trains_the_image_branch_alone_on_crops():
     torch.manual_seed(0)
     config = StormConfig.from_preset("tiny", image_size=32, niche_size=4)
     model = StormModel(config, vocab=GeneVocab.from_genes(sdata["table"].var_names)).eval()
-    adapted = st.tl.adapt(sdata, model, task="image", steps=3, batch_size=4)
+    adapted = st.tl.adapt(sdata, model=model, task="image", steps=3, batch_size=4)
     before, after = model.state_dict(), adapted.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("image.") for k in changed)  # gene branch, fusion and decoders untouched
     assert any(k.startswith("image.backbone.") for k in changed)
     assert "image branch adapted" in adapted.checkpoint_info["name"]
     with pytest.raises(ValueError, match="`task` must be one of"):
-        st.tl.adapt(sdata, model, task="pixels")
+        st.tl.adapt(sdata, model=model, task="pixels")
 
 
 def test_adapt_image_task_needs_an_image():

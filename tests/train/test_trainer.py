@@ -10,14 +10,15 @@ import pytest
 import torch
 
 import storm as st
+from storm.data import Corpus
 from storm.datasets import synthetic
-from storm.train import Corpus, TrainConfig, Trainer
+from storm.train import TrainConfig, Trainer
 
 
 def _corpus():
     slides = [
-        synthetic(900, 900, um_per_px=0.5, n_genes=30, seed=1),
-        synthetic(700, 800, um_per_px=0.5, n_genes=20, seed=2),
+        synthetic(900, 900, um_per_px=0.5, n_genes=30, random_state=1),
+        synthetic(700, 800, um_per_px=0.5, n_genes=20, random_state=2),
     ]
     return Corpus.from_sources(slides, tile_px=32, tile_um=32.0, niche_size=3)
 
@@ -109,7 +110,7 @@ def test_config_errors(tmp_path):
 def test_pretrain_tool_and_cli(tmp_path):
     st.settings.progress = False
     model = st.tl.pretrain(
-        [synthetic(700, 700, um_per_px=0.5, n_genes=12, seed=4)],
+        [synthetic(700, 700, um_per_px=0.5, n_genes=12, random_state=4)],
         config={"model": {"preset": "tiny", "max_genes": 8}},
         max_steps=2,
         output_dir=tmp_path / "tool",
@@ -125,7 +126,7 @@ def test_pretrain_tool_and_cli(tmp_path):
     from storm._cli import main
 
     store = tmp_path / "slide.zarr"
-    synthetic(600, 600, um_per_px=0.5, n_genes=10, seed=5).write(store)
+    synthetic(600, 600, um_per_px=0.5, n_genes=10, random_state=5).write(store)
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(
         textwrap.dedent(
@@ -148,9 +149,10 @@ def test_pretrain_tool_and_cli(tmp_path):
 _DDP = """
 import csv, sys, torch, storm as st
 from storm.datasets import synthetic
-from storm.train import Corpus, TrainConfig, Trainer
+from storm.data import Corpus
+from storm.train import TrainConfig, Trainer
 st.settings.progress = False
-slides = [synthetic(900, 900, um_per_px=0.5, n_genes=30, seed=1), synthetic(700, 800, um_per_px=0.5, n_genes=20, seed=2)]
+slides = [synthetic(900, 900, um_per_px=0.5, n_genes=30, random_state=1), synthetic(700, 800, um_per_px=0.5, n_genes=20, random_state=2)]
 corpus = Corpus.from_sources(slides, tile_px=32, tile_um=32.0, niche_size=3)
 cfg = TrainConfig(model={"preset": "tiny", "max_genes": 16}, output_dir=sys.argv[1], max_steps=3, warmup_stage_steps=1,
                   lr_warmup_steps=1, batch_size=4, tile_px=32, tile_um=32.0, niche_size=3, seed=3)

@@ -5,7 +5,8 @@ size and gene vocabulary come from the model's config; every batch is a :class:`
 """
 
 from ._augment import Augment
-from ._corpus import Corpus, CorpusSlide
+from ._corpus import Corpus
+from ._corpus_slide import CorpusSlide
 from ._crops import TissueCrops
 from ._expression import log1p_cp10k
 from ._features import SpotFeatures, feature_key, spot_features

@@ -65,7 +65,7 @@ def whitening_axes(
     ``scale = (sqrt(n) / singular value) ** WHITENING_POWER`` (0.5), so ``(z @ V) * scale @ V.T`` is ``z`` restricted to its r main
     directions, each divided by the square root of its standard deviation ("half whitening"), still over the same
     genes. The main axes still weigh more than the last ones, which on small slides are mostly noise: full whitening
-    let those weigh as much, and gave worse domains (``docs/benchmarks.md``). The axes of the ``"log1p"``
+    let those weigh as much, and gave worse domains (``docs/benchmarks_archive.md``). The axes of the ``"log1p"``
     ``gene_axes`` of :class:`~storm.models.StormConfig` (``principal_axes`` solves); fewer axes when
     the slide has fewer spots or genes; ``(G, 0)`` and ``(0,)`` for ``n_components=0``.
 

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 def loader_workers(device: torch.device, num_workers: int | None = None) -> int:
     """Reader processes for a loader on ``device``: ``num_workers``, else 0 on the CPU and settings' elsewhere.
 
-    On the CPU the model's kernels already use every core, and readers beside them slow both down (tiny preset on 2
-    cores, her2st: 63 spots/s reading in line, 50 with 2 readers; ``docs/benchmarks.md``). On an accelerator, reading
+    On the CPU the model's kernels already use every core, and readers beside them slow both down (measured in
+    ``docs/benchmarks.md``). On an accelerator, reading
     and cropping on the CPU overlap with the model.
     """
     from .._settings import settings

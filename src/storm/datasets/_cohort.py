@@ -6,10 +6,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._frame import previous_names
+
 if TYPE_CHECKING:
     from anndata import AnnData
 
 
+@previous_names
 def planted_cohort(
     table: AnnData,
     marked: np.ndarray,
@@ -18,7 +21,7 @@ def planted_cohort(
     spots: int = 60,
     strength: float = 6.0,
     censoring: float = 2.0,
-    seed: int = 0,
+    random_state: int = 0,
 ) -> tuple[list[AnnData], np.ndarray, np.ndarray, np.ndarray]:
     """Patients made of real spots, whose hazard grows with their share of ``marked`` spots.
 
@@ -41,7 +44,7 @@ def planted_cohort(
         Log hazard ratio between a fully marked and an unmarked patient.
     censoring
         Mean of the exponential censoring time.
-    seed
+    random_state
         Random seed.
 
     Returns
@@ -64,7 +67,7 @@ def planted_cohort(
         raise ValueError(
             f"`spots={spots}` is more than the {len(high)} marked or {len(low)} other spots; lower `spots`."
         )
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(random_state)
     fraction = rng.uniform(0, 1, n_patients)
     slides = []
     for f in fraction:

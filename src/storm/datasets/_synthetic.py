@@ -7,10 +7,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._frame import previous_names
+
 if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
+@previous_names
 def synthetic(
     height_px: int = 2048,
     width_px: int = 2048,
@@ -23,7 +26,7 @@ def synthetic(
     chunk_px: int = 1024,
     channels: int = 3,
     dtype: str = "uint8",
-    seed: int = 0,
+    random_state: int = 0,
 ) -> SpatialData:
     """A slide whose pixels are computed on demand, so a 40k x 40k image costs no memory until read.
 
@@ -48,7 +51,7 @@ def synthetic(
         Chunk size of the dask image.
     channels, dtype
         1, 3 or 4 channels of ``uint8``, ``uint16`` or ``float32`` (to exercise conversions).
-    seed
+    random_state
         Seed for spot subsetting and counts.
 
     Returns
@@ -75,7 +78,7 @@ def synthetic(
         raise ValueError(f"`channels` must be 1, 3 or 4, got {channels!r}.")
     if dtype not in ("uint8", "uint16", "float32"):
         raise ValueError(f"`dtype` must be 'uint8', 'uint16' or 'float32', got {dtype!r}.")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(random_state)
 
     chunks = ((channels,), _split(height_px, chunk_px), _split(width_px, chunk_px))
     pixels = da.map_blocks(partial(_block, channels=channels, dtype=dtype), chunks=chunks, dtype=dtype)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,24 +29,6 @@ from ._slide import ImageLevel, Slide
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
-
-
-#: The arguments of the resolution contract: every tool and plot takes them and hands them on to :func:`resolve`.
-RESOLVE_ARGS = ("table_key", "image_key", "shapes_key", "coordinate_system", "um_per_px", "platform", "layer")
-
-
-def resolve_args(arguments: Mapping[str, Any]) -> dict[str, Any]:
-    """The resolution arguments among a tool's ``arguments`` (its ``locals()``), to pass on to :func:`resolve`.
-
-    Examples
-    --------
-    >>> def tool(data, *, table_key=None, image_key=None, shapes_key=None, coordinate_system=None, um_per_px=None,
-    ...          platform=None, layer="counts", other=1):
-    ...     return resolve_args(locals())
-    >>> tool(None)["layer"], "other" in tool(None)
-    ('counts', False)
-    """
-    return {key: arguments[key] for key in RESOLVE_ARGS}
 
 
 @doc_params

@@ -14,7 +14,7 @@ import secrets
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -23,8 +23,9 @@ from ._config import StormConfig
 from ._hub import CARD_NAME, CHECKSUMS_NAME, CONFIG_NAME, VOCAB_NAME, WEIGHTS_NAME, render_card, resolve
 from ._vocab import GeneVocab
 
-if TYPE_CHECKING:
-    from ._model import StormModel
+#: The model class a checkpoint builds (:class:`~storm.models.StormModel` or a subclass); named here without importing
+#: it, so that ``_model`` imports this module and not the other way round.
+Model = TypeVar("Model", bound=torch.nn.Module)
 
 #: Version of the folder layout; a checkpoint with a higher one needs a newer storm.
 FORMAT_VERSION = 1
@@ -39,7 +40,7 @@ _SHOWN = 5
 
 
 def save_pretrained(
-    model: StormModel, path: str | os.PathLike[str], *, weights_dtype: str | None = None, **card: Any
+    model: torch.nn.Module, path: str | os.PathLike[str], *, weights_dtype: str | None = None, **card: Any
 ) -> Path:
     """Write ``model`` as a checkpoint folder, atomically.
 
@@ -109,8 +110,8 @@ def load_pretrained(
     name_or_path: str | os.PathLike[str] = "default",
     revision: str | None = None,
     *,
-    cls: type[StormModel],
-) -> StormModel:
+    cls: type[Model],
+) -> Model:
     """Load a checkpoint: a local folder, ``"default"`` (bundled), a cached hub name, or a hub repo id (online only).
 
     Parameters
@@ -136,9 +137,7 @@ def load_pretrained(
     return model
 
 
-def load_folder(
-    folder: Path, *, cls: type[StormModel], name: str | None = None, revision: str | None = None
-) -> StormModel:
+def load_folder(folder: Path, *, cls: type[Model], name: str | None = None, revision: str | None = None) -> Model:
     """Build a ``cls`` (a :class:`~storm.models.StormModel`) from a checkpoint folder (see :func:`load_pretrained`)."""
     missing = [f for f in (CONFIG_NAME, WEIGHTS_NAME) if not (folder / f).is_file()]
     if missing:

@@ -9,6 +9,7 @@ import numpy as np
 
 from .._constants import LAYER_PREDICTED, OBS_DOMAIN, OBSM_EMBEDDING
 from .._docs import doc_params
+from .._frame import tool
 from ._base import background, finish, new_axes, spots
 
 if TYPE_CHECKING:
@@ -17,19 +18,16 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from spatialdata import SpatialData
 
+    from ..io._where import Where
 
+
+@tool(copy=False)
 @doc_params
 def domains(
-    sdata: SpatialData | AnnData,
+    data: SpatialData | AnnData,
     *,
     key: str = OBS_DOMAIN,
-    table_key: str | None = None,
-    image_key: str | None = None,
-    shapes_key: str | None = None,
-    coordinate_system: str | None = None,
-    um_per_px: float | None = None,
-    platform: str | None = None,
-    layer: str | None = None,
+    where: Where,
     palette: str | list[Any] | None = None,
     title: str | None = None,
     ax: Axes | None = None,
@@ -41,8 +39,7 @@ def domains(
 
     Parameters
     ----------
-    sdata
-        A slide after :func:`storm.tl.domains` (or with any categorical ``obs`` column).
+    {data_param}
     key
         Categorical ``obs`` column to draw.
     {resolve_params}
@@ -67,9 +64,7 @@ def domains(
     import matplotlib as mpl
     from matplotlib.patches import Patch
 
-    from ..io._resolve import resolve, resolve_args
-
-    slide = resolve(sdata, **resolve_args(locals()))
+    slide = where.resolve(data)
     obs = slide.table.obs
     if key not in obs:
         raise KeyError(f"obs[{key!r}] not found; run st.tl.domains first, or pass `key=` naming a categorical column.")
@@ -87,20 +82,15 @@ def domains(
     return finish(fig, owned=ax is None, show=show, save=save, return_fig=return_fig)
 
 
+@tool(copy=False)
 @doc_params
 def genes(
-    sdata: SpatialData | AnnData,
+    data: SpatialData | AnnData,
     genes: str | list[str],
     *,
     key: str = LAYER_PREDICTED,
     compare: bool = True,
-    table_key: str | None = None,
-    image_key: str | None = None,
-    shapes_key: str | None = None,
-    coordinate_system: str | None = None,
-    um_per_px: float | None = None,
-    platform: str | None = None,
-    layer: str | None = None,
+    where: Where,
     cmap: str = "viridis",
     ax: Axes | None = None,
     show: bool | None = None,
@@ -114,8 +104,7 @@ def genes(
 
     Parameters
     ----------
-    sdata
-        A slide after :func:`storm.tl.predict_expression`.
+    {data_param}
     genes
         One gene or a list (one row of panels each).
     key
@@ -145,9 +134,8 @@ def genes(
     6
     """
     from ..data import log1p_cp10k
-    from ..io._resolve import resolve, resolve_args
 
-    slide = resolve(sdata, **resolve_args(locals()))
+    slide = where.resolve(data)
     table = slide.table
     names = [genes] if isinstance(genes, str) else list(genes)
     frame = table.obsm.get(key) if table.n_vars == 0 else None
@@ -191,19 +179,14 @@ def genes(
     return finish(fig, owned=ax is None, show=show, save=save, return_fig=return_fig)
 
 
+@tool(copy=False)
 @doc_params
 def embedding(
-    sdata: SpatialData | AnnData,
+    data: SpatialData | AnnData,
     color: str | None = None,
     *,
     basis: str = OBSM_EMBEDDING,
-    table_key: str | None = None,
-    image_key: str | None = None,
-    shapes_key: str | None = None,
-    coordinate_system: str | None = None,
-    um_per_px: float | None = None,
-    platform: str | None = None,
-    layer: str | None = None,
+    where: Where,
     ax: Axes | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
@@ -215,8 +198,7 @@ def embedding(
 
     Parameters
     ----------
-    sdata
-        A slide after :func:`storm.tl.embed`.
+    {data_param}
     color
         ``obs`` column or gene of the table (default: ``storm_domain`` when present).
     basis
@@ -240,9 +222,8 @@ def embedding(
     import scanpy as sc
 
     from .._settings import settings
-    from ..io._resolve import resolve, resolve_args
 
-    table = resolve(sdata, **resolve_args(locals()), image=False).table
+    table = where.resolve(data, image=False).table
     if basis not in table.obsm:
         raise KeyError(f"obsm[{basis!r}] not found; run st.tl.embed first, or pass `basis=`.")
     x = np.asarray(table.obsm[basis], dtype=np.float32)

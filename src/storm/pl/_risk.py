@@ -9,6 +9,7 @@ import numpy as np
 
 from .._constants import OBS_RISK, UNS_KEY
 from .._docs import doc_params
+from .._frame import tool
 from ._base import background, finish, new_axes, spots
 
 if TYPE_CHECKING:
@@ -17,19 +18,16 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from spatialdata import SpatialData
 
+    from ..io._where import Where
 
+
+@tool(copy=False)
 @doc_params
 def risk(
-    sdata: SpatialData | AnnData,
+    data: SpatialData | AnnData,
     *,
     key: str = OBS_RISK,
-    table_key: str | None = None,
-    image_key: str | None = None,
-    shapes_key: str | None = None,
-    coordinate_system: str | None = None,
-    um_per_px: float | None = None,
-    platform: str | None = None,
-    layer: str | None = None,
+    where: Where,
     cmap: str = "RdBu_r",
     title: str | None = None,
     ax: Axes | None = None,
@@ -37,15 +35,14 @@ def risk(
     save: str | Path | None = None,
     return_fig: bool = False,
 ) -> Figure | None:
-    """Spot contributions to the slide's risk (``obs[key]`` from :func:`storm.tl.risk`) as a heatmap over the H&E.
+    """Spot contributions to the slide's risk (``obs[key]`` from :func:`storm.tl.apply_risk`) as a heatmap over the H&E.
 
     The colour scale is centred on zero (symmetric 99th percentile of the absolute values), so red spots raise the
     slide's risk and blue spots lower it; the title gives the slide score.
 
     Parameters
     ----------
-    sdata
-        A slide after :func:`storm.tl.risk`.
+    {data_param}
     key
         ``obs`` column of the contributions.
     {resolve_params}
@@ -65,17 +62,15 @@ def risk(
     >>> import numpy as np
     >>> import storm as st
     >>> sdata = st.datasets.demo()
-    >>> sdata["table"].obs["storm_risk"] = np.linspace(-1.0, 2.0, 151)  # a stand-in for st.tl.risk
+    >>> sdata["table"].obs["storm_risk"] = np.linspace(-1.0, 2.0, 151)  # a stand-in for st.tl.apply_risk
     >>> fig = st.pl.risk(sdata, return_fig=True)
     >>> [round(v, 2) for v in fig.axes[0].collections[0].get_clim()]  # centred on 0
     [-1.97, 1.97]
     """
-    from ..io._resolve import resolve, resolve_args
-
-    slide = resolve(sdata, **resolve_args(locals()))
+    slide = where.resolve(data)
     obs = slide.table.obs
     if key not in obs:
-        raise KeyError(f"obs[{key!r}] not found; run st.tl.risk(sdata, head) first, or pass `key=`.")
+        raise KeyError(f"obs[{key!r}] not found; run st.tl.apply_risk(sdata, head) first, or pass `key=`.")
     values = np.asarray(obs[key].iloc[slide.rows], dtype=float)
     finite = np.abs(values[np.isfinite(values)])
     limit = float(np.percentile(finite, 99)) if len(finite) and finite.max() > 0 else 1.0

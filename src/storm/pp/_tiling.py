@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._constants import OBS_TILE_PADDED, UNS_KEY, UNS_TILES
+from .._docs import doc_params
+from .._frame import copy_of, tool
 from .._logging import logger
 from ._tileset import TileSet
 
@@ -15,20 +17,19 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
     from ..io import Slide
+    from ..io._where import Where
 
 
+@tool(copy=False)
+@doc_params
 def tile(
     data: SpatialData | AnnData | Slide,
     tile_px: int = 224,
     tile_um: float = 112.0,
     *,
-    table_key: str | None = None,
-    image_key: str | None = None,
-    shapes_key: str | None = None,
-    coordinate_system: str | None = None,
-    um_per_px: float | None = None,
-    platform: str | None = None,
-) -> TileSet:
+    where: Where,
+    copy: bool = False,
+) -> TileSet | tuple[SpatialData | AnnData, TileSet]:
     """Tile the H&E image around every spot at a fixed physical size.
 
     Tiles are ``tile_px`` x ``tile_px`` RGB uint8 pixels covering ``tile_um`` x ``tile_um`` microns (default 224 px /
@@ -40,22 +41,26 @@ def tile(
 
     No pixels are read here: the returned :class:`~storm.pp.TileSet` reads them on access, so memory does not grow
     with the slide. The geometry is recorded in ``table.uns["storm"]["tiles"]`` and the border flag in
-    ``table.obs["storm_tile_padded"]`` of the resolved table (the user's own AnnData for AnnData input).
+    ``table.obs["storm_tile_padded"]`` of the resolved table (the user's own AnnData for AnnData input), or of a copy
+    with ``copy=True``.
 
     Parameters
     ----------
-    data
-        A SpatialData, a squidpy-style AnnData, or a :class:`~storm.io.Slide` from :func:`storm.io.resolve`.
+    {data_param}
     tile_px
         Tile side in pixels.
     tile_um
         Tile side in microns.
-    table_key, image_key, shapes_key, coordinate_system, um_per_px, platform
-        Passed to :func:`storm.io.resolve` (ignored for a Slide).
+    {resolve_params}
+        Ignored for a Slide.
+    copy
+        Record the geometry and the border flags in a copy of ``data``, returned with the tiles, and leave ``data``
+        as it was.
 
     Returns
     -------
-    The lazy tile set (indexable, ``len``, torch ``Dataset``-compatible, with :meth:`~storm.pp.TileSet.batches`).
+    The lazy tile set (indexable, ``len``, torch ``Dataset``-compatible, with :meth:`~storm.pp.TileSet.batches`);
+    with ``copy=True``, the copy of ``data`` and the tile set.
 
     Examples
     --------
@@ -65,7 +70,7 @@ def tile(
     >>> sdata.tables["table"].uns["storm"]["tiles"]["target_um_per_px"]
     0.5
     """
-    from ..io import Slide, resolve
+    from ..io import Slide
 
     if isinstance(tile_px, bool) or not isinstance(tile_px, int | np.integer) or tile_px < 8:
         raise ValueError(f"`tile_px` must be an integer of at least 8 pixels, got {tile_px!r}.")
@@ -75,21 +80,11 @@ def tile(
         or not 0 < tile_um < np.inf
     ):
         raise ValueError(f"`tile_um` must be a positive number of microns, got {tile_um!r}.")
-    if isinstance(data, Slide):
-        slide = data
-    else:
-        slide = resolve(
-            data,
-            table_key=table_key,
-            image_key=image_key,
-            shapes_key=shapes_key,
-            coordinate_system=coordinate_system,
-            um_per_px=um_per_px,
-            platform=platform,
-        )
+    target = copy_of(data) if copy else data
+    slide = target if isinstance(target, Slide) else where.resolve(target)
     tiles = TileSet(slide, tile_px=int(tile_px), tile_um=float(tile_um))
     _record(slide, tiles)
-    return tiles
+    return (target, tiles) if copy else tiles
 
 
 def _record(slide: Slide, tiles: TileSet) -> None:

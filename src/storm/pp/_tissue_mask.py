@@ -23,9 +23,8 @@ below are in µm and converted with the mask's µm per pixel.
 4. Clean-up: objects smaller than ``_MIN_OBJECT_UM2`` are removed (dust, debris) and holes smaller than
    ``_MAX_HOLE_UM2`` are filled (lumens, fat cells).
 
-Checked against Space Ranger's ``in_tissue`` on the nine DLPFC Visium lowres images (16 µm/px; 87–99 % of in-tissue
-spots on the mask before the texture growth, 97–99.8 % after) and against the spots of the her2st ST sections with
-full-resolution images and A1 (99.5–100 % of spot centres on the mask).
+Checked against Space Ranger's ``in_tissue`` on the nine DLPFC Visium lowres images and against the spots of the
+her2st ST sections (``tests/pp/test_tissue_grid.py`` holds the thresholds).
 """
 
 from __future__ import annotations

@@ -7,12 +7,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._docs import doc_params
+from .._frame import tool
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
     from ..data import Corpus
+    from ..io import Slide
+    from ..io._where import Where
     from ..models import StormModel
 
 #: Optimiser steps of :func:`adapt` by default: about a minute for a 4,000-spot Visium slide on 2 CPU cores.
@@ -23,23 +26,18 @@ ADAPT_LR = {"embedding": 5e-4, "expression": 1e-3, "image": 3e-4}
 IMAGE_CROPS = 16
 
 
+@tool(copy=False, positional=("model",))
 @doc_params
 def adapt(
-    sdata: SpatialData | AnnData | Sequence[SpatialData | AnnData],
-    model: StormModel | str | Path | None = None,
+    data: SpatialData | AnnData | Slide | Sequence[SpatialData | AnnData | Slide],
     *,
+    model: StormModel | str | Path | None = None,
     task: str = "embedding",
     steps: int = ADAPT_STEPS,
     batch_size: int = 16,
     lr: float | None = None,
-    table_key: str | None = None,
-    image_key: str | None = None,
-    shapes_key: str | None = None,
-    coordinate_system: str | None = None,
-    um_per_px: float | None = None,
-    platform: str | None = None,
-    layer: str | None = None,
-    seed: int | None = None,
+    where: Where,
+    random_state: int | None = None,
 ) -> StormModel:
     """Adapt a storm model to your slides, without labels, and return the adapted copy.
 
@@ -48,36 +46,32 @@ def adapt(
     fixed random projection of the slide's own standardised, whitened expression, inferred from its neighbours; see
     :class:`~storm.train.StormObjectives`) run for ``steps`` optimiser steps on niches of these slides, as GraphST
     or BANKSY fit each data set. The embedding keeps the slide's own main axes of variation even on a tissue the
-    model never saw: on DLPFC 151673, held out of the default's pretraining, domains go from ARI 0.54 to 0.59
-    (``docs/benchmarks.md``). Then embed with the returned model (:func:`storm.tl.embed`), or let
+    model never saw (domains of sections held out of pretraining, zero-shot and adapted: "Spatial domains" in
+    ``docs/benchmarks.md``). Then embed with the returned model (:func:`storm.tl.embed`), or let
     :func:`storm.tl.domains` do both with ``adapt=True``.
 
     With ``task="image"``, the image branch alone learns the slides' H&E, needing no expression: each step draws
     crops at random positions over all the tissue of a slide (tens of thousands of possible crops per section, not
     only the spots' tiles), and the image objective (:class:`~storm.train.StormObjectives`' ``image_views``) makes two
     shifted, flipped or rotated, colour- and stain-jittered views of each crop, and its wider context, agree against the
-    other crops. On her2st B4, held out of everything, 150 such steps on four other sections lifted ridge from the
-    image embedding to expression from 0.070 to 0.128 (colour/texture statistics: 0.104) and image-only domains from
-    ARI 0.289 to 0.319 (statistics: 0.168), and moved the zero-shot decoder from 0.295 to 0.281; on C4 it lifted
-    image-only domains (0.088 to 0.114) but not the ridge (0.215 to 0.202, statistics 0.280) (one seed each;
-    ``docs/benchmarks.md``). Slides need an H&E image fine enough for the tiles.
+    other crops. On held-out her2st sections it made the image embedding more predictive of expression on one section
+    and not on another ("The image branch and pathology encoders" in ``docs/benchmarks.md``). Slides need an H&E
+    image fine enough for the tiles.
 
     With ``task="expression"``, the slides' measured counts supervise H&E -> expression instead: the image ->
     expression objective alone (the spot's H&E and its neighbours' in, the spot's slide-standardised expression out)
     trains the image branch, the shared transformer and the decoder, so that :func:`storm.tl.predict_expression` with
     the returned model predicts H&E-only slides of the same tissue better. Every slide needs an H&E image and counts.
-    It fits the slides it is given: on her2st, per-fold models adapted on four sections raised the decoder's mean r on
-    a held-out section of the same patient from 0.06–0.12 to 0.12–0.20, but lowered it on a section of another
-    patient (B4) from 0.30 to 0.11 (``docs/benchmarks.md``). Adapt on slides like those you will predict.
+    It fits the slides it is given: on her2st it raised the decoder's r on held-out sections of the same patients
+    and lowered it on a section of another patient (``docs/benchmarks_archive.md``). Adapt on slides like those you
+    will predict.
 
     The passed model is not changed, nothing is written to the slides or to disk, and the same seed gives the same
     weights. A progress bar shows the steps (``storm.settings.progress``).
 
     Parameters
     ----------
-    sdata
-        One slide or a list of slides (SpatialData, squidpy-style AnnData or resolved :class:`~storm.io.Slide`),
-        adapted to together.
+    {slides_param}
     {model_param}
     task
         ``"embedding"`` (self-supervised, for :func:`storm.tl.embed` and :func:`storm.tl.domains`), ``"image"``
@@ -91,8 +85,8 @@ def adapt(
         Peak AdamW learning rate (linear warm-up over the first tenth of the steps, then cosine decay); default
         5e-4 for ``"embedding"``, 1e-3 for ``"expression"``.
     {resolve_params}
-    seed
-        Seed of the data order and masks (default ``storm.settings.seed``).
+    {random_state_param}
+        It orders the data and draws the masks.
 
     Returns
     -------
@@ -104,16 +98,14 @@ def adapt(
     >>> import storm as st
     >>> sdata = st.datasets.demo()
     >>> adapted = st.tl.adapt(sdata, steps=20)  # doctest: +SKIP
-    >>> st.tl.embed(sdata, adapted)  # doctest: +SKIP
+    >>> st.tl.embed(sdata, model=adapted)  # doctest: +SKIP
     >>> to_he = st.tl.adapt(sdata, task="expression", steps=20)  # doctest: +SKIP
     >>> st.tl.predict_expression(st.datasets.demo(), model=to_he)  # doctest: +SKIP
     """
     import copy
     import tempfile
 
-    from .._settings import settings
     from ..data import Corpus
-    from ..io._resolve import resolve, resolve_args
     from ..train import TrainConfig, Trainer
     from ._model_arg import get_model
     from ._slides import as_slides
@@ -122,15 +114,13 @@ def adapt(
         raise ValueError(f"`task` must be one of {tuple(ADAPT_LR)}, got {task!r}.")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
-    where = resolve_args(locals())
     net = get_model(model)
-    slides = [resolve(s, **where) for s in as_slides(sdata, "sdata")]
+    slides = [where.resolve(s) for s in as_slides(data)]
     corpus = Corpus.for_model(slides, net)
     if task == "expression":
         _check_supervised(corpus)
     if task == "image":
         _check_images(corpus)
-    seed = settings.seed if seed is None else int(seed)
     lr = ADAPT_LR[task] if lr is None else lr
     with tempfile.TemporaryDirectory(prefix="storm-adapt-") as scratch:
         config = TrainConfig(
@@ -145,7 +135,7 @@ def adapt(
             tile_um=net.config.tile_um,
             checkpoint_every=steps + 1,
             log_every=max(steps // 10, 1),
-            seed=seed,
+            seed=int(random_state),
             objectives=_objective_weights(task),
             denoising_target="sketch",
             crops_per_batch=IMAGE_CROPS if task == "image" else 0,

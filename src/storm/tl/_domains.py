@@ -9,12 +9,16 @@ import numpy as np
 
 from .._constants import OBS_DOMAIN, OBSM_EMBEDDING
 from .._docs import doc_params
-from ._results import Results, check_keys, embedding_record, target_of, write_results
+from .._frame import tool
+from ._results import Results, check_keys, embedding_record, write_results
 from ._slides import as_slides, embedding_rows
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
+
+    from ..io import Slide
+    from ..io._where import Where
 
 #: Neighbours averaged by the spatial smoothing (the first ring of a hexagonal grid).
 SMOOTHING_NEIGHBOURS = 6
@@ -26,9 +30,10 @@ METHODS = ("gmm", "kmeans", "leiden")
 CONSENSUS_RUNS = 16
 
 
+@tool
 @doc_params
 def domains(
-    sdata: SpatialData | AnnData | Sequence[SpatialData | AnnData],
+    data: SpatialData | AnnData | Slide | Sequence[SpatialData | AnnData | Slide],
     n_domains: int | None = None,
     *,
     resolution: float | None = None,
@@ -37,16 +42,9 @@ def domains(
     use_rep: str = OBSM_EMBEDDING,
     model: Any = None,
     adapt: bool | int = False,
-    table_key: str | None = None,
-    image_key: str | None = None,
-    shapes_key: str | None = None,
-    coordinate_system: str | None = None,
-    um_per_px: float | None = None,
-    platform: str | None = None,
-    layer: str | None = None,
-    seed: int | None = None,
+    where: Where,
+    random_state: int | None = None,
     key_added: str = OBS_DOMAIN,
-    copy: bool = False,
 ) -> SpatialData | AnnData | list[SpatialData | AnnData] | None:
     """Cluster spots into tissue domains; several slides get one joint clustering, so labels agree across slides.
 
@@ -55,7 +53,7 @@ def domains(
     noisy spots. With ``n_domains``, a Gaussian mixture with one covariance shared by all domains (mclust's "EEE",
     the clustering GraphST and STAGATE report their domains with) is fitted on the first 20 principal components of
     the standardised, smoothed embeddings; otherwise Leiden on the k-nearest-neighbour graph of all slides' spots at
-    ``resolution`` (default 1.0). The clustering runs 16 times (seeds ``seed`` to ``seed + 15``; of the mixtures, the
+    ``resolution`` (default 1.0). The clustering runs 16 times (seeds ``random_state`` to ``random_state + 15``; of the mixtures, the
     better half by likelihood is kept) and the domains are their consensus (``storm.tl._domains.consensus``: the most
     typical run, with each spot's majority vote), numbered by size; how much the runs agree is recorded as
     ``uns["storm"][key_added]["stability"]`` (mean adjusted Rand index, 1 = all identical). So domains barely move with
@@ -65,8 +63,7 @@ def domains(
 
     Parameters
     ----------
-    sdata
-        One slide or a list of slides (SpatialData, squidpy-style AnnData or resolved :class:`~storm.io.Slide`).
+    {slides_param}
     n_domains
         Number of domains (``"gmm"`` or ``"kmeans"``); ``None`` for Leiden. A mixture component that no spot is
         most likely to belong to is dropped, so ``"gmm"`` can return fewer domains (the number found is in
@@ -88,16 +85,12 @@ def domains(
         number of steps) and write the adapted model's embeddings to ``obsm[use_rep]``, which must be a storm key.
     {resolve_params}
         The image is not needed: a slide whose image is ambiguous is clustered without it.
-    seed
-        Random seed (default ``storm.settings.seed``).
+    {random_state_param}
     key_added
         Categorical ``obs`` column written to every slide's table (and ``uns["storm"]`` key of the parameters).
-    copy
-        Return copies with the results (a list for a list of slides) instead of writing into ``sdata``.
+    {copy_param}
 
-    Returns
-    -------
-    ``None``, or with ``copy=True`` the copy (or list of copies).
+    {copy_returns}
 
     Examples
     --------
@@ -107,28 +100,22 @@ def domains(
     >>> sdata["table"].obs["storm_domain"].cat.categories.tolist()  # doctest: +SKIP
     ['0', '1', '2', '3']
     """
-    from .._settings import settings
     from ..data import spot_ties
-    from ..io._resolve import resolve, resolve_args
 
-    single = not isinstance(sdata, list | tuple)
-    slides_in = [target_of(s, copy) for s in as_slides(sdata, "sdata")]
     weight = _smoothing_weight(spatial_smoothing)
     method = check_method(method, n_domains, resolution)
-    seed = settings.seed if seed is None else int(seed)
-
+    seed = int(random_state)
     steps = _adapt_steps(adapt, use_rep)
-    where = resolve_args(locals())
-    resolved = [resolve(s, **where, image=steps is not None) for s in slides_in]
+    resolved = [where.resolve(s, image=steps is not None) for s in as_slides(data)]
     for slide in resolved:
         check_keys(slide, obs=[key_added], obsm=[use_rep] if steps is not None else [])
     if steps is not None:
         from ._adapt import adapt as adapt_model
         from ._embed import embed
 
-        adapted = adapt_model(resolved, model, steps=steps, seed=seed)
+        adapted = adapt_model(resolved, model=model, steps=steps, random_state=seed)
         for slide in resolved:
-            embed(slide, adapted, key_added=use_rep)
+            embed(slide, model=adapted, key_added=use_rep)
     features = []
     for slide in resolved:
         x = embedding_rows(slide, use_rep, model)
@@ -167,9 +154,6 @@ def domains(
         labels_here = pd.Categorical(labels[start : start + size].astype(str), categories=categories)
         start += size
         write_results(slide, Results(key_added, dict(params), obs={key_added: labels_here}))
-    if not copy:
-        return None
-    return slides_in[0] if single else slides_in
 
 
 def _check_features(features: list[np.ndarray], slides: list[Any], use_rep: str, n_domains: int | None) -> None:

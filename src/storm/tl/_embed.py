@@ -7,32 +7,28 @@ from typing import TYPE_CHECKING
 
 from .._constants import OBSM_EMBEDDING
 from .._docs import doc_params
-from ._results import Results, check_keys, previous_keys, target_of, write_results
+from .._frame import tool
+from ._results import Results, check_keys, previous_keys, write_results
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
     from ..io import Slide
+    from ..io._where import Where
     from ..models import StormModel
 
 
+@tool(positional=("model",))
 @doc_params
 def embed(
-    sdata: SpatialData | AnnData | Slide,
-    model: StormModel | str | Path | None = None,
+    data: SpatialData | AnnData | Slide,
     *,
+    model: StormModel | str | Path | None = None,
     modality: str = "auto",
-    table_key: str | None = None,
-    image_key: str | None = None,
-    shapes_key: str | None = None,
-    coordinate_system: str | None = None,
-    um_per_px: float | None = None,
-    platform: str | None = None,
-    layer: str | None = None,
+    where: Where,
     batch_size: int | None = None,
     key_added: str = OBSM_EMBEDDING,
-    copy: bool = False,
 ) -> SpatialData | AnnData | None:
     """Embed every spot with its spatial niche.
 
@@ -43,10 +39,8 @@ def embed(
     ``sc.pp.neighbors(adata, use_rep="X_storm")`` and ``sc.tl.leiden(adata)`` work as usual.
 
     A spot's embedding depends on its niche (its nearest spots), so it changes when neighbours are removed: embed
-    the whole slide, then subset. With the default model on her2st B4 (283 spots), dropping a random 10 % of the spots
-    leaves the others' embeddings at a median cosine similarity of 0.997 to the whole-slide ones (5th percentile
-    0.81); dropping half leaves 0.83 (5th percentile 0.48), about as far as a spot is from its nearest neighbour's
-    embedding (0.60).
+    the whole slide, then subset: dropping a few spots barely moves the others, dropping half moves a spot about as
+    far as its nearest neighbour's embedding is from it (``docs/reliability.md``).
 
     Keys that storm did not write are never replaced: a ``key_added`` naming the user's ``obsm`` entry (e.g.
     ``"spatial"``) is refused before any work. A normalised ``X`` (after ``sc.pp.normalize_total`` / ``sc.pp.log1p``)
@@ -55,9 +49,7 @@ def embed(
 
     Parameters
     ----------
-    sdata
-        SpatialData with a table, spots and (optionally) an H&E image, squidpy-style AnnData, or a resolved
-        :class:`~storm.io.Slide`.
+    {data_param}
     {model_param}
     modality
         ``"auto"`` (whatever the slide has), ``"image"``, ``"expression"`` or ``"both"``.
@@ -67,10 +59,8 @@ def embed(
         ``obsm`` key of the joint embedding, and ``uns["storm"]`` key of the parameters.
     {copy_param}
 
-    Returns
-    -------
-    ``None``, or the copy with ``copy=True``. Spots outside the resolved region (table rows annotating other shapes)
-    get NaN rows.
+    {copy_returns}
+    Spots outside the resolved region (table rows annotating other shapes) get NaN rows.
 
     Examples
     --------
@@ -80,15 +70,13 @@ def embed(
     >>> sdata["table"].obsm["X_storm"].shape  # doctest: +SKIP
     (151, 128)
     """
-    from ..io._resolve import resolve, resolve_args
     from ._encode import MODALITIES, encode
     from ._model_arg import get_model, model_record
 
     if modality not in MODALITIES:
         raise ValueError(f"`modality` must be one of {MODALITIES}, got {modality!r}.")
     net = get_model(model)
-    target = target_of(sdata, copy)
-    slide = resolve(target, **resolve_args(locals()), image=modality != "expression")
+    slide = where.resolve(data, image=modality != "expression")
     check_keys(slide, obsm=[key_added])
     out = encode(slide, net, modality=modality, batch_size=batch_size)
     written = {key_added: out.embedding}
@@ -99,4 +87,3 @@ def embed(
     stale = [k for k in previous_keys(slide, key_added) if k not in written]
     record = {"modality": out.modalities, "n_spots": int(len(out.obs_names)), **model_record(net)}
     write_results(slide, Results(key_added, record, obsm=written), stale=stale)
-    return target if copy else None

@@ -6,31 +6,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._docs import doc_params
+from .._frame import tool
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
     from ..io import Slide
+    from ..io._where import Where
     from ..models import EncoderSpec, PathologyEncoder
 
 
+@tool
 @doc_params
 def feature_extraction(
-    sdata: SpatialData | AnnData | Slide,
+    data: SpatialData | AnnData | Slide,
     encoder: str | EncoderSpec | PathologyEncoder,
     *,
     weights: str | Path | None = None,
     recompute: bool = False,
-    table_key: str | None = None,
-    image_key: str | None = None,
-    shapes_key: str | None = None,
-    coordinate_system: str | None = None,
-    um_per_px: float | None = None,
-    platform: str | None = None,
-    layer: str | None = None,
+    where: Where,
     batch_size: int | None = None,
-    copy: bool = False,
 ) -> SpatialData | AnnData | None:
     """Features of every spot from a pathology foundation encoder (UNI, Virchow2, H-optimus, …), kept in the slide.
 
@@ -41,15 +37,14 @@ def feature_extraction(
     ``.zarr`` store gets the element written there too. For AnnData input they go to ``obsm`` under the same name.
 
     A storm model whose image branch is this encoder (``StormConfig.from_preset("small", image_encoder="uni")``)
-    reads them in :func:`embed`, :func:`adapt`, :func:`finetune`, :func:`predict_expression`, :func:`fit_risk` and
+    reads them in :func:`embed`, :func:`adapt`, :func:`fit_head`, :func:`predict_expression`, :func:`fit_risk` and
     :func:`pretrain` instead of reading tiles again. Features that another tool already wrote are used as they are:
     a table ``"<encoder>_<shapes>"`` or ``"<encoder>_tiles"`` (LazySlide's default), by spot name or by the tile
     holding each spot's centre, or an ``obsm`` entry ``"<encoder>"`` / ``"X_<encoder>"``.
 
     Parameters
     ----------
-    sdata
-        SpatialData with a table, spots and an H&E image, or squidpy-style AnnData.
+    {data_param}
     encoder
         A registry name (``storm.models.ENCODERS``: ``"uni"``, ``"uni2-h"``, ``"conch"``, ``"virchow2"``,
         ``"h-optimus-0"``, ``"h-optimus-1"``, ``"phikon-v2"``, ``"prov-gigapath"``, …), any timm name, an
@@ -66,9 +61,7 @@ def feature_extraction(
         Tiles per forward pass (default ``storm.settings.batch_size``).
     {copy_param}
 
-    Returns
-    -------
-    ``None``, or the copy with ``copy=True``.
+    {copy_returns}
 
     Examples
     --------
@@ -81,14 +74,10 @@ def feature_extraction(
     >>> st.tl.feature_extraction(sdata, "uni", weights="UNI/pytorch_model.bin")  # doctest: +SKIP
     """
     from ..data._features import spot_features
-    from ..io._resolve import resolve, resolve_args
-    from ._results import target_of
 
     if not isinstance(recompute, bool):
         raise TypeError(f"`recompute` must be True or False, got {recompute!r}.")
-    target = target_of(sdata, copy)
-    slide = resolve(target, **resolve_args(locals()))
+    slide = where.resolve(data)
     spot_features(
         slide, encoder, weights=None if weights is None else str(weights), recompute=recompute, batch_size=batch_size
     )
-    return target if copy else None

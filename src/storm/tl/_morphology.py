@@ -1,6 +1,6 @@
 """Colour and texture statistics of each spot's H&E tile, their mean over its niche, and of wider fields around it.
 
-An expression head from :func:`storm.tl.finetune` reads them beside storm's embeddings (``morphology``): pretraining on
+An expression head from :func:`storm.tl.fit_head` reads them beside storm's embeddings (``morphology``): pretraining on
 a few thousand imaged spots shapes the image branch around the axes it shares with expression, and the stain intensity,
 nuclear density and texture that a patient's genes also follow within a section are partly lost; these statistics keep
 them, for the spot's tile and for fields 2 and 4 times as wide centred on it (the tissue context around the spot, as

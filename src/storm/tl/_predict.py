@@ -9,10 +9,11 @@ import numpy as np
 
 from .._constants import LAYER_PREDICTED
 from .._docs import doc_params
+from .._frame import tool
 from .._logging import logger
 from ._encode import encode
-from ._head import StormHead, as_head, model_for_head
-from ._results import Results, check_keys, target_of, write_results
+from ._heads._head import StormHead, as_head, model_for_head
+from ._results import Results, check_keys, write_results
 
 #: Values of ``predict_expression(scale=...)``.
 SCALES = ("slide", "model")
@@ -23,27 +24,23 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
+    from ..io import Slide
+    from ..io._where import Where
     from ..models import StormModel
 
 
+@tool(positional=("model",))
 @doc_params
 def predict_expression(
-    sdata: SpatialData | AnnData,
+    data: SpatialData | AnnData | Slide,
     genes: list[str] | None = None,
-    model: StormModel | str | Path | None = None,
     *,
-    table_key: str | None = None,
-    image_key: str | None = None,
-    shapes_key: str | None = None,
-    coordinate_system: str | None = None,
-    um_per_px: float | None = None,
-    platform: str | None = None,
-    layer: str | None = None,
+    model: StormModel | str | Path | None = None,
+    where: Where,
     batch_size: int | None = None,
     head: StormHead | str | Path | None = None,
     scale: str = "slide",
     key_added: str = LAYER_PREDICTED,
-    copy: bool = False,
 ) -> SpatialData | AnnData | None:
     """Predict log1p(CP10k) expression of every spot from its H&E niche alone.
 
@@ -56,8 +53,7 @@ def predict_expression(
 
     Parameters
     ----------
-    sdata
-        SpatialData with an H&E image, spots and a table, or squidpy-style AnnData.
+    {data_param}
     genes
         Genes to predict (default: the table's genes, or every gene the model (or ``head``) predicts for an H&E-only
         table).
@@ -67,7 +63,7 @@ def predict_expression(
         The counts are never read: predictions come from the H&E alone.
     {batch_size_param}
     head
-        An expression head from :func:`storm.tl.finetune` (or its folder): predictions come from it instead of the
+        An expression head from :func:`storm.tl.fit_head` (or its folder): predictions come from it instead of the
         model's decoder, for the genes it was trained on.
     scale
         How the decoder's standardised predictions return to log1p(CP10k) (models whose config has
@@ -89,9 +85,7 @@ def predict_expression(
         Layer (and ``var`` flag, and ``uns["storm"]`` key) written.
     {copy_param}
 
-    Returns
-    -------
-    ``None``, or the copy with ``copy=True``.
+    {copy_returns}
 
     Examples
     --------
@@ -103,15 +97,13 @@ def predict_expression(
     """
     import pandas as pd
 
-    from ..io._resolve import resolve, resolve_args
     from ._model_arg import get_model, model_record
 
     if scale not in SCALES:
         raise ValueError(f"`scale` must be one of {SCALES}, got {scale!r}.")
     head = None if head is None else _expression_head(head)
     net = get_model(model) if head is None else model_for_head(head, model)
-    target = target_of(sdata, copy)
-    slide = resolve(target, **resolve_args(locals()))
+    slide = where.resolve(data)
     if not slide.has_image:
         raise ValueError(
             "predict_expression needs an H&E image, and this slide resolved none; pass `image_key=` naming it."
@@ -158,25 +150,24 @@ def predict_expression(
     if he_only:
         frame = pd.DataFrame(values, index=pd.Index(slide.obs_names), columns=pd.Index(known))
         write_results(slide, Results(key_added, record, obsm={key_added: frame}))
-        return target if copy else None
+        return
     layer_values = np.full((len(values), table.n_vars), np.nan, dtype=np.float32)
     columns = table.var_names.get_indexer(known)
     layer_values[:, columns] = values
     flag = np.zeros(table.n_vars, dtype=bool)
     flag[columns] = True
     write_results(slide, Results(key_added, record, layers={key_added: layer_values}, var={key_added: flag}))
-    return target if copy else None
 
 
 def _expression_head(head: Any) -> StormHead:
     head = as_head(head)
     if head.target != "expression":
         raise ValueError(
-            f"`head` predicts {head.target!r}, not expression; apply it with st.tl.annotate(sdata, head) instead."
+            f"`head` predicts {head.target!r}, not expression; apply it with st.tl.apply_head(sdata, head) instead."
         )
     if head.modality != "image":
         raise ValueError(
-            f"`head` was trained on {head.modality!r} embeddings; predict_expression sees only the H&E, so fine-tune "
+            f"`head` was trained on {head.modality!r} embeddings; predict_expression sees only the H&E, so fit "
             "the head with modality='image'."
         )
     return head
@@ -192,7 +183,7 @@ def _predictions(
     import torch
 
     from .._standardise import non_negative_spread, standardised
-    from ._head_inputs import expression_scale, head_reads, spot_features
+    from ._heads._inputs import expression_scale, head_reads, spot_features
 
     features, _ = spot_features(slide, net, "image", batch_size, **head_reads(head))
     with torch.no_grad():

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._frame import tool
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -16,8 +18,9 @@ if TYPE_CHECKING:
 RUN_FILES = ("checkpoints", "losses.csv", "model", "tensorboard", "training.json")
 
 
+@tool(copy=False)
 def pretrain(
-    corpus: list[SpatialData | str | Path] | SpatialData | str | Path,
+    data: list[SpatialData | str | Path] | SpatialData | str | Path,
     *,
     config: str | dict[str, Any] | Any = "small",
     max_steps: int | None = None,
@@ -34,8 +37,9 @@ def pretrain(
 
     Parameters
     ----------
-    corpus
-        SpatialData objects or paths to SpatialData ``.zarr`` stores (any mix of platforms and resolutions).
+    data
+        The corpus: SpatialData objects or paths to SpatialData ``.zarr`` stores (any mix of platforms and
+        resolutions; ``corpus=`` is the previous release's name).
     config
         A model preset name (``"tiny"``, ``"small"``, ``"base"``, ``"large"``), a :class:`~storm.train.TrainConfig`, or a
         dict of its fields.
@@ -59,9 +63,10 @@ def pretrain(
     >>> model = st.tl.pretrain([st.datasets.demo()], config="tiny", max_steps=2, batch_size=2, tile_px=64,
     ...                        output_dir=tempfile.mkdtemp())  # doctest: +SKIP
     """
-    from ..train import Corpus, TrainConfig, Trainer
+    from ..data import Corpus
+    from ..train import TrainConfig, Trainer
 
-    sources = corpus if isinstance(corpus, list | tuple) else [corpus]
+    sources = data if isinstance(data, list | tuple) else [data]
     check_output(output_dir, resume=resume, corpus=sources)
     if isinstance(config, TrainConfig):
         fields = config.to_dict()
@@ -76,7 +81,7 @@ def pretrain(
         fields["max_steps"] = max_steps
     train_config = TrainConfig(**fields)
     model = train_config.model_config()
-    data = Corpus.from_sources(
+    corpus = Corpus.from_sources(
         list(sources),
         tile_px=model.image_size,
         tile_um=model.tile_um,
@@ -84,7 +89,7 @@ def pretrain(
         gene_components=model.slide_axes,
         image_encoder=model.image_encoder,
     )
-    return Trainer(data, train_config).fit(resume=resume)
+    return Trainer(corpus, train_config).fit(resume=resume)
 
 
 def check_output(output_dir: str | Path, *, resume: bool, corpus: Sequence[Any] = ()) -> None:

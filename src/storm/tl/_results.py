@@ -1,4 +1,4 @@
-"""How every tool hands results back: one ``copy=`` rule, then all keys written together, recorded and logged."""
+"""How every tool hands results back: all keys written together (never over the user's), recorded and logged."""
 
 from __future__ import annotations
 
@@ -12,29 +12,6 @@ from .._logging import logger
 
 if TYPE_CHECKING:
     from ..io import Slide
-
-
-def target_of(data: Any, copy: bool) -> Any:
-    """The object a tool writes into: ``data`` itself, or with ``copy=True`` a copy sharing all but the tables."""
-    from anndata import AnnData
-
-    from ..io import Slide
-
-    if not copy:
-        return data
-    if isinstance(data, Slide):
-        raise TypeError("`copy=True` needs the SpatialData or AnnData, not a resolved Slide; pass the data itself.")
-    if isinstance(data, AnnData):
-        return data.copy()
-    from spatialdata import SpatialData
-
-    return SpatialData(
-        images=dict(data.images),
-        labels=dict(data.labels),
-        points=dict(data.points),
-        shapes=dict(data.shapes),
-        tables={k: v.copy() for k, v in data.tables.items()},
-    )
 
 
 def full_rows(values: np.ndarray, rows: np.ndarray, n_obs: int) -> np.ndarray:

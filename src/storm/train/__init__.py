@@ -1,18 +1,20 @@
 """Pretraining (``storm.train``): objectives, masking and the training loop.
 
-The corpus, niches, augmentation and loader live in :mod:`storm.data`; their names are importable from here too.
+The corpus, niches, augmentation and loader they train on are in :mod:`storm.data`.
 """
 
-from ..data import Augment as Augment
-from ..data import Corpus as Corpus
-from ..data import CorpusSlide as CorpusSlide
-from ..data import NicheBatchSampler as NicheBatchSampler
-from ..data import NicheDataset as NicheDataset
-from ..data import log1p_cp10k as log1p_cp10k
-from ..data import niche_neighbours as niche_neighbours
+from .._frame import moved_names
 from ._config import TrainConfig
 from ._masking import make_masks
 from ._objectives import ObjectiveWeights, StormObjectives, info_nce
 from ._trainer import Trainer
 
 __all__ = ["ObjectiveWeights", "StormObjectives", "TrainConfig", "Trainer", "info_nce", "make_masks"]
+
+#: Names of :mod:`storm.data` this package re-exported until 0.2: reachable here for one release.
+__getattr__ = moved_names(
+    __name__,
+    ("Augment", "Corpus", "CorpusSlide", "NicheBatchSampler", "NicheDataset", "log1p_cp10k", "niche_neighbours"),
+    source="storm.data",
+    new="storm.data",
+)

@@ -11,9 +11,9 @@ from typing import Any
 
 import torch
 
-from .._version import __version__
-from ._checkpoint import _move_into_place, _sha256
-from ._heads import AttentionMILHead, SpotHead
+from ..._version import __version__
+from ...models._checkpoint import _move_into_place, _sha256
+from ._modules import AttentionMILHead, SpotHead
 
 HEAD_CONFIG = "head.json"
 HEAD_WEIGHTS = "head.safetensors"

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from ..models import StormModel
+    from ...models import StormModel
 
 
 class StormHead:
-    """A trained head (from :func:`storm.tl.finetune` or :func:`storm.tl.fit_risk`) and its description.
+    """A trained head (from :func:`storm.tl.fit_head` or :func:`storm.tl.fit_risk`) and its description.
 
     Save it with :meth:`save` (a folder with ``head.json`` and ``head.safetensors``; put it beside or inside the model's
     folder) and load it with :meth:`load`; every tool that applies a head also takes the folder path.
@@ -21,7 +21,7 @@ class StormHead:
     Attributes
     ----------
     module
-        The ``torch.nn.Module`` (:class:`~storm.models.SpotHead` or :class:`~storm.models.AttentionMILHead`).
+        The ``torch.nn.Module`` (:class:`~storm.tl.SpotHead` or :class:`~storm.tl.AttentionMILHead`).
     meta
         Its description: ``task``, ``target``, ``outputs``, ``modality``, ``model`` (name and weights hash of the
         storm model it was trained on), ``metrics`` and training parameters.
@@ -70,7 +70,7 @@ class StormHead:
         --------
         >>> head.save("heads/her2st_labels")  # doctest: +SKIP
         """
-        from ..models._head_checkpoint import save_head
+        from ._checkpoint import save_head
 
         return save_head(self.module, path, self.meta)
 
@@ -82,7 +82,7 @@ class StormHead:
         --------
         >>> head = StormHead.load("heads/her2st_labels")  # doctest: +SKIP
         """
-        from ..models._head_checkpoint import load_head
+        from ._checkpoint import load_head
 
         module, meta = load_head(path)
         return cls(module, meta)
@@ -106,7 +106,7 @@ def as_head(head: StormHead | str | os.PathLike[str]) -> StormHead:
 
 def model_for_head(head: StormHead, model: StormModel | str | Path | None) -> StormModel:
     """The storm model to apply ``head`` with: ``model``, or by default the one it was trained on; hashes must match."""
-    from ._model_arg import get_model
+    from .._model_arg import get_model
 
     record = head.meta["model"]
     if model is None:
@@ -120,7 +120,7 @@ def model_for_head(head: StormHead, model: StormModel | str | Path | None) -> St
         raise ValueError(
             f"this head was trained on embeddings of model {record['model']!r} (weights sha256 "
             f"{record['model_sha256'][:12]}...), not of the model passed (sha256 {sha[:12]}...); pass the model it was "
-            "trained with, or fine-tune a new head on this model."
+            "trained with, or fit a new head on this model (st.tl.fit_head)."
         )
     check_encoder(record, net)
     return net
@@ -136,7 +136,7 @@ def check_encoder(record: dict, net: StormModel) -> None:
     if want[0] != have[0] or (want[1] and have[1] and want[1] != have[1]):
         raise ValueError(
             f"this head was trained on a model reading {_branch(*want)}, but the model passed reads {_branch(*have)}; pass "
-            "a model on the same encoder and weights, or fit a new head on this one (st.tl.finetune)."
+            "a model on the same encoder and weights, or fit a new head on this one (st.tl.fit_head)."
         )
 
 

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from storm.models._head_checkpoint import HEAD_CONFIG, load_head, save_head
-from storm.models._heads import SpotHead
+from storm.tl._heads._checkpoint import HEAD_CONFIG, load_head, save_head
+from storm.tl._heads._modules import SpotHead
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""``st.tl.fit_risk`` and ``st.tl.risk``: survival risk from spot embeddings with an attention-MIL Cox head."""
+"""``st.tl.fit_risk`` and ``st.tl.apply_risk``: survival risk from spot embeddings with an attention-MIL Cox head."""
 
 from __future__ import annotations
 
@@ -8,42 +8,39 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._constants import OBS_RISK, OBSM_EMBEDDING, UNS_KEY
-from .._docs import doc_params
-from .._logging import logger
+from ..._constants import OBS_RISK, OBSM_EMBEDDING, UNS_KEY
+from ..._docs import doc_params
+from ..._frame import tool
+from ..._logging import logger
+from .._results import Results, check_keys, write_results
+from .._slides import as_slides, embedding_rows
 from ._head import StormHead, as_head, model_for_head
-from ._results import Results, check_keys, target_of, write_results
-from ._slides import as_slides, embedding_rows
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
-    from ..io import Slide
-    from ..models import StormModel
+    from ...io import Slide
+    from ...io._where import Where
+    from ...models import StormModel
 
 
+@tool(copy=False)
 @doc_params
 def fit_risk(
-    sdatas: Sequence[SpatialData | AnnData],
+    data: Sequence[SpatialData | AnnData | Slide],
     time: Sequence[float] | str,
     event: Sequence[bool | int] | str,
     *,
     groups: Sequence[Any] | None = None,
     use_rep: str = OBSM_EMBEDDING,
     model: StormModel | str | Path | None = None,
-    table_key: str | None = None,
-    image_key: str | None = None,
-    shapes_key: str | None = None,
-    coordinate_system: str | None = None,
-    um_per_px: float | None = None,
-    platform: str | None = None,
-    layer: str | None = None,
+    where: Where,
     hidden: int = 64,
     epochs: int = 150,
     max_spots: int = 512,
     n_folds: int = 5,
-    seed: int | None = None,
+    random_state: int | None = None,
 ) -> StormHead:
     """Learn slide-level survival risk from spot embeddings: attention-MIL pooling trained with the Cox loss.
 
@@ -55,8 +52,8 @@ def fit_risk(
 
     Parameters
     ----------
-    sdatas
-        The slides of the cohort (at least one with an event).
+    data
+        The slides of the cohort (at least two, one with an event; ``sdatas=`` is the previous release's name).
     time
         Follow-up time of each slide, or an ``obs`` column holding it (one value per slide).
     event
@@ -76,12 +73,11 @@ def fit_risk(
         Spots drawn per slide at each training step (all are used for scoring).
     n_folds
         Cross-validation folds.
-    seed
-        Random seed (default ``storm.settings.seed``).
+    {random_state_param}
 
     Returns
     -------
-    The trained risk :class:`StormHead`; apply it with :func:`storm.tl.risk`.
+    The trained risk :class:`StormHead`; apply it with :func:`storm.tl.apply_risk`.
 
     Examples
     --------
@@ -89,16 +85,13 @@ def fit_risk(
     >>> head = st.tl.fit_risk(slides, time=[12.0, 40.5, 7.2], event=[1, 0, 1])  # doctest: +SKIP
     >>> head.metrics["cv_c_index"]  # doctest: +SKIP
     """
-    from .._settings import settings
-    from ..io._resolve import resolve, resolve_args
-    from ._fit import fit_mil_head
+    from ._fitting import fit_mil_head
 
-    slides_in = as_slides(sdatas, "sdatas")
+    slides_in = as_slides(data)
     if len(slides_in) < 2:
-        raise ValueError("`sdatas` needs at least two slides: a survival model ranks patients against each other.")
-    seed = settings.seed if seed is None else int(seed)
-    where = resolve_args(locals())
-    resolved = [resolve(s, **where, image=False) for s in slides_in]
+        raise ValueError("`data` needs at least two slides: a survival model ranks patients against each other.")
+    seed = int(random_state)
+    resolved = [where.resolve(s, image=False) for s in slides_in]
     t = _per_slide(time, resolved, "time").astype(np.float64)
     e = _per_slide(event, resolved, "event").astype(np.float64)
     if not np.isfinite(t).all() or not np.isin(e, (0.0, 1.0)).all():
@@ -144,21 +137,15 @@ def fit_risk(
     return StormHead(module, meta)
 
 
+@tool
 @doc_params
-def risk(
-    sdata: SpatialData | AnnData,
+def apply_risk(
+    data: SpatialData | AnnData | Slide,
     head: StormHead | str | Path,
     *,
     model: StormModel | str | Path | None = None,
-    table_key: str | None = None,
-    image_key: str | None = None,
-    shapes_key: str | None = None,
-    coordinate_system: str | None = None,
-    um_per_px: float | None = None,
-    platform: str | None = None,
-    layer: str | None = None,
+    where: Where,
     key_added: str = OBS_RISK,
-    copy: bool = False,
 ) -> SpatialData | AnnData | None:
     """Score a slide with a risk head from :func:`storm.tl.fit_risk`, and map each spot's share of the score.
 
@@ -168,8 +155,7 @@ def risk(
 
     Parameters
     ----------
-    sdata
-        The slide.
+    {data_param}
     head
         A risk :class:`StormHead` or the folder of a saved one.
     model
@@ -179,27 +165,21 @@ def risk(
         ``obs`` and ``uns["storm"]`` key written.
     {copy_param}
 
-    Returns
-    -------
-    ``None``, or the copy with ``copy=True``.
+    {copy_returns}
 
     Examples
     --------
     >>> import storm as st
-    >>> st.tl.risk(sdata, head)  # doctest: +SKIP
+    >>> st.tl.apply_risk(sdata, head)  # doctest: +SKIP
     >>> sdata["table"].uns["storm"]["storm_risk"]["score"]  # doctest: +SKIP
     """
     import torch
 
-    from ..io._resolve import resolve, resolve_args
-
     head = as_head(head)
     if head.task != "risk":
-        raise ValueError(f"this is a {head.task} head; apply it with st.tl.annotate or st.tl.predict_expression.")
+        raise ValueError(f"this is a {head.task} head; apply it with st.tl.apply_head or st.tl.predict_expression.")
     use_rep = head.meta["use_rep"]
-    where = resolve_args(locals())
-    target = target_of(sdata, copy)
-    slide = resolve(target, **where, image=False)
+    slide = where.resolve(data, image=False)
     check_keys(slide, obs=[key_added, f"{key_added}_attention"])
     net = None if use_rep in slide.table.obsm else model_for_head(head, model)
     modality = head.modality if head.modality in ("image", "expression", "both") else "auto"
@@ -217,7 +197,6 @@ def risk(
     spots = {key_added: attention * risks * len(risks), f"{key_added}_attention": attention}
     write_results(slide, Results(key_added, record, obs=spots))
     logger.info("slide risk %.3f over %d spots", float(score), len(risks))
-    return target if copy else None
 
 
 def _per_slide(values: Any, slides: list[Slide], name: str) -> np.ndarray:
@@ -251,7 +230,7 @@ def _embedding_record(records: list[dict[str, Any]], model: Any) -> dict[str, An
         name, sha, modality = seen.pop()
         return {"model": name, "model_sha256": sha, "modality": modality}
     if model is not None:
-        from ._model_arg import get_model, model_record
+        from .._model_arg import get_model, model_record
 
         return {**model_record(get_model(model)), "modality": "unknown"}
     return {"model": "unknown", "model_sha256": None, "modality": "unknown"}

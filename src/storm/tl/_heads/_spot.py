@@ -1,4 +1,4 @@
-"""``st.tl.finetune`` and ``st.tl.annotate``: few-label heads on frozen storm embeddings, and applying them."""
+"""``st.tl.fit_head`` and ``st.tl.apply_head``: few-label heads on frozen storm embeddings, and applying them."""
 
 from __future__ import annotations
 
@@ -8,21 +8,23 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._docs import doc_params
-from .._logging import logger
-from .._standardise import standardised
+from ..._docs import doc_params
+from ..._frame import tool
+from ..._logging import logger
+from ..._standardise import standardised
+from .._results import Results, check_keys, write_results
+from .._slides import as_slides
 from ._head import StormHead, as_head, model_for_head
-from ._head_inputs import check_head_input, check_input_genes, head_input_genes, head_reads, on_genes, spot_features
-from ._results import Results, check_keys, target_of, write_results
-from ._slides import as_slides
+from ._inputs import check_head_input, check_input_genes, head_input_genes, head_reads, on_genes, spot_features
 
 if TYPE_CHECKING:
     import torch
     from anndata import AnnData
     from spatialdata import SpatialData
 
-    from ..io import Slide
-    from ..models import StormModel
+    from ...io import Slide
+    from ...io._where import Where
+    from ...models import StormModel
 
 #: The ``target`` meaning "the measured expression of ``genes``".
 EXPRESSION = "expression"
@@ -30,9 +32,10 @@ EXPRESSION = "expression"
 PREPROCESSING = "log1p_cp10k"
 
 
+@tool(copy=False)
 @doc_params
-def finetune(
-    sdatas: SpatialData | AnnData | Sequence[SpatialData | AnnData],
+def fit_head(
+    data: SpatialData | AnnData | Slide | Sequence[SpatialData | AnnData | Slide],
     target: str = EXPRESSION,
     *,
     task: str | None = None,
@@ -43,16 +46,10 @@ def finetune(
     hidden: int | None = None,
     per_slide: bool | None = None,
     morphology: bool | None = None,
-    table_key: str | None = None,
-    image_key: str | None = None,
-    shapes_key: str | None = None,
-    coordinate_system: str | None = None,
-    um_per_px: float | None = None,
-    platform: str | None = None,
-    layer: str | None = None,
+    where: Where,
     batch_size: int | None = None,
     n_folds: int = 5,
-    seed: int | None = None,
+    random_state: int | None = None,
 ) -> StormHead:
     """Train a head on frozen storm embeddings of a few labelled slides.
 
@@ -60,13 +57,13 @@ def finetune(
     linear by default (ridge for regression, softmax for classification), which is what few labels support; its
     penalty (and, for several genes, its rank: genes that vary together share one fit) is chosen by cross-validation
     over slides (over spots with one slide), and the cross-validated score is kept in ``head.metrics``. Apply it with
-    :func:`storm.tl.predict_expression` (``head=``, expression targets) or :func:`storm.tl.annotate`; keep it with
+    :func:`storm.tl.predict_expression` (``head=``, expression targets) or :func:`storm.tl.apply_head`; keep it with
     :meth:`StormHead.save`.
 
     Parameters
     ----------
-    sdatas
-        One or several labelled slides (SpatialData or squidpy-style AnnData).
+    {slides_param}
+        The slides are labelled: ``target`` is measured or annotated on them.
     target
         ``"expression"`` (the measured expression of ``genes``, as log1p(CP10k)) or an ``obs`` column of the tables.
     task
@@ -78,7 +75,7 @@ def finetune(
     input_genes
         Genes the expression branch reads (as in the tables' ``var_names``; default: each slide's whole panel). For a
         head that will label slides measured on another panel, pass the genes both panels share: the embeddings then
-        mean the same on both, and :func:`storm.tl.annotate` reads the same genes. Every slide must measure them.
+        mean the same on both, and :func:`storm.tl.apply_head` reads the same genes. Every slide must measure them.
     {model_param}
     modality
         Modalities the embeddings use: ``"image"`` (default for expression, so that the head works on H&E-only
@@ -105,8 +102,7 @@ def finetune(
     {batch_size_param}
     n_folds
         Cross-validation folds for the penalty.
-    seed
-        Random seed (default ``storm.settings.seed``).
+    {random_state_param}
 
     Returns
     -------
@@ -116,24 +112,21 @@ def finetune(
     --------
     >>> import storm as st
     >>> sdata = st.datasets.demo()
-    >>> head = st.tl.finetune(sdata, "expression", genes=["ERBB2", "KRT19"])  # doctest: +SKIP
+    >>> head = st.tl.fit_head(sdata, "expression", genes=["ERBB2", "KRT19"])  # doctest: +SKIP
     >>> head.metrics["cv_score"] > 0  # doctest: +SKIP
     True
 
     Labels on a 5,000-gene slide, to be transferred to one with 500 genes:
 
     >>> shared = ref["table"].var_names.intersection(query["table"].var_names)  # doctest: +SKIP
-    >>> head = st.tl.finetune(ref, "layer", modality="expression", input_genes=shared)  # doctest: +SKIP
-    >>> st.tl.annotate(query, head)  # doctest: +SKIP
+    >>> head = st.tl.fit_head(ref, "layer", modality="expression", input_genes=shared)  # doctest: +SKIP
+    >>> st.tl.apply_head(query, head)  # doctest: +SKIP
     """
-    from .._settings import settings
-    from ..io._resolve import resolve, resolve_args
-    from ._fit import fit_spot_head
-    from ._model_arg import get_model, model_record
-    from ._morphology import MORPHOLOGY_BLOCKS
+    from .._model_arg import get_model, model_record
+    from .._morphology import MORPHOLOGY_BLOCKS
+    from ._fitting import fit_spot_head
 
-    slides_in = as_slides(sdatas, "sdatas")
-    seed = settings.seed if seed is None else int(seed)
+    seed = int(random_state)
     if modality is None:
         modality = "image" if target == EXPRESSION else "auto"
     reads = _input_genes(input_genes, modality)
@@ -146,8 +139,7 @@ def finetune(
     if morphology and modality == "expression":
         raise ValueError("`morphology=True` reads the H&E tiles; pass modality='image', 'both' or 'auto'.")
     net = get_model(model)
-    where = resolve_args(locals())
-    resolved = [resolve(s, **where, image=modality != "expression") for s in slides_in]
+    resolved = [where.resolve(s, image=modality != "expression") for s in as_slides(data)]
     outputs, targets, kind = _targets(resolved, target, task, genes)
     if morphology is None:
         morphology = target == EXPRESSION and modality != "expression" and all(s.has_image for s in resolved)
@@ -191,7 +183,7 @@ def finetune(
         "outputs": outputs,
         "modality": used.pop(),
         "input": {
-            "layer": layer,
+            "layer": where.layer,
             "preprocessing": PREPROCESSING,
             "genes": reads,
             "panel": _panel(resolved, net) if reads is None and used_modality != "image" else None,
@@ -207,7 +199,7 @@ def finetune(
     if expression_scale:
         meta["expression_scale"] = expression_scale
     logger.info(
-        "fine-tuned a %s head for %r on %d spots of %d slides: cross-validated %s %.3f",
+        "fitted a %s head for %r on %d spots of %d slides: cross-validated %s %.3f",
         kind,
         target,
         len(x),
@@ -218,24 +210,18 @@ def finetune(
     return StormHead(module, meta)
 
 
+@tool
 @doc_params
-def annotate(
-    sdata: SpatialData | AnnData,
+def apply_head(
+    data: SpatialData | AnnData | Slide,
     head: StormHead | str | Path,
     *,
     model: StormModel | str | Path | None = None,
-    table_key: str | None = None,
-    image_key: str | None = None,
-    shapes_key: str | None = None,
-    coordinate_system: str | None = None,
-    um_per_px: float | None = None,
-    platform: str | None = None,
-    layer: str | None = None,
+    where: Where,
     batch_size: int | None = None,
     key_added: str | None = None,
-    copy: bool = False,
 ) -> SpatialData | AnnData | None:
-    """Apply a head from :func:`storm.tl.finetune` to every spot of a slide.
+    """Apply a head from :func:`storm.tl.fit_head` to every spot of a slide.
 
     A classification head writes a categorical ``obs[key_added]`` and the class probabilities to
     ``obsm[key_added + "_proba"]`` (columns in the order of ``head.outputs``); a regression head on an ``obs`` column
@@ -243,8 +229,7 @@ def annotate(
 
     Parameters
     ----------
-    sdata
-        The slide (SpatialData, squidpy-style AnnData or a resolved :class:`~storm.io.Slide`).
+    {data_param}
     head
         A :class:`StormHead` or the folder of a saved one.
     model
@@ -255,42 +240,37 @@ def annotate(
         ``obs`` key written (default ``"storm_" + head.target``).
     {copy_param}
 
-    Returns
-    -------
-    ``None``, or the copy with ``copy=True``.
+    {copy_returns}
 
     Examples
     --------
     >>> import storm as st
-    >>> st.tl.annotate(sdata, "heads/her2st_labels")  # doctest: +SKIP
+    >>> st.tl.apply_head(sdata, "heads/her2st_labels")  # doctest: +SKIP
     >>> sdata["table"].obs["storm_label"].value_counts()  # doctest: +SKIP
     """
     import pandas as pd
     import torch
 
-    from ..io._resolve import resolve, resolve_args
-    from ._model_arg import model_record
+    from .._model_arg import model_record
 
     head = as_head(head)
     if head.task == "risk":
-        raise ValueError("this is a risk head from st.tl.fit_risk; apply it with st.tl.risk(sdata, head).")
-    where = resolve_args(locals())
+        raise ValueError("this is a risk head from st.tl.fit_risk; apply it with st.tl.apply_risk(data, head).")
     if head.target == EXPRESSION:
-        from ._predict import predict_expression
+        from .._predict import predict_expression
 
-        return predict_expression(
-            sdata,
+        predict_expression(
+            data,
             model=model,
             head=head,
             batch_size=batch_size,
-            copy=copy,
-            **where,
+            **where.kwargs(),
             **({"key_added": key_added} if key_added else {}),
         )
+        return
     net = model_for_head(head, model)
     key = key_added or f"storm_{head.target}"
-    target = target_of(sdata, copy)
-    slide = resolve(target, **where, image=head.modality != "expression")
+    slide = where.resolve(data, image=head.modality != "expression")
     check_head_input(head, slide)
     check_keys(slide, obs=[key])
     x, _ = spot_features(on_genes(slide, head_input_genes(head)), net, head.modality, batch_size, **head_reads(head))
@@ -311,7 +291,6 @@ def annotate(
         values = (out * head.module.target_std + head.module.target_mean).numpy()[:, 0]
         results = Results(key, record, obs={key: values})
     write_results(slide, results)
-    return target if copy else None
 
 
 def _panel(slides: list[Slide], net: StormModel) -> list[str]:
@@ -404,7 +383,7 @@ def _shared_genes(slides: list[Slide], genes: Sequence[str] | None) -> list[str]
 def _log_expression(slide: Slide, genes: list[str]) -> np.ndarray:
     from scipy import sparse
 
-    from ..data import log1p_cp10k
+    from ...data import log1p_cp10k
 
     values = log1p_cp10k(slide.counts())[:, slide.table.var_names.get_indexer(genes)]
     return np.asarray(values.toarray() if sparse.issparse(values) else values, dtype=np.float64)

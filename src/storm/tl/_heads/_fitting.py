@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._metrics import balanced_accuracy, concordance_index, pearson_per_gene
+from .._metrics import balanced_accuracy, concordance_index, pearson_per_gene
 
 if TYPE_CHECKING:
     import torch
 
-    from ..models import AttentionMILHead, SpotHead
+    from ._modules import AttentionMILHead, SpotHead
 
 #: Ridge penalties tried for a linear regression head, relative to the number of spots (standardised features).
 RIDGE_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -57,7 +57,7 @@ def fit_spot_head(
     seed: int = 0,
     blocks: tuple[int, ...] | None = None,
 ) -> tuple[SpotHead, dict[str, Any]]:
-    """A :class:`~storm.models.SpotHead` with its penalty chosen by cross-validation over ``groups``, refitted on all.
+    """A :class:`~storm.tl.SpotHead` with its penalty chosen by cross-validation over ``groups``, refitted on all.
 
     Regression ``y`` is ``(n, k)``; classification ``y`` holds class codes ``0..n_classes-1``. A linear regression
     head is solved in closed form (ridge); other heads are trained by full-batch Adam with an L2 penalty.
@@ -127,7 +127,7 @@ def _fit_once(
 ) -> SpotHead:
     import torch
 
-    from ..models import SpotHead
+    from ._modules import SpotHead
 
     torch.manual_seed(seed)
     n_out = y.shape[1] if task == "regression" else n_classes
@@ -243,7 +243,7 @@ def fit_mil_head(
     n_folds: int = 5,
     seed: int = 0,
 ) -> tuple[AttentionMILHead, dict[str, Any]]:
-    """An :class:`~storm.models.AttentionMILHead` trained with the Cox loss; C-index cross-validated over ``groups``.
+    """An :class:`~storm.tl.AttentionMILHead` trained with the Cox loss; C-index cross-validated over ``groups``.
 
     Folds hold whole groups (patients), with events spread over folds. Each fold's head scores its held-out slides;
     the C-index of every fold and of all held-out scores pooled are reported. The returned head is refitted on all.
@@ -278,7 +278,7 @@ def _fit_mil_once(
 ) -> AttentionMILHead:
     import torch
 
-    from ..models import AttentionMILHead
+    from ._modules import AttentionMILHead
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

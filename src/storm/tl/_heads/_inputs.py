@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._logging import logger
-from .._standardise import standardised
+from ..._logging import logger
+from ..._standardise import standardised
 
 if TYPE_CHECKING:
-    from ..io import Slide
-    from ..models import StormModel
+    from ...io import Slide
+    from ...models import StormModel
     from ._head import StormHead
 
 #: A head reading expression is refused on a slide measuring less of its training panel than this ...
@@ -28,8 +28,8 @@ def spot_features(
     With ``morphology``, the tile statistics of :func:`~storm.tl._morphology.morphology_features` follow; with
     ``per_slide``, each feature is standardised over the slide's spots (a constant one becomes 0).
     """
-    from ._encode import encode
-    from ._morphology import morphology_features
+    from .._encode import encode
+    from .._morphology import morphology_features
 
     out = encode(slide, net, modality=modality, batch_size=batch_size)
     x = np.concatenate([out.embedding, out.niche_embedding], axis=1).astype(np.float64)
@@ -69,7 +69,7 @@ def check_head_input(head: StormHead, slide: Slide) -> None:
             f"layer={slide.layer!r}; pass `layer={trained!r}` (or the layer holding the same raw counts)."
         )
     check_input_genes(
-        slide, head_input_genes(head), "this slide", "fine-tune the head again with `input_genes=` genes both measure"
+        slide, head_input_genes(head), "this slide", "fit the head again with `input_genes=` genes both measure"
     )
     panel = (head.meta.get("input") or {}).get("panel")
     if panel:
@@ -78,7 +78,7 @@ def check_head_input(head: StormHead, slide: Slide) -> None:
             raise ValueError(
                 f"This slide measures {coverage:.0%} of the {len(panel)} genes the head's embeddings were computed on "
                 f"(under {MIN_PANEL_COVERAGE:.0%}): its embeddings are not those the head learnt from. Fine-tune the "
-                "head again on slides measured with this panel, or on genes both measure: st.tl.finetune(..., input_genes=[...])."
+                "head again on slides measured with this panel, or on genes both measure: st.tl.fit_head(..., input_genes=[...])."
             )
         if coverage < WARN_PANEL_COVERAGE:
             logger.warning(
