@@ -13,12 +13,19 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TUTORIALS = sorted((REPO_ROOT / "tutorials").glob("*.ipynb"))
-NEEDS_DATA = {"02_her2st", "03_he_only", "04_pretraining"}
+NEEDS_DATA = {"02_her2st", "03_he_only", "04_pretraining", "06_integration"}
 
 
 def test_the_tutorials_exist_and_are_in_the_docs():
     names = [path.stem for path in TUTORIALS]
-    assert names == ["01_quickstart", "02_her2st", "03_he_only", "04_pretraining", "05_pathology_encoder"]
+    assert names == [
+        "01_quickstart",
+        "02_her2st",
+        "03_he_only",
+        "04_pretraining",
+        "05_pathology_encoder",
+        "06_integration",
+    ]
     index = (REPO_ROOT / "docs" / "index.md").read_text()
     assert all(f"tutorials/{name}" in index for name in names)
     assert (REPO_ROOT / "docs" / "tutorials").resolve() == (REPO_ROOT / "tutorials").resolve()

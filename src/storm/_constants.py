@@ -16,6 +16,8 @@ OBS_TILE_PADDED = "storm_tile_padded"
 OBSM_EMBEDDING = "X_storm"
 OBSM_EMBEDDING_IMAGE = "X_storm_image"
 OBSM_EMBEDDING_GENE = "X_storm_gene"
+#: ``obsm`` key of the embedding of several slides with what differs between batches removed (``st.tl.integrate``).
+OBSM_INTEGRATED = "X_storm_integrated"
 #: ``layers`` key for predicted expression.
 LAYER_PREDICTED = "storm_predicted"
 #: ``obs`` keys for domains and risk.

@@ -6,8 +6,10 @@ from ._domains import domains
 from ._embed import embed
 from ._features import feature_extraction
 from ._heads import StormHead, apply_head, apply_risk, fit_head, fit_risk
+from ._integrate import integrate
 from ._predict import predict_expression
 from ._pretrain import pretrain
+from ._transfer import transfer_labels
 
 #: The previous release's names, kept for one release (each call warns).
 finetune = deprecated_alias(fit_head, "finetune")
@@ -26,9 +28,11 @@ __all__ = [
     "finetune",
     "fit_head",
     "fit_risk",
+    "integrate",
     "predict_expression",
     "pretrain",
     "risk",
+    "transfer_labels",
 ]
 
 #: The torch modules of heads (``StormHead.module``), imported with torch on first use.

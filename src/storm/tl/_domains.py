@@ -121,7 +121,7 @@ def domains(
         x = embedding_rows(slide, use_rep, model)
         features.append(_smooth(x, slide.spot_xy_um, weight, ties=spot_ties(slide.obs_names)))
     _check_features(features, resolved, use_rep, n_domains)
-    _check_one_model(resolved, use_rep)
+    check_one_model(resolved, use_rep)
     sizes = [len(f) for f in features]
     stacked = np.concatenate(features)
     stacked = (stacked - stacked.mean(0)) / (stacked.std(0) + 1e-8)
@@ -175,7 +175,7 @@ def _check_features(features: list[np.ndarray], slides: list[Any], use_rep: str,
         raise ValueError(f"`n_domains={n_domains}` is more than the {total} spots to cluster.")
 
 
-def _check_one_model(slides: list[Any], use_rep: str) -> None:
+def check_one_model(slides: list[Any], use_rep: str) -> None:
     """Refuse storm embeddings of several slides made by different models (or modalities): not one space."""
     if len(slides) < 2:
         return

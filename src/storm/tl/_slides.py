@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .._constants import OBSM_INTEGRATED
 from .._logging import logger
 
 
@@ -25,6 +26,11 @@ def embedding_rows(slide: Any, use_rep: str, model: Any, modality: str = "auto")
     adds; any other missing key is an error, so a mistyped ``use_rep="X_pac"`` never silently becomes a storm
     embedding.
     """
+    if use_rep not in slide.table.obsm and use_rep.startswith(OBSM_INTEGRATED):
+        raise KeyError(
+            f"`use_rep={use_rep!r}` is not in obsm: it is written by st.tl.integrate over several slides; run "
+            f"st.tl.integrate(slides, key_added={use_rep!r}) first."
+        )
     if use_rep not in slide.table.obsm and not use_rep.startswith("X_storm"):
         raise KeyError(
             f"`use_rep={use_rep!r}` is not in obsm (available: {sorted(slide.table.obsm)}); compute it first, or "
