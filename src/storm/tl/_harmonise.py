@@ -54,17 +54,18 @@ def harmonise(
     phi[batch, np.arange(n)] = 1.0
     share = phi.sum(1) / n
     z = x.copy()
-    centroids = _init_centroids(_unit(z), k, random_state)
-    r = _responsibilities(_unit(z), centroids, sigma)
+    unit = _unit(z)
+    centroids = _init_centroids(unit, k, random_state)
+    r = _responsibilities(unit, centroids, sigma)
     objective = []
     rng = np.random.default_rng(random_state)
     for _ in range(max_iter):
-        unit = _unit(z)
         for _ in range(5):  # clustering rounds before each correction
             centroids = _unit(r @ unit)
             r = _diverse_responsibilities(unit, centroids, r, phi, share, theta, sigma, rng)
         z = _correct(x, r, phi)
-        objective.append(_objective(_unit(z), centroids, r, phi, share, theta, sigma))
+        unit = _unit(z)  # what the next rounds cluster
+        objective.append(_objective(unit, centroids, r, phi, share, theta, sigma))
         if len(objective) > 1 and abs(objective[-2] - objective[-1]) < tol * abs(objective[-2]):
             break
     info = {"n_clusters": k, "iterations": len(objective), "converged": len(objective) < max_iter}
@@ -107,17 +108,18 @@ def _diverse_responsibilities(
     """
     r = r.copy()
     distance = _responsibilities(unit, centroids, sigma)
-    observed = r @ phi.T  # clusters x batches
-    expected = r.sum(1, keepdims=True) * share[None, :]
+    observed, expected = _counts(r, phi, share)
     n = unit.shape[0]
     for rows in np.array_split(rng.permutation(n), max(1, round(1 / block))):
-        observed -= r[:, rows] @ phi[:, rows].T
-        expected -= r[:, rows].sum(1, keepdims=True) * share[None, :]
+        block_observed, block_expected = _counts(r[:, rows], phi[:, rows], share)
+        observed -= block_observed
+        expected -= block_expected
         penalty = ((expected + 1.0) / (observed + 1.0)) ** theta
         new = distance[:, rows] * (penalty @ phi[:, rows])
         r[:, rows] = new / new.sum(0, keepdims=True)
-        observed += r[:, rows] @ phi[:, rows].T
-        expected += r[:, rows].sum(1, keepdims=True) * share[None, :]
+        block_observed, block_expected = _counts(r[:, rows], phi[:, rows], share)
+        observed += block_observed
+        expected += block_expected
     return r
 
 
@@ -134,6 +136,11 @@ def _correct(x: np.ndarray, r: np.ndarray, phi: np.ndarray) -> np.ndarray:
     return out
 
 
+def _counts(r: np.ndarray, phi: np.ndarray, share: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Soft counts (clusters x batches) of each batch in each cluster, observed and expected from the batch's share."""
+    return r @ phi.T, r.sum(1, keepdims=True) * share[None, :]
+
+
 def _objective(
     unit: np.ndarray,
     centroids: np.ndarray,
@@ -145,7 +152,6 @@ def _objective(
 ) -> float:
     distance = float((r * 2.0 * (1.0 - centroids @ unit.T)).sum())
     entropy = float(sigma * (r * np.log(r + 1e-12)).sum())
-    observed = r @ phi.T
-    expected = r.sum(1, keepdims=True) * share[None, :]
-    diversity = float(sigma * theta * ((r @ phi.T) * np.log((observed + 1.0) / (expected + 1.0))).sum())
+    observed, expected = _counts(r, phi, share)
+    diversity = float(sigma * theta * (observed * np.log((observed + 1.0) / (expected + 1.0))).sum())
     return distance + entropy + diversity
